@@ -1,0 +1,339 @@
+"""The TOML configuration as frozen dataclasses, with one clear line for every mistake.
+
+A secret comes from its environment variable, else `<key>_file` (relative paths resolve
+against `$CREDENTIALS_DIRECTORY`, then the config file's folder), else inline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tokend import crypto
+
+EBAY_TOKEN_URLS = {
+    "production": "https://api.ebay.com/identity/v1/oauth2/token",
+    "sandbox": "https://api.sandbox.ebay.com/identity/v1/oauth2/token",
+}
+EBAY_DEFAULT_SCOPES = ("https://api.ebay.com/oauth/api_scope",)
+EBAY_DAILY_QUOTA = 50_000
+
+
+class ConfigError(Exception):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///var/lib/tokend/tokend.db"
+    pool_max_size: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class RefreshConfig:
+    interval_seconds: float = 600.0
+    expiry_threshold_seconds: float = 900.0
+    max_age_seconds: float = 3600.0
+    concurrency: int = 16
+    request_timeout_seconds: float = 15.0
+    lease_seconds: float = 120.0
+    shutdown_grace_seconds: float = 30.0
+    backoff_base_seconds: float = 30.0
+    backoff_max_seconds: float = 3600.0
+    provider_pause_seconds: float = 3600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CryptoConfig:
+    keys: tuple[str, ...] = ()
+
+    def keyring(self) -> crypto.Keyring:
+        if not self.keys:
+            raise ConfigError("crypto.keys", "at least one key is required "
+                              "(create one with tokend keygen; or TOKEND_ENCRYPTION_KEYS)")
+        return crypto.Keyring.from_lines(self.keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    admin_token: str = ""
+    org_tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    consumer_token: str = ""
+    consumer_org_tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    allowed_origins: tuple[str, ...] = ()
+    stream_backlog: int = 200
+    stream_queue_size: int = 1000
+    terminal_max_entries: int = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    type: str
+    environment: str
+    client_id: str
+    client_secret: str = dataclasses.field(repr=False)
+    scopes: tuple[str, ...]
+    token_url: str
+    client_auth: str = "basic"
+    daily_quota: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = DatabaseConfig()
+    refresh: RefreshConfig = RefreshConfig()
+    crypto: CryptoConfig = CryptoConfig()
+    server: ServerConfig = ServerConfig()
+    providers: Mapping[str, ProviderConfig] = dataclasses.field(default_factory=dict)
+
+
+class _Table:
+    """One TOML table being read: typed getters that name the full key on error."""
+
+    def __init__(self, prefix: str, data: Any, base_dir: Path) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(prefix, "expected a table")
+        self.prefix, self.data, self.base_dir = prefix, dict(data), base_dir
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        self.seen.add(name)
+        value = self.data.get(name, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise ConfigError(self.key(name), f"expected {_kind_name(kind)}, got a boolean")
+        if not isinstance(value, kind):
+            raise ConfigError(self.key(name), f"expected {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = float(self.get(name, (int, float), default))
+        if value <= minimum:
+            raise ConfigError(self.key(name), f"must be greater than {minimum:g}")
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int = 1) -> int:
+        value = self.get(name, int, default)
+        if value < minimum:
+            raise ConfigError(self.key(name), f"must be at least {minimum}")
+        return value
+
+    def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
+        value = self.get(name, str, default)
+        if value not in options:
+            raise ConfigError(self.key(name), f"must be one of {', '.join(options)}")
+        return value
+
+    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.get(name, list, default)
+        if any(not isinstance(item, str) for item in value):
+            raise ConfigError(self.key(name), "expected a list of strings")
+        return tuple(value)
+
+    def secret(self, name: str, env: str | None, default: Any = "") -> Any:
+        """The secret from `env`, else `<name>_file`, else inline."""
+        self.seen.update((name, f"{name}_file"))
+        if env and os.environ.get(env):
+            return os.environ[env]
+        file_value = self.data.get(f"{name}_file")
+        if file_value is not None and name in self.data:
+            raise ConfigError(self.key(name), f"give either {name} or {name}_file, not both")
+        if file_value is not None:
+            if not isinstance(file_value, str):
+                raise ConfigError(self.key(f"{name}_file"), "expected a path string")
+            return _read_secret_file(self.key(f"{name}_file"), file_value, self.base_dir)
+        return self.data.get(name, default)
+
+    def table(self, name: str) -> _Table:
+        self.seen.add(name)
+        return _Table(self.key(name), self.data.get(name, {}), self.base_dir)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown key")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list",
+             bool: "a boolean", dict: "a table"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return "a number" if float in kinds else " or ".join(names[k] for k in kinds)
+
+
+def _read_secret_file(key: str, path: str, base_dir: Path) -> str:
+    candidates = [Path(path)]
+    if not candidates[0].is_absolute():
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        candidates = ([Path(creds) / path] if creds else []) + [base_dir / path]
+    for candidate in candidates:
+        try:
+            return candidate.read_text().strip()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError(key, f"cannot read {candidate}: {exc.strerror}") from None
+    raise ConfigError(key, f"file not found: {path}")
+
+
+def _env_name(provider: str) -> str:
+    return "TOKEND_PROVIDER_" + provider.upper().replace("-", "_") + "_CLIENT_SECRET"
+
+
+def _database(t: _Table) -> DatabaseConfig:
+    d = DatabaseConfig()
+    url = t.get("url", str, d.url)
+    if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ConfigError(t.key("url"), "must start with sqlite://, postgresql:// or postgres://")
+    if url.startswith("sqlite://") and not url.removeprefix("sqlite://"):
+        raise ConfigError(t.key("url"), "sqlite:// needs a file path")
+    out = DatabaseConfig(url=url, pool_max_size=t.integer("pool_max_size", d.pool_max_size))
+    t.done()
+    return out
+
+
+def _refresh(t: _Table) -> RefreshConfig:
+    values = {
+        f.name: (t.integer(f.name, f.default) if f.type == "int" else t.number(f.name, f.default))
+        for f in dataclasses.fields(RefreshConfig)
+    }
+    t.done()
+    return RefreshConfig(**values)
+
+
+def _crypto(t: _Table) -> CryptoConfig:
+    env = os.environ.get("TOKEND_ENCRYPTION_KEYS")
+    if env:
+        t.seen.update(("keys", "keys_file"))
+        keys = tuple(k.strip() for k in env.split(",") if k.strip())
+        key_name = "crypto.keys (TOKEND_ENCRYPTION_KEYS)"
+    else:
+        raw = t.secret("keys", None, default=[])
+        key_name = t.key("keys")
+        if isinstance(raw, str):  # a keys_file: one key line per line
+            keys = tuple(line.strip() for line in raw.splitlines() if line.strip())
+        elif isinstance(raw, list) and all(isinstance(k, str) for k in raw):
+            keys = tuple(raw)
+        else:
+            raise ConfigError(key_name, "expected a list of 'kid:base64' strings")
+    t.done()
+    try:
+        if keys:
+            crypto.Keyring.from_lines(keys)
+    except crypto.KeyLineError as exc:
+        raise ConfigError(key_name, str(exc)) from None
+    return CryptoConfig(keys=keys)
+
+
+def _token_map(t: _Table) -> dict[str, str]:
+    names = {k.removesuffix("_file") for k in t.data}
+    out = {}
+    for name in sorted(names):
+        value = t.secret(name, None)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(t.key(name), "expected a non-empty token string")
+        out[name] = value
+    t.done()
+    return out
+
+
+def _server(t: _Table) -> ServerConfig:
+    d = ServerConfig()
+    admin_token = t.secret("admin_token", "TOKEND_ADMIN_TOKEN")
+    consumer_token = t.secret("consumer_token", "TOKEND_CONSUMER_TOKEN")
+    for name, value in (("admin_token", admin_token), ("consumer_token", consumer_token)):
+        if not isinstance(value, str):
+            raise ConfigError(t.key(name), "expected a string")
+        if value and len(value) < 16:
+            raise ConfigError(t.key(name), "must be at least 16 characters")
+    out = ServerConfig(
+        host=t.get("host", str, d.host),
+        port=t.integer("port", d.port, minimum=0),
+        admin_token=admin_token,
+        org_tokens=_token_map(t.table("org_tokens")),
+        consumer_token=consumer_token,
+        consumer_org_tokens=_token_map(t.table("consumer_org_tokens")),
+        allowed_origins=t.strings("allowed_origins", d.allowed_origins),
+        stream_backlog=t.integer("stream_backlog", d.stream_backlog, minimum=0),
+        stream_queue_size=t.integer("stream_queue_size", d.stream_queue_size),
+        terminal_max_entries=t.integer("terminal_max_entries", d.terminal_max_entries),
+    )
+    if out.port > 65535:
+        raise ConfigError(t.key("port"), "must be at most 65535")
+    t.done()
+    return out
+
+
+def _provider(name: str, t: _Table) -> ProviderConfig:
+    kind = t.choice("type", ("ebay", "oauth2"), "ebay")
+    environment = t.choice("environment", ("production", "sandbox"), "production")
+    client_id = t.get("client_id", str, "")
+    client_secret = t.secret("client_secret", _env_name(name))
+    if not client_id:
+        raise ConfigError(t.key("client_id"), "is required")
+    if not isinstance(client_secret, str) or not client_secret:
+        raise ConfigError(t.key("client_secret"),
+                          f"is required (inline, client_secret_file or {_env_name(name)})")
+    default_url = EBAY_TOKEN_URLS[environment] if kind == "ebay" else ""
+    token_url = t.get("token_url", str, default_url)
+    if not token_url:
+        raise ConfigError(t.key("token_url"), "is required for type oauth2")
+    if not token_url.startswith(("https://", "http://")):
+        raise ConfigError(t.key("token_url"), "must be an http(s) URL")
+    out = ProviderConfig(
+        name=name, type=kind, environment=environment, client_id=client_id,
+        client_secret=client_secret,
+        scopes=t.strings("scopes", EBAY_DEFAULT_SCOPES if kind == "ebay" else ()),
+        token_url=token_url,
+        client_auth=t.choice("client_auth", ("basic", "body"), "basic"),
+        daily_quota=t.get("daily_quota", int, EBAY_DAILY_QUOTA if kind == "ebay" else None),
+    )
+    t.done()
+    return out
+
+
+def parse(data: Mapping[str, Any], base_dir: Path) -> Config:
+    root = _Table("", data, base_dir)
+    providers_table = root.table("providers")
+    providers = {
+        name: _provider(name, providers_table.table(name)) for name in providers_table.data
+    }
+    config = Config(
+        database=_database(root.table("database")),
+        refresh=_refresh(root.table("refresh")),
+        crypto=_crypto(root.table("crypto")),
+        server=_server(root.table("server")),
+        providers=providers,
+    )
+    root.done()
+    return config
+
+
+def load(path: str | os.PathLike[str] | None) -> Config:
+    """Read `path` (or `$TOKEND_CONFIG`; none at all means defaults plus environment)."""
+    path = path or os.environ.get("TOKEND_CONFIG")
+    if not path:
+        return parse({}, Path.cwd())
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("--config", f"file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"invalid TOML in {path}: {exc}") from None
+    return parse(data, Path(path).resolve().parent)

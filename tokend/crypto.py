@@ -1,0 +1,116 @@
+"""The `ENC:v1:` envelope for secrets at rest, and the keyring that opens it.
+
+`ENC:v1:<kid>:<base64url(nonce | ciphertext | tag)>`, AES-256-GCM. The associated data
+binds a value to its account id, its column and its key id, so a ciphertext copied to
+another row or column does not decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import secrets
+from collections.abc import Iterable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+PREFIX = "ENC:v1:"
+_KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_NONCE_BYTES = 12
+
+
+class DecryptError(Exception):
+    """A stored secret that cannot be opened. The message never contains the value."""
+
+    code = "decrypt_failed"
+
+
+class KeyLineError(ValueError):
+    """A malformed key line; the message names the problem, never the key material."""
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def parse_key_line(line: str) -> tuple[str, bytes]:
+    """`kid:base64` -> (kid, 32 bytes)."""
+    kid, sep, material = line.strip().partition(":")
+    if not sep or not _KID.match(kid):
+        raise KeyLineError("expected 'kid:base64' with a kid of letters, digits, '-' or '_'")
+    try:
+        key = _b64decode(material)
+    except (binascii.Error, ValueError):
+        raise KeyLineError(f"key {kid!r} is not valid base64") from None
+    if len(key) != 32:
+        raise KeyLineError(f"key {kid!r} must be 32 bytes, got {len(key)}")
+    return kid, key
+
+
+def generate_key_line(kid: str | None = None) -> str:
+    kid = kid or "k" + secrets.token_hex(3)
+    if not _KID.match(kid):
+        raise KeyLineError("kid must be 1-32 letters, digits, '-' or '_'")
+    return f"{kid}:{_b64encode(os.urandom(32))}"
+
+
+def _aad(account_id: str, column: str, kid: str) -> bytes:
+    return f"tokend|{account_id}|{column}|{kid}".encode()
+
+
+class Keyring:
+    """Several keys by id; the first encrypts, all decrypt."""
+
+    def __init__(self, keys: Iterable[tuple[str, bytes]]) -> None:
+        self._keys: dict[str, AESGCM] = {}
+        for kid, key in keys:
+            if kid in self._keys:
+                raise KeyLineError(f"key id {kid!r} appears twice")
+            self._keys[kid] = AESGCM(key)
+        if not self._keys:
+            raise KeyLineError("at least one key is required")
+        self.primary_kid = next(iter(self._keys))
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[str]) -> Keyring:
+        return cls(parse_key_line(line) for line in lines)
+
+    def encrypt(self, plaintext: str, *, account_id: str, column: str) -> str:
+        kid = self.primary_kid
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._keys[kid].encrypt(nonce, plaintext.encode(), _aad(account_id, column, kid))
+        return f"{PREFIX}{kid}:{_b64encode(nonce + sealed)}"
+
+    def decrypt(self, value: str, *, account_id: str, column: str) -> str:
+        if not value.startswith(PREFIX):
+            raise DecryptError(f"{column} is not an ENC:v1 envelope")
+        kid, sep, payload = value[len(PREFIX):].partition(":")
+        aead = self._keys.get(kid)
+        if not sep or aead is None:
+            raise DecryptError(f"{column} is sealed with unknown key id {kid!r}")
+        try:
+            raw = _b64decode(payload)
+            plain = aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:],
+                                 _aad(account_id, column, kid))
+            return plain.decode()
+        except (InvalidTag, binascii.Error, ValueError, UnicodeDecodeError):
+            raise DecryptError(
+                f"{column} does not decrypt for account {account_id!r} with key {kid!r}"
+            ) from None
+
+    def is_current(self, value: str | None) -> bool:
+        """True when `value` is absent or already sealed with the primary key."""
+        return value is None or value.startswith(f"{PREFIX}{self.primary_kid}:")
+
+    def reseal(self, value: str, *, account_id: str, column: str) -> str:
+        if self.is_current(value):
+            return value
+        plain = self.decrypt(value, account_id=account_id, column=column)
+        return self.encrypt(plain, account_id=account_id, column=column)

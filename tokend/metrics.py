@@ -1,0 +1,44 @@
+"""Prometheus metrics, one registry per daemon so several can live in one test process."""
+
+from __future__ import annotations
+
+import prometheus_client as prom
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = prom.CollectorRegistry()
+        self.refreshes = prom.Counter(
+            "tokend_refreshes", "Refresh attempts by outcome (success or error code).",
+            ["provider", "source", "outcome"], registry=r)
+        self.refresh_seconds = prom.Histogram(
+            "tokend_refresh_duration_seconds", "Provider call latency.", ["provider"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.cycles = prom.Counter(
+            "tokend_cycles", "Refresh cycles by status.", ["status"], registry=r)
+        self.cycle_seconds = prom.Histogram(
+            "tokend_cycle_duration_seconds", "Duration of one refresh cycle.",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.accounts = prom.Gauge(
+            "tokend_accounts", "Accounts by state.", ["state"], registry=r)
+        self.due_backlog = prom.Gauge(
+            "tokend_due_backlog", "Accounts due now and not yet claimed.", registry=r)
+        self.provider_paused = prom.Gauge(
+            "tokend_provider_paused", "1 while a provider is paused after invalid_client.",
+            ["provider"], registry=r)
+        self.projected_daily_calls = prom.Gauge(
+            "tokend_projected_daily_calls", "Provider calls per day the schedule implies.",
+            ["provider"], registry=r)
+        self.daily_quota = prom.Gauge(
+            "tokend_daily_quota", "Configured daily refresh quota.", ["provider"], registry=r)
+        self.stream_subscribers = prom.Gauge(
+            "tokend_stream_subscribers", "Live log stream subscribers.", registry=r)
+        self.stream_dropped = prom.Counter(
+            "tokend_stream_dropped_entries", "Entries dropped for slow subscribers.", registry=r)
+        self.vends = prom.Counter(
+            "tokend_vends", "Access tokens handed to apps, by outcome.", ["outcome"], registry=r)
+
+    def render(self) -> bytes:
+        return prom.generate_latest(self.registry)

@@ -1,0 +1,38 @@
+"""When to refresh next: after a success, and after a failure. Pure functions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+# A token that lives shorter than twice the threshold is refreshed at half its life,
+# so a short-lived token is never due the moment it arrives.
+MIN_LIFETIME_FRACTION = 0.5
+
+
+def next_refresh_at(
+    sent_at: datetime, expires_in: float, *, expiry_threshold_seconds: float,
+    max_age_seconds: float,
+) -> datetime:
+    """When a token obtained by a request sent at `sent_at` next comes due.
+
+    The earlier of: `expiry_threshold_seconds` before it expires, and `max_age_seconds`
+    after it was obtained; never earlier than half its lifetime.
+    """
+    lead = max(expires_in - expiry_threshold_seconds, expires_in * MIN_LIFETIME_FRACTION)
+    return sent_at + timedelta(seconds=max(0.0, min(lead, max_age_seconds)))
+
+
+def backoff_seconds(
+    failures: int, *, base_seconds: float, max_seconds: float,
+    retry_after_seconds: float | None = None, jitter: float = 1.0,
+) -> float:
+    """Delay before the next attempt after `failures` earlier consecutive failures.
+
+    Exponential, with `jitter` in [0, 1) spreading it over its upper half so a fleet
+    that failed together does not retry together; a provider's Retry-After is a floor.
+    """
+    ceiling = min(max_seconds, base_seconds * 2.0 ** min(failures, 32))
+    delay = ceiling * (0.5 + 0.5 * jitter)
+    if retry_after_seconds is not None:
+        delay = max(delay, retry_after_seconds)
+    return min(delay, max_seconds)
