@@ -1,0 +1,263 @@
+"""The RFC 6749 refresh_token grant: one request builder and one send, for every provider.
+
+`prepare` opens the stored refresh token exactly once and refuses unusable ones before
+anything is sent; `send` makes one bounded call and turns whatever happens into a Result.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+import urllib.parse
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from tokend import config, crypto, masking, store
+from tokend.providers import answer, result
+
+FORM = "application/x-www-form-urlencoded"
+BODY_LIMIT_BYTES = 1024 * 1024
+_READ_CHUNK_BYTES = 64 * 1024
+# A body we could not parse still must not show a token: mask these fields in raw text.
+_SECRET_IN_TEXT = re.compile(
+    r"""(?P<key>["']?(?:access_token|refresh_token|id_token|client_secret)["']?\s*[:=]\s*["']?)"""
+    r"""(?P<value>[^"'&\s,}]+)""",
+    re.IGNORECASE,
+)
+_MASKED = re.compile(r".{0,4}\.\.\.(?:.{4})?")
+
+
+class Provider:
+    """One configured provider: how to ask it for a fresh access token."""
+
+    def __init__(
+        self, provider_config: config.ProviderConfig, *, request_timeout_seconds: float,
+        default_expires_in_seconds: float, token_prefix: str | None,
+    ) -> None:
+        self.config = provider_config
+        self.name = provider_config.name
+        self.type = provider_config.type
+        self.environment = provider_config.environment
+        self.request_timeout_seconds = request_timeout_seconds
+        self.default_expires_in_seconds = default_expires_in_seconds
+        self.token_prefix = token_prefix
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout_seconds)
+
+    def __repr__(self) -> str:
+        return f"Provider(name={self.name!r}, type={self.type!r}, url={self.config.token_url!r})"
+
+    def scopes_for(self, account: store.Account) -> tuple[str, ...]:
+        """The account's own consented scopes when it has them, else the provider's."""
+        return tuple(account.scopes) or tuple(self.config.scopes)
+
+    def prepare(self, account: store.Account, keyring: crypto.Keyring) -> result.Prepared:
+        """Build the request, or raise RefreshError(decrypt_failed): then send nothing."""
+        token = self._refresh_token(account, keyring)
+        form = [("grant_type", "refresh_token"), ("refresh_token", token)]
+        scopes = self.scopes_for(account)
+        if scopes:
+            form.append(("scope", " ".join(scopes)))
+        headers = {"Content-Type": FORM, "Accept": "application/json"}
+        secret = self.config.client_secret
+        if self.config.client_auth == "body":
+            form += [("client_id", self.config.client_id), ("client_secret", secret)]
+        else:
+            credentials = f"{self.config.client_id}:{secret}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
+        # %20 between scopes, the way eBay documents it.
+        body = urllib.parse.urlencode(form, quote_via=urllib.parse.quote)
+        return result.Prepared(
+            account_id=account.id, provider=self.name, method="POST",
+            url=self.config.token_url, headers=headers, body=body,
+            secrets=(token, secret),
+            request={
+                "method": "POST", "url": self.config.token_url,
+                "headers": masking.mask_headers(headers), "body": masking.mask_body(body, FORM),
+            },
+        )
+
+    def _refresh_token(self, account: store.Account, keyring: crypto.Keyring) -> str:
+        def refuse(message: str) -> result.RefreshError:
+            return result.RefreshError(result.DECRYPT_FAILED, message)
+
+        if not isinstance(account.refresh_token, str) or not account.refresh_token:
+            raise refuse(f"account {account.id!r} has no stored refresh_token")
+        try:
+            token = keyring.decrypt(account.refresh_token, account_id=account.id,
+                                    column="refresh_token").strip()
+        except crypto.DecryptError as exc:
+            raise refuse(str(exc)) from None
+        if not token:
+            raise refuse(f"refresh_token of account {account.id!r} decrypts to an empty value")
+        if token.startswith("ENC:"):
+            raise refuse(f"refresh_token of account {account.id!r} is still an ENC: envelope "
+                         "after decryption (encrypted twice)")
+        if self.token_prefix and not token.startswith(self.token_prefix):
+            raise refuse(f"refresh_token of account {account.id!r} does not look like a "
+                         f"{self.type} token (expected it to start with {self.token_prefix!r})")
+        return token
+
+    async def send(
+        self, session: aiohttp.ClientSession, prepared: result.Prepared,
+    ) -> result.Result:
+        """One call to the token URL, bounded in time and size. Never raises for its answer."""
+        sent_at = datetime.now(UTC)
+        started = time.monotonic()
+
+        def failed(code: str, description: str, kind: str) -> result.Result:
+            return result.Result(
+                sent_at=sent_at, duration_ms=_since(started), request=prepared.request,
+                response=None, error_code=code,
+                error_description=_safe_text(description, prepared.secrets), kind=kind,
+            )
+
+        try:
+            async with session.request(
+                prepared.method, prepared.url, data=prepared.body.encode(),
+                headers=prepared.headers, timeout=self._timeout, allow_redirects=False,
+                raise_for_status=False,
+            ) as response:
+                raw, too_big = await read_limited(response.content, response.content_length)
+                if too_big:
+                    response.close()  # drop the connection rather than drain the rest
+                status, reason, headers = response.status, response.reason, response.headers
+                charset = response.charset
+        except TimeoutError:
+            return failed(result.TIMEOUT, f"no complete answer within "
+                          f"{self.request_timeout_seconds:g} s", result.TRANSIENT)
+        except aiohttp.InvalidURL:
+            return failed(result.CONNECTION_ERROR, "the token URL is not valid", result.CONFIG)
+        except aiohttp.ClientResponseError as exc:
+            return failed(result.BAD_RESPONSE, _exception(exc), result.TRANSIENT)
+        except (aiohttp.ClientError, OSError) as exc:
+            return failed(result.CONNECTION_ERROR, _exception(exc), result.TRANSIENT)
+        return self._classify(prepared, sent_at, started, status, reason, headers, raw,
+                              too_big, charset)
+
+    def _classify(
+        self, prepared: result.Prepared, sent_at: datetime, started: float, status: int,
+        reason: str | None, headers: CIMultiDictProxy[str], raw: bytes, too_big: bool,
+        charset: str | None,
+    ) -> result.Result:
+        content_type = headers.get("Content-Type")
+        text = _decode(raw, charset)
+        if too_big:
+            body: Any = f"(more than {BODY_LIMIT_BYTES} bytes, not read)"
+            outcome: result.Grant | answer.Error = answer.Error(
+                result.BAD_RESPONSE,
+                f"HTTP {status}: response body is larger than {BODY_LIMIT_BYTES} bytes",
+                result.TRANSIENT,
+            )
+        else:
+            body = _masked_body(text, content_type, prepared.secrets)
+            outcome = answer.interpret(
+                status, reason, text, content_type,
+                default_expires_in_seconds=self.default_expires_in_seconds,
+            )
+        response = {
+            "status": status, "reason": reason,
+            "headers": masking.mask_headers(_flat(headers)), "body": body,
+        }
+        common = {"sent_at": sent_at, "duration_ms": _since(started),
+                  "request": prepared.request, "response": response}
+        if isinstance(outcome, result.Grant):
+            return result.Result(grant=outcome, **common)
+        return result.Result(
+            error_code=outcome.code,
+            error_description=_safe_text(outcome.description, prepared.secrets),
+            kind=outcome.kind,
+            retry_after_seconds=answer.retry_after_seconds(headers.get("Retry-After")),
+            **common,
+        )
+
+
+async def read_limited(
+    stream: aiohttp.StreamReader, content_length: int | None, limit: int = BODY_LIMIT_BYTES,
+) -> tuple[bytes, bool]:
+    """(body, False), or (b"", True) as soon as more than `limit` bytes show up."""
+    if content_length is not None and content_length > limit:
+        return b"", True
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await stream.read(min(_READ_CHUNK_BYTES, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks), False
+        total += len(chunk)
+        if total > limit:
+            return b"", True
+        chunks.append(chunk)
+
+
+def _decode(raw: bytes, charset: str | None) -> str:
+    try:
+        return raw.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace")
+
+
+def _flat(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    """Plain str keys (orjson refuses aiohttp's `istr`), repeated headers joined."""
+    out: dict[str, str] = {}
+    for key, value in headers.items():
+        key = str(key)
+        out[key] = f"{out[key]}, {value}" if key in out else str(value)
+    return out
+
+
+def _masked_body(text: str, content_type: str | None, secrets: tuple[str, ...]) -> Any:
+    """The response body as the HTTP log keeps it: masked by field, with no echo of ours."""
+    masked = masking.mask_body(text, content_type)
+    if isinstance(masked, str) and answer.content_kind(content_type) != FORM:
+        # Kept as text (HTML, broken JSON, a form labelled text/plain): no field names
+        # were seen, so mask token-shaped fields in the raw text before it is cut.
+        return masking.mask_body(_safe_text(text, secrets), content_type)
+    return _scrub_value(masked, secrets)
+
+
+def _safe_text(text: str, secrets: tuple[str, ...]) -> str:
+    def mask(match: re.Match[str]) -> str:
+        value = match.group("value")
+        if _MASKED.fullmatch(value):  # already masked by _scrub
+            return match.group(0)
+        return match.group("key") + masking.mask_secret(value)
+
+    return _SECRET_IN_TEXT.sub(mask, _scrub(text, secrets))
+
+
+def _scrub_value(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        return _scrub(value, secrets)
+    if isinstance(value, dict):
+        return {key: _scrub_value(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrub_value(item, secrets) for item in value]
+    return value
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """Mask our own secrets wherever the provider echoed them, plain or URL-encoded."""
+    for secret in secrets:
+        if not secret:
+            continue
+        for shape in {secret, urllib.parse.quote(secret, safe=""),
+                      urllib.parse.quote_plus(secret, safe="")}:
+            if shape in text:
+                text = text.replace(shape, masking.mask_secret(secret))
+    return text
+
+
+def _exception(exc: BaseException) -> str:
+    try:
+        detail = str(exc)
+    except Exception:  # some aiohttp errors cannot describe themselves when half-built
+        detail = ""
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def _since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000.0, 1)

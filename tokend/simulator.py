@@ -1,0 +1,480 @@
+"""An eBay identity endpoint on loopback: the refresh_token grant, plus knobs for faults.
+
+Used by the demo, the tests and the benchmarks. Any refresh token starting with `v^1.1#`
+is accepted until revoked, so nobody has to seed it. Steer a running simulator through
+its attributes, or over HTTP with `POST /_sim/config` from another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import collections
+import contextlib
+import hashlib
+import hmac
+import os
+import random
+import secrets
+import signal
+import socket
+import struct
+import sys
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+TOKEN_PATH = "/identity/v1/oauth2/token"  # noqa: S105 - a path
+REFRESH_TOKEN_PREFIX = "v^1.1#"  # noqa: S105 - a shape, not a secret
+FAIL_MODES = (None, "500", "502_html", "429", "reset", "hang", "huge")
+DEFAULT_CLIENT_ID = "tokend-sim"
+DEFAULT_CLIENT_SECRET = "tokend-sim-secret"  # noqa: S105 - the simulator's well-known fake
+# The scopes an eBay seller application typically holds; a token without its own
+# consented scopes may ask for any subset of these.
+DEFAULT_SCOPES = frozenset({
+    "https://api.ebay.com/oauth/api_scope",
+    "https://api.ebay.com/oauth/api_scope/sell.account",
+    "https://api.ebay.com/oauth/api_scope/sell.account.readonly",
+    "https://api.ebay.com/oauth/api_scope/sell.analytics.readonly",
+    "https://api.ebay.com/oauth/api_scope/sell.finances",
+    "https://api.ebay.com/oauth/api_scope/sell.fulfillment",
+    "https://api.ebay.com/oauth/api_scope/sell.fulfillment.readonly",
+    "https://api.ebay.com/oauth/api_scope/sell.inventory",
+    "https://api.ebay.com/oauth/api_scope/sell.inventory.readonly",
+    "https://api.ebay.com/oauth/api_scope/sell.marketing",
+    "https://api.ebay.com/oauth/api_scope/sell.marketing.readonly",
+    "https://api.ebay.com/oauth/api_scope/commerce.identity.readonly",
+})
+HUGE_BODY_BYTES = 10 * 1024 * 1024
+_HUGE_CHUNK = b"x" * 65536
+_BAD_GATEWAY_HTML = (
+    "<html><head><title>502 Bad Gateway</title></head><body>"
+    "<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+)
+_CONFIG_KEYS = (
+    "latency_seconds", "error_rate", "fail_mode", "fail_times", "retry_after_seconds",
+    "rotate", "expires_in", "refresh_token_expires_in",
+)
+
+
+def fingerprint(token: str) -> str:
+    """How `/_sim/stats` names a refresh token without showing it."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def _new_token(kind: str) -> str:
+    return f"v^1.1#i^1#{kind}^1#f^0#I^3#p^3#t^{secrets.token_urlsafe(48)}"
+
+
+class Simulator:
+    """The endpoint, its knobs and its counters. Knobs may be changed at any time."""
+
+    def __init__(
+        self, *, client_id: str = DEFAULT_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET,
+        allowed_scopes: Iterable[str] | None = DEFAULT_SCOPES, latency_seconds: float = 0.0,
+        rotate: bool = False, expires_in: int = 7200,
+        refresh_token_expires_in: int = 47_304_000, body_auth: bool = False,
+    ) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        # None accepts any scope; otherwise a token without its own consent may ask for
+        # any subset of these.
+        self.allowed_scopes = None if allowed_scopes is None else frozenset(allowed_scopes)
+        self.latency_seconds = latency_seconds
+        self.error_rate = 0.0
+        self.fail_mode: str | None = None
+        # How many more requests fail_mode applies to; None means until it is changed.
+        self.fail_times: int | None = None
+        self.retry_after_seconds = 30
+        self.rotate = rotate
+        self.expires_in = expires_in
+        self.refresh_token_expires_in = refresh_token_expires_in
+        # RFC 6749 also allows credentials in the form body; eBay does not.
+        self.body_auth = body_auth
+        self.hang_seconds = 3600.0
+        self._revoked: set[str] = set()
+        self._consent: dict[str, frozenset[str]] = {}
+        self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
+        self.base_url: str | None = None
+        self.reset_stats()
+
+    # -- steering ---------------------------------------------------------------------
+    def revoke(self, token: str) -> None:
+        """From now on this refresh token gets `invalid_grant`."""
+        self._revoked.add(token)
+
+    def consent(self, token: str, scopes: Iterable[str]) -> None:
+        """The scopes this refresh token was granted; it may ask for no others."""
+        self._consent[token] = frozenset(scopes)
+
+    def configure(self, **knobs: Any) -> None:
+        """Set knobs by name, checking each; raises ValueError naming a bad one."""
+        for key, value in knobs.items():
+            if key not in _CONFIG_KEYS:
+                raise ValueError(f"unknown knob {key!r}")
+            if key == "fail_mode":
+                if value not in FAIL_MODES:
+                    raise ValueError(f"fail_mode must be one of {FAIL_MODES}")
+            elif key == "rotate":
+                if not isinstance(value, bool):
+                    raise ValueError("rotate must be a boolean")
+            elif key == "fail_times":
+                if value is not None and (not isinstance(value, int) or value < 0):
+                    raise ValueError("fail_times must be a non-negative integer or null")
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{key} must be a non-negative number")
+            setattr(self, key, value)
+
+    def config(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in _CONFIG_KEYS}
+
+    # -- counters ---------------------------------------------------------------------
+    def reset_stats(self) -> None:
+        self.calls = 0
+        self.successes = 0
+        self.by_status: collections.Counter[int] = collections.Counter()
+        self.by_error: collections.Counter[str] = collections.Counter()
+        self.aborted = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.max_in_flight_per_token = 0
+        self.token_calls: collections.Counter[str] = collections.Counter()
+        self._in_flight_by_token: collections.Counter[str] = collections.Counter()
+
+    def calls_for(self, token: str) -> int:
+        return self.token_calls[token]
+
+    def stats(self, *, tokens: bool = True) -> dict[str, Any]:
+        """Counters; `token_calls` maps each token's fingerprint to its number of calls."""
+        out = {
+            "calls": self.calls,
+            "successes": self.successes,
+            "by_status": {str(status): n for status, n in sorted(self.by_status.items())},
+            "by_error": dict(self.by_error),
+            "aborted": self.aborted,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "max_in_flight_per_token": self.max_in_flight_per_token,
+            "tokens_seen": len(self.token_calls),
+            "max_calls_per_token": max(self.token_calls.values(), default=0),
+            "config": self.config(),
+        }
+        if tokens:
+            out["token_calls"] = {fingerprint(t): n for t, n in self.token_calls.items()}
+        return out
+
+    # -- lifecycle --------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(TOKEN_PATH, self._token)
+        app.router.add_get("/_sim/stats", self._get_stats)
+        app.router.add_get("/_sim/config", self._get_config)
+        app.router.add_post("/_sim/config", self._post_config)
+        return app
+
+    @property
+    def token_url(self) -> str:
+        if self.base_url is None:
+            raise RuntimeError("the simulator is not running")
+        return self.base_url + TOKEN_PATH
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on host:port (0 picks a free port); returns the base URL."""
+        self._stopping.clear()
+        # handler_cancellation: a client that gives up (timeout) ends its hang at once.
+        runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True,
+                               shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        bound = runner.addresses[0]
+        self.base_url = f"http://{bound[0]}:{bound[1]}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- the token endpoint -----------------------------------------------------------
+    async def _token(self, request: web.Request) -> web.StreamResponse:
+        self.calls += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            form = dict(urllib.parse.parse_qsl(await request.text(), keep_blank_values=True))
+            token = form.get("refresh_token", "")
+            with self._tracked(token):
+                return await self._answer(request, form, token)
+        finally:
+            self.in_flight -= 1
+
+    @contextlib.contextmanager
+    def _tracked(self, token: str) -> Iterator[None]:
+        """Count calls and concurrent refreshes per refresh token, latency included."""
+        if not token:
+            yield
+            return
+        self.token_calls[token] += 1
+        self._in_flight_by_token[token] += 1
+        self.max_in_flight_per_token = max(
+            self.max_in_flight_per_token, self._in_flight_by_token[token])
+        try:
+            yield
+        finally:
+            self._in_flight_by_token[token] -= 1
+            if not self._in_flight_by_token[token]:
+                del self._in_flight_by_token[token]
+
+    async def _answer(
+        self, request: web.Request, form: dict[str, str], token: str,
+    ) -> web.StreamResponse:
+        if self.latency_seconds > 0:
+            await asyncio.sleep(self.latency_seconds)
+        fault = self._fault()
+        if fault is not None:
+            return await self._fail(request, fault)
+        if not self._authenticated(request, form):
+            return self._error(401, "invalid_client", "client authentication failed",
+                               headers={"WWW-Authenticate": 'Basic realm="ebay"'})
+        if request.content_type != "application/x-www-form-urlencoded":
+            return self._error(400, "invalid_request",
+                               "Content-Type must be application/x-www-form-urlencoded")
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            return self._error(400, "invalid_request",
+                               "request is missing a required parameter: grant_type")
+        if grant_type != "refresh_token":
+            return self._error(400, "unsupported_grant_type",
+                               "grant type in request is not supported by the authorization server")
+        if not token:
+            return self._error(400, "invalid_request",
+                               "request is missing a required parameter: refresh_token")
+        if not token.startswith(REFRESH_TOKEN_PREFIX) or token in self._revoked:
+            return self._error(400, "invalid_grant",
+                               "the provided authorization refresh token is invalid "
+                               "or was issued to another client")
+        granted = self._consent.get(token, self.allowed_scopes)
+        requested = frozenset(form.get("scope", "").split())
+        if granted is not None and not requested <= granted:
+            return self._error(400, "invalid_scope",
+                               "the requested scope is invalid, unknown, malformed, "
+                               "or exceeds the scope granted to the client")
+        return self._grant(token)
+
+    def _grant(self, token: str) -> web.Response:
+        answer: dict[str, Any] = {
+            "access_token": _new_token("r"),
+            "expires_in": self.expires_in,
+            "token_type": "User Access Token",
+        }
+        if self.rotate:
+            # The old token dies now: a second refresh of it is an invalid_grant.
+            self._revoked.add(token)
+            rotated = _new_token("r")
+            if token in self._consent:
+                self._consent[rotated] = self._consent[token]
+            answer["refresh_token"] = rotated
+            answer["refresh_token_expires_in"] = self.refresh_token_expires_in
+        self.successes += 1
+        self.by_status[200] += 1
+        return web.Response(body=orjson.dumps(answer), content_type="application/json",
+                            headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _authenticated(self, request: web.Request, form: dict[str, str]) -> bool:
+        header = request.headers.get("Authorization")
+        if header is None:
+            if not self.body_auth:
+                return False
+            client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        else:
+            scheme, _, encoded = header.partition(" ")
+            if scheme.lower() != "basic":
+                return False
+            try:
+                decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            client_id, _, secret = decoded.partition(":")
+        return hmac.compare_digest(client_id.encode(), self.client_id.encode()) and \
+            hmac.compare_digest(secret.encode(), self.client_secret.encode())
+
+    def _error(self, status: int, code: str, description: str,
+               headers: dict[str, str] | None = None) -> web.Response:
+        self.by_status[status] += 1
+        self.by_error[code] += 1
+        body = orjson.dumps({"error": code, "error_description": description})
+        return web.Response(status=status, body=body, content_type="application/json",
+                            headers=headers)
+
+    # -- faults -----------------------------------------------------------------------
+    def _fault(self) -> str | None:
+        if self.fail_mode is not None:
+            if self.fail_times is None:
+                return self.fail_mode
+            if self.fail_times > 0:
+                self.fail_times -= 1
+                mode = self.fail_mode
+                if self.fail_times == 0:
+                    self.fail_mode, self.fail_times = None, None
+                return mode
+        if self.error_rate > 0 and random.random() < self.error_rate:
+            return "500"
+        return None
+
+    async def _fail(self, request: web.Request, mode: str) -> web.StreamResponse:
+        if mode == "500":
+            return self._error(500, "server_error", "internal error, please retry")
+        if mode == "502_html":
+            self.by_status[502] += 1
+            return web.Response(status=502, text=_BAD_GATEWAY_HTML, content_type="text/html")
+        if mode == "429":
+            self.by_status[429] += 1
+            body = orjson.dumps({"errors": [{
+                "errorId": 2001, "domain": "ACCESS", "category": "REQUEST",
+                "message": "Too many requests. The request limit has been reached.",
+            }]})
+            return web.Response(status=429, body=body, content_type="application/json",
+                                headers={"Retry-After": str(self.retry_after_seconds)})
+        if mode == "huge":
+            return await self._huge(request)
+        self.aborted += 1
+        if mode == "hang":
+            # Until the client gives up (its disconnect cancels us) or the simulator stops.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.hang_seconds)
+        _reset(request)
+        # The transport is gone: this handler is cancelled as the connection drops.
+        await asyncio.sleep(self.hang_seconds)
+        return web.Response(status=503)
+
+    async def _huge(self, request: web.Request) -> web.StreamResponse:
+        self.by_status[200] += 1
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = HUGE_BODY_BYTES
+        await response.prepare(request)
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            while sent < HUGE_BODY_BYTES:
+                chunk = _HUGE_CHUNK[:HUGE_BODY_BYTES - sent]
+                await response.write(chunk)
+                sent += len(chunk)
+            await response.write_eof()
+        return response
+
+    # -- steering over HTTP -----------------------------------------------------------
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        """`?tokens=0` leaves out the per-token map, which grows with every token seen."""
+        stats = self.stats(tokens=request.query.get("tokens", "1") != "0")
+        return web.Response(body=orjson.dumps(stats), content_type="application/json")
+
+    async def _get_config(self, _request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.config()), content_type="application/json")
+
+    async def _post_config(self, request: web.Request) -> web.Response:
+        """JSON knobs, plus `revoke: [tokens]`, `consent: {token: [scopes]}`, `reset_stats`."""
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
+            revoke = body.pop("revoke", [])
+            consent = body.pop("consent", {})
+            reset = body.pop("reset_stats", False)
+            if not isinstance(revoke, list) or not all(isinstance(t, str) for t in revoke):
+                raise ValueError("revoke must be a list of strings")
+            if not isinstance(consent, dict):
+                raise ValueError("consent must be an object of token -> scopes")
+            self.configure(**body)
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            return web.Response(status=400, body=orjson.dumps({"error": str(exc)}),
+                                content_type="application/json")
+        for token in revoke:
+            self.revoke(token)
+        for token, scopes in consent.items():
+            self.consent(token, scopes)
+        if reset:
+            self.reset_stats()
+        return web.Response(body=orjson.dumps(self.config()), content_type="application/json")
+
+
+def _reset(request: web.Request) -> None:
+    """Drop the connection with a TCP RST, the way a crashing proxy does."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    simulator = Simulator(
+        client_id=args.client_id,
+        client_secret=os.environ.get("TOKEND_SIM_CLIENT_SECRET", DEFAULT_CLIENT_SECRET),
+        latency_seconds=args.latency_ms / 1000.0, rotate=args.rotate,
+        expires_in=args.expires_in, body_auth=args.body_auth,
+    )
+    simulator.error_rate = args.error_rate
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        url = await simulator.start(args.host, args.port)
+        print(url, flush=True)
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await simulator.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tokend.simulator",
+        description="An eBay identity token endpoint on loopback. Prints its base URL; "
+                    f"the token URL is that plus {TOKEN_PATH}. The client secret comes "
+                    "from TOKEND_SIM_CLIENT_SECRET (default: the well-known fake).",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--rotate", action="store_true",
+                        help="issue a new refresh token on every refresh; the old one dies")
+    parser.add_argument("--expires-in", type=int, default=7200)
+    parser.add_argument("--error-rate", type=float, default=0.0,
+                        help="fraction of requests answered with a 500")
+    parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
+    parser.add_argument("--body-auth", action="store_true",
+                        help="also accept client_id/client_secret in the form body")
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.error_rate <= 1.0:
+        parser.error("--error-rate must be between 0 and 1")
+    try:
+        asyncio.run(_serve(args))
+    except OSError as exc:
+        print(f"simulator: cannot listen on {args.host}:{args.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
