@@ -1,0 +1,1 @@
+"""tokend keeps OAuth access tokens fresh for many seller accounts."""

@@ -7,6 +7,7 @@ against `$CREDENTIALS_DIRECTORY`, then the config file's folder), else inline.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -51,7 +52,7 @@ class RefreshConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CryptoConfig:
-    keys: tuple[str, ...] = ()
+    keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
     def keyring(self) -> crypto.Keyring:
         if not self.keys:
@@ -64,10 +65,10 @@ class CryptoConfig:
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
-    admin_token: str = ""
-    org_tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    consumer_token: str = ""
-    consumer_org_tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    admin_token: str = dataclasses.field(default="", repr=False)
+    org_tokens: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    consumer_token: str = dataclasses.field(default="", repr=False)
+    consumer_org_tokens: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     allowed_origins: tuple[str, ...] = ()
     stream_backlog: int = 200
     stream_queue_size: int = 1000
@@ -121,6 +122,8 @@ class _Table:
 
     def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
         value = float(self.get(name, (int, float), default))
+        if not math.isfinite(value):  # TOML allows inf and nan
+            raise ConfigError(self.key(name), "must be a finite number")
         if value <= minimum:
             raise ConfigError(self.key(name), f"must be greater than {minimum:g}")
         return value
@@ -186,6 +189,8 @@ def _read_secret_file(key: str, path: str, base_dir: Path) -> str:
             continue
         except OSError as exc:
             raise ConfigError(key, f"cannot read {candidate}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(key, f"{candidate} is not UTF-8 text") from None
     raise ConfigError(key, f"file not found: {path}")
 
 
@@ -223,7 +228,7 @@ def _crypto(t: _Table) -> CryptoConfig:
     else:
         raw = t.secret("keys", None, default=[])
         key_name = t.key("keys")
-        if isinstance(raw, str):  # a keys_file: one key line per line
+        if isinstance(raw, str) and "keys" not in t.data:  # a keys_file: one line per key
             keys = tuple(line.strip() for line in raw.splitlines() if line.strip())
         elif isinstance(raw, list) and all(isinstance(k, str) for k in raw):
             keys = tuple(raw)
@@ -301,6 +306,8 @@ def _provider(name: str, t: _Table) -> ProviderConfig:
         client_auth=t.choice("client_auth", ("basic", "body"), "basic"),
         daily_quota=t.get("daily_quota", int, EBAY_DAILY_QUOTA if kind == "ebay" else None),
     )
+    if out.daily_quota is not None and out.daily_quota < 1:
+        raise ConfigError(t.key("daily_quota"), "must be at least 1")
     t.done()
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import os
 import re
 import secrets
@@ -16,6 +17,8 @@ from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from tokend import store
 
 PREFIX = "ENC:v1:"
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -33,7 +36,8 @@ class KeyLineError(ValueError):
 
 
 def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # validate: characters outside the alphabet are an error, not silently skipped.
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 def _b64encode(data: bytes) -> str:
@@ -43,7 +47,7 @@ def _b64encode(data: bytes) -> str:
 def parse_key_line(line: str) -> tuple[str, bytes]:
     """`kid:base64` -> (kid, 32 bytes)."""
     kid, sep, material = line.strip().partition(":")
-    if not sep or not _KID.match(kid):
+    if not sep or not _KID.fullmatch(kid):
         raise KeyLineError("expected 'kid:base64' with a kid of letters, digits, '-' or '_'")
     try:
         key = _b64decode(material)
@@ -56,7 +60,7 @@ def parse_key_line(line: str) -> tuple[str, bytes]:
 
 def generate_key_line(kid: str | None = None) -> str:
     kid = kid or "k" + secrets.token_hex(3)
-    if not _KID.match(kid):
+    if not _KID.fullmatch(kid):
         raise KeyLineError("kid must be 1-32 letters, digits, '-' or '_'")
     return f"{kid}:{_b64encode(os.urandom(32))}"
 
@@ -92,8 +96,10 @@ class Keyring:
         if not value.startswith(PREFIX):
             raise DecryptError(f"{column} is not an ENC:v1 envelope")
         kid, sep, payload = value[len(PREFIX):].partition(":")
+        if not sep or not _KID.fullmatch(kid):  # what stands in kid's place may be ciphertext
+            raise DecryptError(f"{column} is not a complete ENC:v1 envelope")
         aead = self._keys.get(kid)
-        if not sep or aead is None:
+        if aead is None:
             raise DecryptError(f"{column} is sealed with unknown key id {kid!r}")
         try:
             raw = _b64decode(payload)
@@ -114,3 +120,43 @@ class Keyring:
             return value
         plain = self.decrypt(value, account_id=account_id, column=column)
         return self.encrypt(plain, account_id=account_id, column=column)
+
+
+@dataclasses.dataclass
+class RotationCounts:
+    rotated: int = 0
+    failed: int = 0
+    conflicts: int = 0
+
+
+async def rotate(db: store.Store, keyring: Keyring, *, batch_size: int = 500,
+                 max_passes: int = 3) -> RotationCounts:
+    """Re-seal every stored secret under the primary key, in batches.
+
+    Each row is swapped only if unchanged since it was read, so the daemon may keep
+    running; a crash loses nothing, and running it again picks up where it stopped.
+    """
+    counts = RotationCounts()
+    for _ in range(max_passes):
+        conflicts, after_id = 0, None
+        while batch := await db.accounts_to_rotate(keyring.primary_kid, batch_size,
+                                                   after_id=after_id):
+            after_id = batch[-1].id
+            for account in batch:
+                try:
+                    refresh_token = keyring.reseal(
+                        account.refresh_token, account_id=account.id, column="refresh_token")
+                    access_token = None if account.access_token is None else keyring.reseal(
+                        account.access_token, account_id=account.id, column="access_token")
+                except DecryptError:
+                    counts.failed += 1
+                    continue
+                if await db.replace_secrets(account.id, account.version, refresh_token,
+                                            access_token):
+                    counts.rotated += 1
+                else:
+                    conflicts += 1
+        counts.conflicts = conflicts
+        if not conflicts:
+            break
+    return counts

@@ -16,7 +16,8 @@ from tokend import masking
 
 
 def _dumps(obj: object, default: object = None) -> str:
-    return orjson.dumps(obj, default=default).decode()
+    # Non-string keys ({200: 3}) are a field's business, not a reason to lose the line.
+    return orjson.dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def setup(*, level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:

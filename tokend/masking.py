@@ -1,7 +1,7 @@
 """Every redaction rule, by field name, in one place: stdout, tables, stream, API and CLI.
 
 A masked secret keeps enough to tell `v^` from `ENC:` and one token from another, and
-never more than 8 of its characters.
+never more than 8 of its characters, nor more than half of them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ def mask_secret(value: str) -> str:
         return f"{value[:4]}...{value[-4:]}"
     if len(value) >= 8:
         return f"{value[:4]}..."
-    return f"{value[:2]}..." if value else ""
+    if len(value) >= 4:
+        return f"{value[:2]}..."
+    return "..." if value else ""
 
 
 def mask_authorization(value: str) -> str:
