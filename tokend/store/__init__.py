@@ -265,6 +265,10 @@ class Store(abc.ABC):
         """Entries, newest first, except with `after_id`: then the oldest after it first."""
 
     @abc.abstractmethod
+    async def get_entries(self, ids: Sequence[int]) -> list[Entry]:
+        """These entries, oldest first (missing ids are skipped)."""
+
+    @abc.abstractmethod
     async def list_attempts(self, account_id: str, limit: int = 50) -> list[Attempt]: ...
 
     # -- workers ----------------------------------------------------------------------
@@ -284,8 +288,10 @@ class Store(abc.ABC):
 
     # -- key rotation -----------------------------------------------------------------
     @abc.abstractmethod
-    async def accounts_to_rotate(self, primary_kid: str, limit: int) -> list[Account]:
-        """Accounts with a secret not under `primary_kid`, oldest id first."""
+    async def accounts_to_rotate(
+        self, primary_kid: str, limit: int, *, after_id: str | None = None,
+    ) -> list[Account]:
+        """Accounts with a secret not under `primary_kid`, by id, after `after_id`."""
 
     @abc.abstractmethod
     async def replace_secrets(

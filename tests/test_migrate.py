@@ -1,0 +1,90 @@
+"""Migrations: idempotent, safe when several processes run them at once, and drift is refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import tokend.store as st
+from tokend.store import queries
+
+ALL = [name for name, _ in queries.migrations("sqlite")]
+
+
+async def execute_sql(db: st.Store, sql: str) -> None:
+    """A statement behind the store's back, to fake a schema from another version."""
+    if db.backend == "sqlite":
+        await db._conn.execute(sql)
+    else:
+        await db._pool.execute(sql)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A database of each backend without any tokend schema."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'fresh' / 'tokend.db'}"
+    return request.getfixturevalue("pg_empty_url")
+
+
+async def test_migrate_applies_everything_once(empty_url):
+    db = await st.connect(empty_url)
+    try:
+        assert await db.migrate() == ALL
+        await db.check_schema()
+        assert await db.migrate() == []
+        await db.check_schema()
+    finally:
+        await db.close()
+
+
+async def test_migrated_store_is_current(store):
+    assert await store.migrate() == []
+    await store.check_schema()
+
+
+async def test_concurrent_migrations_both_succeed(empty_url):
+    """Two `tokend migrate` processes at once: one applies, the other finds nothing to do."""
+    one, two = await st.connect(empty_url), await st.connect(empty_url)
+    try:
+        results = await asyncio.gather(one.migrate(), two.migrate())
+        assert sorted(results) == [[], ALL]
+        await one.check_schema()
+        await two.check_schema()
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_check_schema_on_an_empty_database_names_tokend_migrate(empty_url):
+    db = await st.connect(empty_url)
+    try:
+        with pytest.raises(st.SchemaError, match=r"no tokend schema.*`tokend migrate`"):
+            await db.check_schema()
+    finally:
+        await db.close()
+
+
+async def test_upgrade_when_behind(store, monkeypatch):
+    """A newer tokend with one more migration: refused until `tokend migrate` applies it."""
+    shipped = queries.migrations
+    newer = "CREATE TABLE extra (x integer);\nCREATE INDEX extra_x ON extra (x);\n"
+    monkeypatch.setattr(queries, "migrations",
+                        lambda backend: (*shipped(backend), ("9000_next", newer)))
+    with pytest.raises(st.SchemaError, match=r"behind.*9000_next.*`tokend migrate`"):
+        await store.check_schema()
+    assert await store.migrate() == ["9000_next"]
+    await store.check_schema()
+
+
+async def test_check_schema_and_migrate_when_ahead(store):
+    await execute_sql(store, "INSERT INTO schema_migrations (name, applied_at) "
+                             "VALUES ('9999_from_the_future', 0)"
+                      if store.backend == "sqlite" else
+                      "INSERT INTO schema_migrations (name, applied_at) "
+                      "VALUES ('9999_from_the_future', now())")
+    with pytest.raises(st.SchemaError, match=r"ahead.*9999_from_the_future.*`tokend migrate`"):
+        await store.check_schema()
+    with pytest.raises(st.SchemaError, match="ahead"):
+        await store.migrate()
