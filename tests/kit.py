@@ -1,0 +1,58 @@
+"""A refresher wired to a real store and the simulator on loopback, for engine tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from datetime import timedelta
+
+from tokend import config, crypto, metrics, refresher, simulator, store, stream
+
+PROVIDER = "ebay-sandbox"
+
+
+def refresh_token() -> str:
+    return "v^1.1#i^1#r^1#p^3#t^" + secrets.token_urlsafe(24)
+
+
+def engine_config(token_url: str, **refresh: float) -> config.Config:
+    settings = {"request_timeout_seconds": 1.0, "interval_seconds": 60.0,
+                "backoff_base_seconds": 30.0, **refresh}
+    return config.Config(
+        refresh=config.RefreshConfig(**settings),
+        providers={PROVIDER: config.ProviderConfig(
+            name=PROVIDER, type="ebay", environment="sandbox",
+            client_id=simulator.DEFAULT_CLIENT_ID, client_secret=simulator.DEFAULT_CLIENT_SECRET,
+            scopes=("https://api.ebay.com/oauth/api_scope",), token_url=token_url)},
+    )
+
+
+@dataclasses.dataclass
+class Harness:
+    sim: simulator.Simulator
+    db: store.Store
+    keyring: crypto.Keyring
+    worker: refresher.Refresher
+    hub: stream.Hub
+    stats: metrics.Metrics
+    cfg: config.Config
+    provider: str = PROVIDER
+
+    @property
+    def settings(self) -> config.RefreshConfig:
+        return self.cfg.refresh
+
+    async def add(self, account_id: str, *, token: str | None = None, sealed: str | None = None,
+                  org: str = "acme") -> store.Account:
+        sealed = sealed or self.keyring.encrypt(token or refresh_token(), account_id=account_id,
+                                                column="refresh_token")
+        return await self.db.add_account(store.NewAccount(
+            id=account_id, org=org, provider=self.provider, name=f"seller-{account_id}",
+            scopes=(), refresh_token=sealed, refresh_expires_at=None), refresher.utcnow())
+
+    async def claim_due(self, *, now_offset_seconds: float = 0.0) -> list[store.Account]:
+        s = self.settings
+        return await self.db.claim_due(
+            "probe", refresher.utcnow() + timedelta(seconds=now_offset_seconds), limit=100,
+            lease_seconds=1, expiry_threshold_seconds=s.expiry_threshold_seconds,
+            max_age_seconds=s.max_age_seconds)

@@ -1,0 +1,5 @@
+import sys
+
+from tokend import cli
+
+sys.exit(cli.main())

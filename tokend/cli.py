@@ -1,0 +1,324 @@
+"""The `tokend` command line: argparse commands, logging setup, `asyncio.run`.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import secrets
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+from tokend import config, crypto, daemon, logs, refresher, store
+
+
+class UsageError(Exception):
+    """Bad input on the command line or stdin: exit 2 with this line."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except config.ConfigError as exc:
+        print(f"tokend: config: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"tokend: {exc}", file=sys.stderr)
+        return 2
+    except (store.StoreError, refresher.NotFound, refresher.Busy) as exc:
+        print(f"tokend: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    def options(**defaults: Any) -> argparse.ArgumentParser:
+        common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+        common.add_argument("--config", metavar="PATH",
+                            help="TOML configuration (default: $TOKEND_CONFIG)")
+        common.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+        common.set_defaults(**defaults)
+        return common
+
+    # Only the main parser has defaults: argparse copies a subparser's defaults over
+    # what the main parser read, which would lose the X of `tokend --config X run`.
+    after = options()
+    parser = argparse.ArgumentParser(prog="tokend", parents=[options(config=None,
+                                                                     log_level="info")],
+                                     description="Keeps OAuth access tokens fresh.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Any, help_text: str,
+                into: Any = sub) -> argparse.ArgumentParser:
+        p = into.add_parser(name, parents=[after], help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    command("run", cmd_run, "run the daemon")
+    command("migrate", cmd_migrate, "apply the database migrations")
+    command("keygen", cmd_keygen, "print a new key line for [crypto].keys").add_argument(
+        "--kid", help="key id (default: random)")
+    command("rotate-keys", cmd_rotate_keys,
+            "re-encrypt every stored secret under the primary key").add_argument(
+        "--batch-size", type=int, default=500)
+
+    accounts = command("accounts", None, "manage accounts")
+    acc = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
+    add = command("add", cmd_accounts_add, "store an account; refresh token on stdin", acc)
+    add.add_argument("--provider", required=True)
+    add.add_argument("--org", required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--id", dest="account_id")
+    add.add_argument("--scopes", nargs="+", default=[])
+    add.add_argument("--refresh-token-expires-in", type=float, metavar="SECONDS")
+    command("list", cmd_accounts_list, "list accounts (never a token)", acc).add_argument(
+        "--json", action="store_true")
+    command("reauth", cmd_accounts_reauth,
+            "new refresh token from stdin for an account", acc).add_argument("account_id")
+
+    refresh = command("refresh", cmd_refresh, "refresh one account now")
+    refresh.add_argument("account_id")
+    refresh.add_argument("--debug", action="store_true", help="source debug, full exchange")
+    command("status", cmd_status, "loop status from the database").add_argument(
+        "--json", action="store_true")
+
+    logs_cmd = command("logs", cmd_logs, "the terminal in a shell")
+    logs_cmd.add_argument("--follow", "-f", action="store_true")
+    logs_cmd.add_argument("--source", action="append")
+    logs_cmd.add_argument("--account", dest="account_id")
+    logs_cmd.add_argument("--json", action="store_true", help="JSON lines")
+    logs_cmd.add_argument("--url", help="daemon URL (default: from [server])")
+
+    demo = command("demo", cmd_demo, "run the whole daemon against a built-in simulator")
+    demo.add_argument("--port", type=int, default=8765)
+    demo.add_argument("--seconds", type=float, help="stop by itself after this long")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> config.Config:
+    logs.setup(level=args.log_level, stream=sys.stderr if args.command != "run" else None)
+    return config.load(args.config)
+
+
+async def _open(cfg: config.Config) -> store.Store:
+    return await store.connect(cfg.database.url, pool_max_size=cfg.database.pool_max_size)
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if not cfg.server.admin_token:
+        raise config.ConfigError(
+            "server.admin_token", "is required (inline, admin_token_file or TOKEND_ADMIN_TOKEN)")
+    cfg.crypto.keyring()
+    asyncio.run(daemon.run(cfg))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+
+    async def go() -> list[str]:
+        db = await _open(cfg)
+        try:
+            return await db.migrate()
+        finally:
+            await db.close()
+
+    applied = asyncio.run(go())
+    print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {n}" for n in applied))
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    try:
+        print(crypto.generate_key_line(args.kid))
+    except crypto.KeyLineError as exc:
+        raise UsageError(f"--kid: {exc}") from None
+    return 0
+
+
+def cmd_rotate_keys(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    keyring = cfg.crypto.keyring()
+
+    async def go() -> crypto.RotationCounts:
+        db = await _open(cfg)
+        try:
+            await db.check_schema()
+            return await crypto.rotate(db, keyring, batch_size=args.batch_size)
+        finally:
+            await db.close()
+
+    counts = asyncio.run(go())
+    print(f"rotated {counts.rotated}, failed to decrypt {counts.failed}, "
+          f"changed meanwhile {counts.conflicts} (run again), primary key {keyring.primary_kid}")
+    return 1 if counts.failed or counts.conflicts else 0
+
+
+def _read_refresh_token(cfg: config.Config, provider: str) -> str:
+    if provider not in cfg.providers:
+        raise UsageError(f"--provider: no provider {provider!r} in the configuration")
+    if sys.stdin.isatty():
+        token = getpass.getpass("refresh token (not echoed): ")
+    else:
+        token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        raise UsageError("stdin: expected a refresh token, got nothing")
+    if token.startswith(crypto.PREFIX[:4]):
+        raise UsageError("stdin: that is an encrypted value; give the plain refresh token")
+    if cfg.providers[provider].type == "ebay" and not token.startswith("v^"):
+        raise UsageError("stdin: an eBay refresh token starts with 'v^'")
+    return token
+
+
+def cmd_accounts_add(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    keyring = cfg.crypto.keyring()
+    token = _read_refresh_token(cfg, args.provider)
+    account_id = args.account_id or "acct_" + secrets.token_hex(8)
+    if args.refresh_token_expires_in is not None and args.refresh_token_expires_in <= 0:
+        raise UsageError("--refresh-token-expires-in: must be positive")
+
+    async def go() -> store.Account:
+        db = await _open(cfg)
+        try:
+            await db.check_schema()
+            now = refresher.utcnow()
+            expires = (None if args.refresh_token_expires_in is None
+                       else now + timedelta(seconds=args.refresh_token_expires_in))
+            return await db.add_account(store.NewAccount(
+                id=account_id, org=args.org, provider=args.provider, name=args.name,
+                scopes=tuple(args.scopes),
+                refresh_token=keyring.encrypt(token, account_id=account_id,
+                                              column="refresh_token"),
+                refresh_expires_at=expires), now)
+        finally:
+            await db.close()
+
+    try:
+        account = asyncio.run(go())
+    except store.DuplicateAccount as exc:
+        raise UsageError(f"--id/--name: {exc}") from None
+    print(account.id)
+    return 0
+
+
+def cmd_accounts_list(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+
+    async def go() -> list[store.Account]:
+        db = await _open(cfg)
+        try:
+            await db.check_schema()
+            return await db.list_accounts()
+        finally:
+            await db.close()
+
+    accounts = asyncio.run(go())
+    if args.json:
+        _emit([a.public() for a in accounts])
+        return 0
+    columns = ("id", "org", "provider", "name", "state", "access_expires_at",
+               "last_refresh_at", "consecutive_failures")
+    rows = [[_cell(a.public()[c]) for c in columns] for a in accounts]
+    _table(columns, rows)
+    return 0
+
+
+def cmd_accounts_reauth(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    keyring = cfg.crypto.keyring()
+
+    async def go() -> store.Account | None:
+        db = await _open(cfg)
+        try:
+            await db.check_schema()
+            account = await db.get_account(args.account_id)
+            if account is None:
+                raise refresher.NotFound(args.account_id)
+            token = _read_refresh_token(cfg, account.provider)
+            return await db.reauth_account(
+                account.id, keyring.encrypt(token, account_id=account.id, column="refresh_token"),
+                None, refresher.utcnow())
+        finally:
+            await db.close()
+
+    account = asyncio.run(go())
+    print(f"{account.id} is {account.state}" if account else "account vanished")
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from tokend import manual  # the CLI's one-shot refresher, built like the daemon's
+
+    outcome = asyncio.run(manual.refresh_once(
+        cfg, args.account_id, source="debug" if args.debug else "manual"))
+    manual.print_outcome(outcome, sys.stdout)
+    return 0 if outcome.success else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from tokend import status
+
+    report = asyncio.run(status.collect(cfg))
+    if args.json:
+        _emit(report)
+    else:
+        status.print_report(report, sys.stdout)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from tokend import logclient
+
+    url = args.url or f"http://{cfg.server.host}:{cfg.server.port}"
+    if not cfg.server.admin_token:
+        raise config.ConfigError("server.admin_token", "is required to read the log stream")
+    asyncio.run(logclient.follow(
+        url, cfg.server.admin_token, sources=args.source, account_id=args.account_id,
+        follow=args.follow, json_lines=args.json, out=sys.stdout))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    logs.setup(level=args.log_level, stream=sys.stderr)
+    from tokend import demo
+
+    asyncio.run(demo.run(port=args.port, seconds=args.seconds))
+    return 0
+
+
+# -- output helpers -------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    return text[:19].replace("T", " ") if len(text) >= 19 and text[10:11] == "T" else text
+
+
+def _table(columns: Sequence[str], rows: list[list[str]]) -> None:
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    for row in (list(columns), *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

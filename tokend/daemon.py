@@ -1,0 +1,173 @@
+"""The composition root: builds every part, runs it, and tears it down in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+
+import aiohttp
+import structlog
+from aiohttp import web as aioweb
+
+from tokend import (
+    config,
+    crypto,
+    loop,
+    metrics,
+    providers,
+    refresher,
+    store,
+    stream,
+    systemd,
+    vending,
+    web,
+)
+
+log = structlog.get_logger("tokend.daemon")
+
+
+class SideTaskDied(Exception):
+    """A task the daemon cannot run without ended on its own."""
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT only request a stop; the previous handlers come back after."""
+    event_loop = asyncio.get_running_loop()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        event_loop.add_signal_handler(sig, _on_signal, sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            event_loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+    log.info("stop_requested", signal=sig.name)
+    stop.set()
+
+
+def instance_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def http_session(settings: config.RefreshConfig) -> aiohttp.ClientSession:
+    """The one provider-facing HTTP session of a process; every call is time-bounded."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=settings.concurrency * 2),
+        timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds))
+
+
+def make_refresher(
+    cfg: config.Config, keyring: crypto.Keyring, *, db: store.Store,
+    session: aiohttp.ClientSession, hub: stream.Hub, stats: metrics.Metrics, owner: str,
+) -> refresher.Refresher:
+    clients = {
+        name: providers.build(p, request_timeout_seconds=cfg.refresh.request_timeout_seconds)
+        for name, p in cfg.providers.items()
+    }
+    return refresher.Refresher(db=db, keyring=keyring, clients=clients, session=session,
+                               hub=hub, stats=stats, settings=cfg.refresh, owner=owner)
+
+
+async def run(
+    cfg: config.Config, *, stop: asyncio.Event | None = None,
+    on_ready: Callable[[str], Awaitable[None] | None] | None = None,
+) -> None:
+    """Run until `stop` is set (or a signal sets it); raise if a side task dies."""
+    stop = stop or asyncio.Event()
+    keyring = cfg.crypto.keyring()
+    instance = instance_name()
+    notifier = systemd.Notifier.from_env()
+    stats = metrics.Metrics()
+    settings = cfg.refresh
+
+    async with contextlib.AsyncExitStack() as stack:
+        db = await store.connect(cfg.database.url, pool_max_size=cfg.database.pool_max_size)
+        stack.push_async_callback(db.close)
+        await db.check_schema()
+
+        session = http_session(settings)
+        stack.push_async_callback(session.close)
+        hub = stream.Hub(queue_size=cfg.server.stream_queue_size, stats=stats)
+        worker = make_refresher(cfg, keyring, db=db, session=session, hub=hub, stats=stats,
+                                owner=instance)
+        stack.push_async_callback(worker.drain)
+        refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats, settings=settings,
+                                 instance=instance, stop=stop)
+        vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
+                                settings=settings)
+
+        app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
+                             loop=refresh_loop, metrics=stats, instance=instance)
+        runner = aioweb.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = aioweb.TCPSite(runner, cfg.server.host, cfg.server.port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        url = f"http://{host}:{port}"
+
+        tasks = [asyncio.create_task(refresh_loop.run(), name="refresh-loop")]
+        tasks += [asyncio.create_task(t, name=n) for n, t in hub.side_tasks(db)]
+        interval = systemd.watchdog_interval_seconds()
+        if interval is not None:
+            healthy = lambda: refresh_loop.healthy(refresher.utcnow())  # noqa: E731
+            tasks.append(asyncio.create_task(
+                systemd.run_watchdog(notifier, healthy, interval, stop), name="watchdog"))
+
+        notifier.ready()
+        log.info("daemon_ready", url=url, instance=instance, backend=db.backend,
+                 providers=sorted(cfg.providers))
+        if on_ready is not None:
+            result = on_ready(url)
+            if asyncio.iscoroutine(result):
+                await result
+        def stopping() -> None:
+            notifier.stopping()
+            log.info("daemon_stopping", instance=instance)
+
+        with stop_on_signals(stop):
+            await _supervise(stop, tasks, settings.shutdown_grace_seconds, stopping)
+    log.info("daemon_stopped", instance=instance)
+
+
+async def _supervise(stop: asyncio.Event, tasks: list[asyncio.Task], grace_seconds: float,
+                     on_stop: Callable[[], None]) -> None:
+    """Wait for a stop (or a side task's death), then let the loop finish within the grace.
+
+    Cancellation counts as a stop request: the shutdown still runs, then it is re-raised.
+    """
+    stopped = asyncio.ensure_future(stop.wait())
+    cancelled = False
+    try:
+        done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        cancelled, done = True, set()
+    died = [t for t in done if t is not stopped]
+    stop.set()
+    stopped.cancel()
+    on_stop()
+    await _finish(tasks, grace_seconds)
+    if cancelled:
+        raise asyncio.CancelledError
+    for task in died:
+        error = task.exception() if not task.cancelled() else None
+        log.error("side_task_died", task=task.get_name(), error=repr(error))
+        raise SideTaskDied(task.get_name()) from error
+
+
+async def _finish(tasks: list[asyncio.Task], grace_seconds: float) -> None:
+    _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+    if pending:
+        log.warning("shutdown_grace_exceeded", tasks=sorted(t.get_name() for t in pending))
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending)

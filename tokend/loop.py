@@ -1,0 +1,149 @@
+"""The refresh cycle: heartbeat, claim what is due, refresh with bounded concurrency, sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from tokend import config, metrics, refresher, store, stream
+
+log = structlog.get_logger("tokend.loop")
+
+NAME = "refresh"
+QUIET_MESSAGE = "no accounts need token refresh"
+MIN_SLEEP_SECONDS = 1.0
+ERROR_RETRY_SECONDS = 5.0
+MAX_LISTED_ERRORS = 50
+
+
+class Loop:
+    def __init__(
+        self, *, db: store.Store, worker: refresher.Refresher, hub: stream.Hub,
+        stats: metrics.Metrics, settings: config.RefreshConfig, instance: str,
+        stop: asyncio.Event, clock: Callable[[], datetime] = refresher.utcnow,
+    ) -> None:
+        self.db, self.worker, self.hub, self.stats = db, worker, hub, stats
+        self.settings, self.instance, self.stop, self.clock = settings, instance, stop, clock
+        self.interval_seconds = settings.interval_seconds
+        self.started_at = clock()
+        self.last_finished_at: datetime | None = None
+        self._wake = asyncio.Event()
+
+    def healthy(self, now: datetime) -> bool:
+        """A finished cycle within three intervals (or since start, for a young loop)."""
+        reference = self.last_finished_at or self.started_at
+        return (now - reference).total_seconds() <= 3 * self.interval_seconds
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        log.info("loop_started", instance=self.instance, interval_seconds=self.interval_seconds)
+        while not self.stop.is_set():
+            ok = await self.cycle()
+            await self._sleep(await self._sleep_seconds() if ok else ERROR_RETRY_SECONDS)
+        log.info("loop_stopped", instance=self.instance)
+
+    async def cycle(self) -> bool:
+        """One cycle; False when the database failed it."""
+        began = time.perf_counter()
+        try:
+            await self.db.worker_started(NAME, self.instance, self.interval_seconds, self.clock())
+            summary = await self._refresh_due()
+            status = summary["status"]
+            await self.db.worker_finished(NAME, self.instance, self.clock(), status, summary)
+            await self._announce(summary)
+        except store.StoreError as exc:
+            self.stats.cycles.labels("error").inc()
+            log.error("cycle_failed", error=str(exc))
+            return False
+        finally:
+            self.stats.cycle_seconds.observe(time.perf_counter() - began)
+        self.last_finished_at = self.clock()
+        self.stats.cycles.labels(status).inc()
+        return True
+
+    async def _refresh_due(self) -> dict[str, Any]:
+        s = self.settings
+        in_flight: set[asyncio.Task[refresher.Outcome]] = set()
+        checked = refreshed = 0
+        errors: list[dict[str, str | None]] = []
+
+        def collect(done: set[asyncio.Task[refresher.Outcome]]) -> None:
+            nonlocal refreshed
+            for task in done:
+                outcome = task.result()
+                if outcome.success:
+                    refreshed += 1
+                else:
+                    errors.append({"account_id": outcome.account_id,
+                                   "error_code": outcome.error_code})
+
+        try:
+            while not self.stop.is_set():
+                free = s.concurrency - len(in_flight)
+                if free == 0:
+                    done, in_flight = await asyncio.wait(
+                        in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    collect(done)
+                    continue
+                batch = await self.db.claim_due(
+                    self.worker.owner, self.clock(), limit=free, lease_seconds=s.lease_seconds,
+                    expiry_threshold_seconds=s.expiry_threshold_seconds,
+                    max_age_seconds=s.max_age_seconds)
+                if not batch:
+                    break
+                checked += len(batch)
+                in_flight |= {asyncio.create_task(self.worker.refresh_claimed(a, "scheduled"),
+                                                  name=f"refresh:{a.id}") for a in batch}
+        finally:
+            # On a stop or a database failure the claimed accounts still finish.
+            if in_flight:
+                done, _ = await asyncio.wait(in_flight)
+                collect(done)
+        if checked == 0:
+            return {"status": "idle", "message": QUIET_MESSAGE, "accounts_checked": 0,
+                    "accounts_refreshed": 0, "errors": [], "timestamp": self._now_iso()}
+        return {"status": "completed", "accounts_checked": checked,
+                "accounts_refreshed": refreshed, "errors": errors[:MAX_LISTED_ERRORS],
+                "error_count": len(errors), "timestamp": self._now_iso()}
+
+    async def _announce(self, summary: dict[str, Any]) -> None:
+        if summary["status"] == "idle":
+            log.info("worker_heartbeat", message=QUIET_MESSAGE, instance=self.instance)
+            entry = store.Entry(action="worker_heartbeat", source="scheduled",
+                                created_at=self.clock(), message=QUIET_MESSAGE, details=summary)
+        else:
+            log.info("cycle_summary", **summary)
+            entry = store.Entry(
+                action="cycle_summary", source="scheduled", created_at=self.clock(),
+                message=f"{summary['accounts_refreshed']} of {summary['accounts_checked']} "
+                        "accounts refreshed", details=summary)
+        self.hub.publish(await self.db.add_entry(entry))
+
+    async def _sleep_seconds(self) -> float:
+        now = self.clock()
+        next_due = await self.db.next_due_at(now)
+        if next_due is None:
+            return self.interval_seconds
+        until_due = (next_due - now).total_seconds()
+        return min(self.interval_seconds, max(MIN_SLEEP_SECONDS, until_due))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking at once for a stop or a wake-up call."""
+        waiters = {asyncio.ensure_future(self.stop.wait()),
+                   asyncio.ensure_future(self._wake.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            self._wake.clear()
+
+    def _now_iso(self) -> str:
+        return self.clock().isoformat()

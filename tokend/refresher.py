@@ -1,0 +1,229 @@
+"""One account's refresh: decrypt, call the provider, save and log, under the claim's lease."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import structlog
+
+from tokend import config, crypto, metrics, providers, schedule, store, stream
+
+log = structlog.get_logger("tokend.refresher")
+
+SAVE_RETRY_SECONDS = 0.5
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class NotFound(Exception):
+    """No account has this id."""
+
+
+class Busy(Exception):
+    """The account cannot be refreshed now: leased by someone else, or not active."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    account_id: str
+    success: bool
+    error_code: str | None
+    error_description: str | None
+    request: Mapping[str, Any] | None
+    response: Mapping[str, Any] | None
+    entry: store.Entry
+    applied: bool
+
+
+class Refresher:
+    def __init__(
+        self, *, db: store.Store, keyring: crypto.Keyring,
+        clients: Mapping[str, providers.Provider], session: aiohttp.ClientSession,
+        hub: stream.Hub, stats: metrics.Metrics, settings: config.RefreshConfig, owner: str,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db, self.keyring, self.clients, self.session = db, keyring, clients, session
+        self.hub, self.stats, self.settings, self.owner = hub, stats, settings, owner
+        self.clock = clock
+        self._saves: set[asyncio.Task] = set()
+
+    async def refresh_now(self, account_id: str, *, source: str = "manual") -> Outcome:
+        """A manual refresh through the same path as the loop's, under its own lease."""
+        claimed = await self.db.claim_account(
+            account_id, self.owner, self.clock(), lease_seconds=self.settings.lease_seconds)
+        if claimed is None:
+            account = await self.db.get_account(account_id)
+            if account is None:
+                raise NotFound(account_id)
+            if account.state != store.ACTIVE:
+                raise Busy(f"account is {account.state}")
+            raise Busy("account is being refreshed by another worker")
+        return await self.refresh_claimed(claimed, source)
+
+    async def refresh_claimed(self, account: store.Account, source: str) -> Outcome:
+        with structlog.contextvars.bound_contextvars(account_id=account.id, source=source):
+            started = self.clock()
+            client = self.clients.get(account.provider)
+            if client is None:
+                result = self._refused("provider_unknown",
+                                       f"no provider {account.provider!r} is configured",
+                                       providers.CONFIG)
+            else:
+                result = await self._call(client, account)
+            outcome_row = await self._outcome(account, result)
+            entry = self._entry(account, source, result, client)
+            attempt = store.Attempt(
+                account_id=account.id, source=source, started_at=started,
+                finished_at=self.clock(), success=result.ok, error_code=result.error_code,
+                error_message=result.error_description)
+            applied, entry = await self._save(account, outcome_row, attempt, entry)
+            self.hub.publish(entry)
+            self._observe(account, source, result, applied)
+            return Outcome(
+                account_id=account.id, success=result.ok and applied,
+                error_code=result.error_code if applied or not result.ok else "lease_lost",
+                error_description=result.error_description, request=result.request,
+                response=result.response, entry=entry, applied=applied)
+
+    async def _call(self, client: providers.Provider, account: store.Account) -> providers.Result:
+        try:
+            prepared = client.prepare(account, self.keyring)
+        except providers.RefreshError as exc:
+            return self._refused(exc.code, exc.message, exc.kind)
+        return await client.send(self.session, prepared)
+
+    def _refused(self, code: str, message: str, kind: str) -> providers.Result:
+        """A refresh stopped before any HTTP: nothing was sent."""
+        return providers.Result(sent_at=self.clock(), duration_ms=0.0, request=None,
+                                response=None, error_code=code, error_description=message,
+                                kind=kind)
+
+    async def _outcome(
+        self, account: store.Account, result: providers.Result,
+    ) -> store.Success | store.Failure:
+        now = self.clock()
+        s = self.settings
+        if result.ok:
+            grant = result.grant
+            expires_at = result.sent_at + timedelta(seconds=grant.expires_in)
+            return store.Success(
+                access_token=self.keyring.encrypt(
+                    grant.access_token, account_id=account.id, column="access_token"),
+                access_expires_at=expires_at,
+                refresh_token=None if grant.refresh_token is None else self.keyring.encrypt(
+                    grant.refresh_token, account_id=account.id, column="refresh_token"),
+                refresh_expires_at=None if grant.refresh_token_expires_in is None
+                else result.sent_at + timedelta(seconds=grant.refresh_token_expires_in),
+                refreshed_at=result.sent_at,
+                next_attempt_at=schedule.next_refresh_at(
+                    result.sent_at, grant.expires_in,
+                    expiry_threshold_seconds=s.expiry_threshold_seconds,
+                    max_age_seconds=s.max_age_seconds),
+            )
+        state = None
+        delay = schedule.backoff_seconds(
+            account.consecutive_failures, base_seconds=s.backoff_base_seconds,
+            max_seconds=s.backoff_max_seconds, retry_after_seconds=result.retry_after_seconds,
+            jitter=random.random())
+        if result.kind == providers.REAUTH and await self._really_revoked(account):
+            state = store.REAUTH_REQUIRED
+        elif result.kind == providers.PROVIDER:
+            until = now + timedelta(seconds=s.provider_pause_seconds)
+            await self.db.pause_provider(account.provider, until, result.error_code or "")
+            log.error("provider_paused", provider=account.provider, until=until.isoformat(),
+                      error_code=result.error_code)
+            delay = s.provider_pause_seconds
+        elif result.kind in (providers.CONFIG, providers.DECRYPT):
+            delay = s.backoff_max_seconds
+        return store.Failure(
+            error_code=result.error_code or "error",
+            error_message=result.error_description or "",
+            next_attempt_at=now + timedelta(seconds=delay), state=state)
+
+    async def _really_revoked(self, account: store.Account) -> bool:
+        """invalid_grant for the token we sent, not one someone else already replaced."""
+        current = await self.db.get_account(account.id)
+        if current is None or current.refresh_token != account.refresh_token:
+            log.warning("invalid_grant_lost_race")
+            return False
+        return True
+
+    async def _save(
+        self, account: store.Account, outcome: store.Success | store.Failure,
+        attempt: store.Attempt, entry: store.Entry,
+    ) -> tuple[bool, store.Entry]:
+        """Persist, shielded: a rotated refresh token received and not saved is lost for good."""
+        task = asyncio.ensure_future(self._save_until_lease_ends(account, outcome, attempt, entry))
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
+        return await asyncio.shield(task)
+
+    async def _save_until_lease_ends(
+        self, account: store.Account, outcome: store.Success | store.Failure,
+        attempt: store.Attempt, entry: store.Entry,
+    ) -> tuple[bool, store.Entry]:
+        deadline = account.lease_expires_at or self.clock()
+        while True:
+            try:
+                return await self.db.finish(account, self.owner, outcome, attempt, entry,
+                                            self.clock())
+            except store.StoreError as exc:
+                if self.clock() >= deadline:
+                    log.error("refresh_result_lost", error=str(exc),
+                              rotated=isinstance(outcome, store.Success)
+                              and outcome.refresh_token is not None)
+                    raise
+                log.warning("refresh_save_retry", error=str(exc))
+                await asyncio.sleep(SAVE_RETRY_SECONDS)
+
+    async def drain(self) -> None:
+        """Wait for saves still running after their callers were cancelled."""
+        if self._saves:
+            await asyncio.gather(*self._saves, return_exceptions=True)
+
+    def _entry(
+        self, account: store.Account, source: str, result: providers.Result,
+        client: providers.Provider | None,
+    ) -> store.Entry:
+        if source == "debug":
+            action = "token_refresh_debug"
+        else:
+            action = "token_refreshed" if result.ok else "token_refresh_failed"
+        if result.ok:
+            message = f"access token refreshed, valid for {result.grant.expires_in:g} s"
+            error = None
+        else:
+            message = result.error_description
+            error = result.error
+        return store.Entry(
+            action=action, source=source, created_at=self.clock(), account_id=account.id,
+            org_id=account.org, provider=account.provider,
+            environment=client.config.environment if client else None,
+            duration_ms=result.duration_ms, request=result.request, response=result.response,
+            error=error, message=message)
+
+    def _observe(
+        self, account: store.Account, source: str, result: providers.Result, applied: bool,
+    ) -> None:
+        outcome = (result.error_code or "error") if not result.ok else (
+            "success" if applied else "lease_lost")
+        self.stats.refreshes.labels(account.provider, source, outcome).inc()
+        if result.duration_ms is not None:
+            self.stats.refresh_seconds.labels(account.provider).observe(result.duration_ms / 1000)
+        if result.ok:
+            log.info("token_refreshed", provider=account.provider,
+                     duration_ms=result.duration_ms, expires_in=result.grant.expires_in,
+                     rotated=result.grant.refresh_token is not None, applied=applied)
+        else:
+            log.warning("token_refresh_failed", provider=account.provider,
+                        error_code=result.error_code, error_kind=result.kind,
+                        error_description=result.error_description,
+                        duration_ms=result.duration_ms)

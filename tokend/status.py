@@ -1,0 +1,57 @@
+"""The loop-status report: worker heartbeats with their stale flag, and account counts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import IO, Any
+
+from tokend import config, refresher, store
+
+
+async def report(db: store.Store, now: datetime) -> dict[str, Any]:
+    workers = await db.list_workers()
+    paused = await db.paused_providers(now)
+    return {
+        "loops": [{
+            "name": w.name, "instance": w.instance, "interval_seconds": w.interval_seconds,
+            "last_started_at": _iso(w.last_started_at),
+            "last_finished_at": _iso(w.last_finished_at),
+            "last_status": w.last_status, "stale": w.stale(now),
+            "last_summary": w.last_summary,
+        } for w in workers],
+        "accounts": await db.account_counts(),
+        "paused_providers": {name: until.isoformat() for name, until in paused.items()},
+        "checked_at": now.isoformat(),
+    }
+
+
+async def collect(cfg: config.Config) -> dict[str, Any]:
+    db = await store.connect(cfg.database.url, pool_max_size=1)
+    try:
+        await db.check_schema()
+        return await report(db, refresher.utcnow())
+    finally:
+        await db.close()
+
+
+def print_report(data: dict[str, Any], out: IO[str]) -> None:
+    if not data["loops"]:
+        out.write("no loop has run yet\n")
+    for loop in data["loops"]:
+        flag = "STALE" if loop["stale"] else "fresh"
+        out.write(f"{loop['name']} @ {loop['instance']}: {flag}, every "
+                  f"{loop['interval_seconds']:g} s, last finished "
+                  f"{loop['last_finished_at'] or 'never'} ({loop['last_status'] or '-'})\n")
+        summary = loop["last_summary"] or {}
+        if summary:
+            out.write(f"  checked {summary.get('accounts_checked', 0)}, refreshed "
+                      f"{summary.get('accounts_refreshed', 0)}, errors "
+                      f"{summary.get('error_count', len(summary.get('errors', [])))}\n")
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(data["accounts"].items()))
+    out.write(f"accounts: {counts or 'none'}\n")
+    for name, until in data["paused_providers"].items():
+        out.write(f"provider {name} paused until {until}\n")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
