@@ -1,0 +1,93 @@
+"""`tokend rotate-keys`: every secret ends up under the primary key, even after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from tokend import crypto, refresher
+from tokend import store as st
+
+
+async def fill(db: st.Store, keyring: crypto.Keyring, count: int) -> dict[str, str]:
+    plain = {}
+    now = refresher.utcnow()
+    for n in range(count):
+        account_id = f"a{n:03d}"
+        plain[account_id] = f"v^1.1#token-{n}"
+        await db.add_account(st.NewAccount(
+            id=account_id, org="acme", provider="p", name=account_id, scopes=(),
+            refresh_token=keyring.encrypt(plain[account_id], account_id=account_id,
+                                          column="refresh_token"),
+            refresh_expires_at=None), now)
+        if n % 2:  # half of them also hold an access token
+            claimed = await db.claim_account(account_id, "o", now, lease_seconds=60)
+            await db.finish(claimed, "o", st.Success(
+                access_token=keyring.encrypt(f"access-{n}", account_id=account_id,
+                                             column="access_token"),
+                access_expires_at=now + timedelta(hours=2), refresh_token=None,
+                refresh_expires_at=None, refreshed_at=now, next_attempt_at=now),
+                st.Attempt(account_id, "scheduled", now, now, True, None, None),
+                st.Entry(action="token_refreshed", source="scheduled", created_at=now), now)
+    return plain
+
+
+async def check_all_current(db: st.Store, keyring: crypto.Keyring, plain: dict[str, str]) -> None:
+    for account in await db.list_accounts():
+        assert account.refresh_token.startswith(f"ENC:v1:{keyring.primary_kid}:")
+        assert keyring.decrypt(account.refresh_token, account_id=account.id,
+                               column="refresh_token") == plain[account.id]
+        if account.access_token is not None:
+            assert keyring.is_current(account.access_token)
+            n = int(account.id[1:])
+            assert keyring.decrypt(account.access_token, account_id=account.id,
+                                   column="access_token") == f"access-{n}"
+
+
+async def test_rotation_moves_every_secret_to_the_primary_key(
+        store: st.Store, keyring: crypto.Keyring, rotated_keyring: crypto.Keyring) -> None:
+    plain = await fill(store, keyring, 25)
+    counts = await crypto.rotate(store, rotated_keyring, batch_size=7)
+    assert (counts.rotated, counts.failed, counts.conflicts) == (25, 0, 0)
+    await check_all_current(store, rotated_keyring, plain)
+    again = await crypto.rotate(store, rotated_keyring, batch_size=7)
+    assert again.rotated == 0  # idempotent
+
+
+async def test_interrupted_rotation_resumes(
+        store: st.Store, keyring: crypto.Keyring, rotated_keyring: crypto.Keyring) -> None:
+    plain = await fill(store, keyring, 30)
+    real = store.replace_secrets
+    calls = 0
+
+    async def crash_after_ten(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls > 10:
+            raise asyncio.CancelledError  # the process dies mid-batch
+        return await real(*args, **kwargs)
+
+    store.replace_secrets = crash_after_ten
+    with pytest.raises(asyncio.CancelledError):
+        await crypto.rotate(store, rotated_keyring, batch_size=4)
+    store.replace_secrets = real
+    mixed = await store.list_accounts()
+    assert sum(rotated_keyring.is_current(a.refresh_token) for a in mixed) == 10
+    counts = await crypto.rotate(store, rotated_keyring, batch_size=4)
+    assert counts.rotated == 20 and counts.failed == 0
+    await check_all_current(store, rotated_keyring, plain)
+
+
+async def test_undecryptable_rows_are_counted_and_skipped(
+        store: st.Store, keyring: crypto.Keyring, rotated_keyring: crypto.Keyring) -> None:
+    plain = await fill(store, keyring, 4)
+    await store.add_account(st.NewAccount(
+        id="moved", org="acme", provider="p", name="moved", scopes=(),
+        refresh_token=keyring.encrypt("v^x", account_id="elsewhere", column="refresh_token"),
+        refresh_expires_at=None), refresher.utcnow())
+    counts = await crypto.rotate(store, rotated_keyring, batch_size=2)
+    assert (counts.rotated, counts.failed) == (4, 1)
+    assert not rotated_keyring.is_current((await store.get_account("moved")).refresh_token)
+    del plain
