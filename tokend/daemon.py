@@ -19,6 +19,7 @@ from tokend import (
     loop,
     metrics,
     providers,
+    quota,
     refresher,
     store,
     stream,
@@ -93,6 +94,7 @@ async def run(
         db = await store.connect(cfg.database.url, pool_max_size=cfg.database.pool_max_size)
         stack.push_async_callback(db.close)
         await db.check_schema()
+        await _warn_over_quota(db, cfg)
 
         session = http_session(settings)
         stack.push_async_callback(session.close)
@@ -137,6 +139,14 @@ async def run(
         with stop_on_signals(stop):
             await _supervise(stop, tasks, settings.shutdown_grace_seconds, stopping)
     log.info("daemon_stopped", instance=instance)
+
+
+async def _warn_over_quota(db: store.Store, cfg: config.Config) -> None:
+    for p in await quota.project(db, cfg):
+        if p.over_quota:
+            log.warning("quota_exceeded", provider=p.provider, active_accounts=p.active_accounts,
+                        projected_daily_calls=round(p.projected_daily_calls),
+                        daily_quota=p.daily_quota)
 
 
 async def _supervise(stop: asyncio.Event, tasks: list[asyncio.Task], grace_seconds: float,

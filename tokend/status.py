@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import IO, Any
 
-from tokend import config, refresher, store
+from tokend import config, quota, refresher, store
 
 
-async def report(db: store.Store, now: datetime) -> dict[str, Any]:
+async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str, Any]:
     workers = await db.list_workers()
     paused = await db.paused_providers(now)
+    projections = await quota.project(db, cfg)
     return {
         "loops": [{
             "name": w.name, "instance": w.instance, "interval_seconds": w.interval_seconds,
@@ -21,6 +22,7 @@ async def report(db: store.Store, now: datetime) -> dict[str, Any]:
         } for w in workers],
         "accounts": await db.account_counts(),
         "paused_providers": {name: until.isoformat() for name, until in paused.items()},
+        "quota": {p.provider: p.to_dict() for p in projections},
         "checked_at": now.isoformat(),
     }
 
@@ -29,7 +31,7 @@ async def collect(cfg: config.Config) -> dict[str, Any]:
     db = await store.connect(cfg.database.url, pool_max_size=1)
     try:
         await db.check_schema()
-        return await report(db, refresher.utcnow())
+        return await report(db, cfg, refresher.utcnow())
     finally:
         await db.close()
 
@@ -51,6 +53,11 @@ def print_report(data: dict[str, Any], out: IO[str]) -> None:
     out.write(f"accounts: {counts or 'none'}\n")
     for name, until in data["paused_providers"].items():
         out.write(f"provider {name} paused until {until}\n")
+    for name, q in data["quota"].items():
+        limit = f" of {q['daily_quota']:,} allowed" if q["daily_quota"] else ""
+        warning = "  WARNING: over the daily quota" if q["over_quota"] else ""
+        out.write(f"provider {name}: {q['active_accounts']} active accounts, about "
+                  f"{q['projected_daily_calls']:,.0f} refresh calls/day{limit}{warning}\n")
 
 
 def _iso(value: datetime | None) -> str | None:

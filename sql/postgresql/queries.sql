@@ -56,6 +56,9 @@ RETURNING *
 -- name: account_counts
 SELECT state, count(*) AS n FROM accounts GROUP BY state
 
+-- name: active_by_provider
+SELECT provider, count(*) AS n FROM accounts WHERE state = 'active' GROUP BY provider
+
 -- name: claim_due
 -- One statement: pick due rows in scheduling order, skipping rows another claimer holds,
 -- and lease them. next_attempt_at moves to the lease expiry, so the rows of an owner that

@@ -200,6 +200,10 @@ class Store(abc.ABC):
     async def account_counts(self) -> dict[str, int]:
         """Accounts by state."""
 
+    @abc.abstractmethod
+    async def active_by_provider(self) -> dict[str, int]:
+        """Active accounts by provider."""
+
     # -- the refresh cycle ------------------------------------------------------------
     @abc.abstractmethod
     async def claim_due(

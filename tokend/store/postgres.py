@@ -174,6 +174,9 @@ class PostgresStore(store.Store):
         counts.update({row["state"]: row["n"] for row in await self._all("account_counts")})
         return counts
 
+    async def active_by_provider(self) -> dict[str, int]:
+        return {row["provider"]: row["n"] for row in await self._all("active_by_provider")}
+
     # -- the refresh cycle ------------------------------------------------------------
     async def claim_due(
         self, owner: str, now: datetime, *, limit: int, lease_seconds: float,

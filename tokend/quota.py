@@ -1,0 +1,57 @@
+"""Projected provider calls per day against each provider's daily refresh quota.
+
+The projection uses the same rule the refresher schedules with, so it cannot drift
+from what the loop really does: every active account is refreshed once per period.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+from tokend import config, providers, schedule, store
+
+DAY_SECONDS = 86_400.0
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Projection:
+    provider: str
+    active_accounts: int
+    period_seconds: float
+    projected_daily_calls: float
+    daily_quota: int | None
+
+    @property
+    def over_quota(self) -> bool:
+        return self.daily_quota is not None and self.projected_daily_calls > self.daily_quota
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "over_quota": self.over_quota}
+
+
+def period_seconds(provider: config.ProviderConfig, settings: config.RefreshConfig) -> float:
+    """How often one account is refreshed, for a token of the provider's usual lifetime."""
+    lifetime = (providers.EBAY_DEFAULT_EXPIRES_IN_SECONDS if provider.type == "ebay"
+                else providers.OAUTH2_DEFAULT_EXPIRES_IN_SECONDS)
+    due = schedule.next_refresh_at(
+        _EPOCH, lifetime, expiry_threshold_seconds=settings.expiry_threshold_seconds,
+        max_age_seconds=settings.max_age_seconds)
+    return (due - _EPOCH).total_seconds()
+
+
+async def project(db: store.Store, cfg: config.Config) -> list[Projection]:
+    active = await db.active_by_provider()
+    out = []
+    for name in sorted(set(cfg.providers) | set(active)):
+        provider = cfg.providers.get(name)
+        count = active.get(name, 0)
+        if provider is None:  # accounts of an unconfigured provider are never refreshed
+            out.append(Projection(name, count, 0.0, 0.0, None))
+            continue
+        period = period_seconds(provider, cfg.refresh)
+        out.append(Projection(name, count, period, count * DAY_SECONDS / period,
+                              provider.daily_quota))
+    return out
