@@ -139,3 +139,19 @@ async def test_claims_never_exceed_concurrency(harness: Harness, concurrency: in
         await asyncio.wait_for(cycle.cycle(), 10)
     assert harness.sim.stats()["max_in_flight"] == concurrency
     assert harness.sim.stats()["successes"] == 10
+
+
+async def test_old_log_rows_are_pruned_in_batches(harness: Harness, monkeypatch) -> None:
+    monkeypatch.setattr(loop, "PRUNE_BATCH", 3)
+    await harness.add("a1")
+    for _ in range(4):
+        assert (await harness.worker.refresh_now("a1")).success
+    await harness.db.set_state("a1", store.DISABLED, refresher.utcnow())  # keep the cycle quiet
+    cycle = make_loop(harness)
+    cycle.log_retention_seconds = 3600.0
+    cycle.clock = lambda: refresher.utcnow() + timedelta(hours=2)  # every row is old now
+    assert await cycle.cycle()
+    assert await harness.db.list_attempts("a1") == []
+    entries = await harness.db.list_entries()
+    assert [e.action for e in entries] == ["worker_heartbeat"]  # written after the prune
+    assert cycle._next_prune > time.monotonic() + 3000  # not again for an hour

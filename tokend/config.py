@@ -34,6 +34,7 @@ class ConfigError(Exception):
 class DatabaseConfig:
     url: str = "sqlite:///var/lib/tokend/tokend.db"
     pool_max_size: int = 10
+    log_retention_seconds: float = 30 * 86_400.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +206,9 @@ def _database(t: _Table) -> DatabaseConfig:
         raise ConfigError(t.key("url"), "must start with sqlite://, postgresql:// or postgres://")
     if url.startswith("sqlite://") and not url.removeprefix("sqlite://"):
         raise ConfigError(t.key("url"), "sqlite:// needs a file path")
-    out = DatabaseConfig(url=url, pool_max_size=t.integer("pool_max_size", d.pool_max_size))
+    out = DatabaseConfig(
+        url=url, pool_max_size=t.integer("pool_max_size", d.pool_max_size),
+        log_retention_seconds=t.number("log_retention_seconds", d.log_retention_seconds))
     t.done()
     return out
 

@@ -103,7 +103,8 @@ async def run(
                                 owner=instance)
         stack.push_async_callback(worker.drain)
         refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats, settings=settings,
-                                 instance=instance, stop=stop)
+                                 instance=instance, stop=stop,
+                                 log_retention_seconds=cfg.database.log_retention_seconds)
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=settings)
 
@@ -118,7 +119,8 @@ async def run(
         url = f"http://{host}:{port}"
 
         tasks = [asyncio.create_task(refresh_loop.run(), name="refresh-loop")]
-        tasks += [asyncio.create_task(t, name=n) for n, t in hub.side_tasks(db)]
+        # The stream feed runs until cancelled: it is not waited on during the grace.
+        feeds = [asyncio.create_task(t, name=n) for n, t in hub.side_tasks(db)]
         interval = systemd.watchdog_interval_seconds()
         if interval is not None:
             healthy = lambda: refresh_loop.healthy(refresher.utcnow())  # noqa: E731
@@ -137,7 +139,7 @@ async def run(
             log.info("daemon_stopping", instance=instance)
 
         with stop_on_signals(stop):
-            await _supervise(stop, tasks, settings.shutdown_grace_seconds, stopping)
+            await _supervise(stop, tasks, feeds, settings.shutdown_grace_seconds, stopping)
     log.info("daemon_stopped", instance=instance)
 
 
@@ -149,16 +151,18 @@ async def _warn_over_quota(db: store.Store, cfg: config.Config) -> None:
                         daily_quota=p.daily_quota)
 
 
-async def _supervise(stop: asyncio.Event, tasks: list[asyncio.Task], grace_seconds: float,
-                     on_stop: Callable[[], None]) -> None:
-    """Wait for a stop (or a side task's death), then let the loop finish within the grace.
+async def _supervise(stop: asyncio.Event, tasks: list[asyncio.Task], feeds: list[asyncio.Task],
+                     grace_seconds: float, on_stop: Callable[[], None]) -> None:
+    """Wait for a stop (or a side task's death), then let the loop finish within the grace;
+    `feeds` run until cancelled, which happens once the others are done.
 
     Cancellation counts as a stop request: the shutdown still runs, then it is re-raised.
     """
     stopped = asyncio.ensure_future(stop.wait())
     cancelled = False
     try:
-        done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([stopped, *tasks, *feeds],
+                                     return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         cancelled, done = True, set()
     died = [t for t in done if t is not stopped]
@@ -166,6 +170,9 @@ async def _supervise(stop: asyncio.Event, tasks: list[asyncio.Task], grace_secon
     stopped.cancel()
     on_stop()
     await _finish(tasks, grace_seconds)
+    for feed in feeds:
+        feed.cancel()
+    await asyncio.gather(*feeds, return_exceptions=True)
     if cancelled:
         raise asyncio.CancelledError
     for task in died:

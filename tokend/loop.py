@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -19,6 +19,9 @@ QUIET_MESSAGE = "no accounts need token refresh"
 MIN_SLEEP_SECONDS = 1.0
 ERROR_RETRY_SECONDS = 5.0
 MAX_LISTED_ERRORS = 50
+PRUNE_EVERY_SECONDS = 3600.0
+PRUNE_BATCH = 5000
+PRUNE_MAX_BATCHES = 100
 
 
 class Loop:
@@ -26,6 +29,7 @@ class Loop:
         self, *, db: store.Store, worker: refresher.Refresher, hub: stream.Hub,
         stats: metrics.Metrics, settings: config.RefreshConfig, instance: str,
         stop: asyncio.Event, clock: Callable[[], datetime] = refresher.utcnow,
+        log_retention_seconds: float | None = None,
     ) -> None:
         self.db, self.worker, self.hub, self.stats = db, worker, hub, stats
         self.settings, self.instance, self.stop, self.clock = settings, instance, stop, clock
@@ -33,6 +37,8 @@ class Loop:
         self.started_at = clock()
         self.last_finished_at: datetime | None = None
         self._wake = asyncio.Event()
+        self.log_retention_seconds = log_retention_seconds
+        self._next_prune = time.monotonic()
 
     def healthy(self, now: datetime) -> bool:
         """A finished cycle within three intervals (or since start, for a young loop)."""
@@ -58,6 +64,7 @@ class Loop:
             status = summary["status"]
             await self.db.worker_finished(NAME, self.instance, self.clock(), status, summary)
             await self._announce(summary)
+            await self._prune_if_due()
         except store.StoreError as exc:
             self.stats.cycles.labels("error").inc()
             log.error("cycle_failed", error=str(exc))
@@ -125,6 +132,21 @@ class Loop:
                 message=f"{summary['accounts_refreshed']} of {summary['accounts_checked']} "
                         "accounts refreshed", details=summary)
         self.hub.publish(await self.db.add_entry(entry))
+
+    async def _prune_if_due(self) -> None:
+        """Drop log rows past retention, a batch at a time, about once an hour."""
+        if self.log_retention_seconds is None or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+        before = self.clock() - timedelta(seconds=self.log_retention_seconds)
+        deleted = 0
+        for _ in range(PRUNE_MAX_BATCHES):
+            batch = await self.db.prune_logs(before, PRUNE_BATCH)
+            deleted += batch
+            if batch == 0 or self.stop.is_set():
+                break
+        if deleted:
+            log.info("logs_pruned", rows=deleted, before=before.isoformat())
 
     async def _sleep_seconds(self) -> float:
         now = self.clock()

@@ -201,3 +201,12 @@ WHERE id = ?1 AND version = ?2
   AND (lease_expires_at IS NULL
        OR lease_expires_at <= (julianday('now') - 2440587.5) * 86400.0)
 RETURNING id
+
+-- name: prune_http_log
+-- Oldest first by id, a batch at a time, so a long backlog never holds a long lock.
+WITH old AS (SELECT id FROM http_log WHERE created_at < ?1 ORDER BY id LIMIT ?2)
+DELETE FROM http_log WHERE id IN (SELECT id FROM old) RETURNING id
+
+-- name: prune_refresh_log
+WITH old AS (SELECT id FROM refresh_log WHERE started_at < ?1 ORDER BY id LIMIT ?2)
+DELETE FROM refresh_log WHERE id IN (SELECT id FROM old) RETURNING id

@@ -275,6 +275,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_attempts(self, account_id: str, limit: int = 50) -> list[Attempt]: ...
 
+    @abc.abstractmethod
+    async def prune_logs(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` HTTP-log and refresh-log rows older than `before` each."""
+
     # -- workers ----------------------------------------------------------------------
     @abc.abstractmethod
     async def worker_started(

@@ -327,6 +327,12 @@ class PostgresStore(store.Store):
         return [store.Attempt(**row) for row in await self._all("list_attempts", account_id,
                                                                  limit)]
 
+    async def prune_logs(self, before: datetime, limit: int) -> int:
+        async with self._transaction() as conn:
+            entries = await conn.fetch(_Q["prune_http_log"], before, limit)
+            attempts = await conn.fetch(_Q["prune_refresh_log"], before, limit)
+        return len(entries) + len(attempts)
+
     # -- workers ----------------------------------------------------------------------
     async def worker_started(
         self, name: str, instance: str, interval_seconds: float, now: datetime,

@@ -304,6 +304,13 @@ class SQLiteStore(store.Store):
                                  "success": bool(row["success"])})
                 for row in map(dict, rows)]
 
+    async def prune_logs(self, before: datetime, limit: int) -> int:
+        args = (before.timestamp(), limit)
+        async with self._transaction(write=True) as db:
+            entries = await db.execute_fetchall(_Q["prune_http_log"], args)
+            attempts = await db.execute_fetchall(_Q["prune_refresh_log"], args)
+        return len(entries) + len(attempts)
+
     # -- workers ----------------------------------------------------------------------
     async def worker_started(
         self, name: str, instance: str, interval_seconds: float, now: datetime,
