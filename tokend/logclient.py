@@ -1,0 +1,201 @@
+"""`tokend logs`: the terminal in a shell. History from `/api/logs`, live entries over the
+WebSocket with `follow`; rendered like the terminal page, coloured by source on a tty."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+import aiohttp
+import orjson
+
+PAGE = 1000
+HISTORY = 200
+RECONNECT_MAX_SECONDS = 15.0
+SEEN_MAX = 10_000
+SOURCE_COLORS = {"scheduled": "32", "manual": "34", "debug": "34", "admin": "33", "vend": "35"}
+
+
+class LogsError(Exception):
+    """tokend refused or could not be reached; the message is one line for the operator."""
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"\033[{code}m{text}\033[0m" if color else text
+
+
+def _time(value: str | None) -> str:
+    try:
+        moment = datetime.fromisoformat(value or "")
+    except ValueError:
+        return value or "-"
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _body(body: Any) -> list[str]:
+    if body is None or body == "":
+        return []
+    if isinstance(body, str):
+        return ["", body]
+    return ["", orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()]
+
+
+def _headers(headers: Mapping[str, str] | None) -> list[str]:
+    return [f"{name}: {value}" for name, value in (headers or {}).items()]
+
+
+def render(entry: Mapping[str, Any], *, color: bool = False) -> str:
+    """One entry as the terminal shows it: a head line, then the HTTP exchange, masked."""
+    source = str(entry.get("source") or "-")
+    label = _paint(f"[{source.upper()}]", SOURCE_COLORS.get(source, "37") + ";1", color)
+    where = entry.get("account_id") or "-"
+    context = " ".join(str(v) for v in (entry.get("provider"), entry.get("environment")) if v)
+    head = [_paint(_time(entry.get("created_at")), "2", color), f"#{entry.get('id')}",
+            _paint(str(entry.get("action")), "1", color), label, str(where)]
+    if context:
+        head.append(f"({context})")
+    if entry.get("duration_ms") is not None:
+        head.append(f"{entry['duration_ms']:.0f} ms")
+    lines = ["  ".join(head)]
+    if entry.get("message"):
+        lines.append(str(entry["message"]))
+    request, response, error = entry.get("request"), entry.get("response"), entry.get("error")
+    if request:
+        lines.append(_paint("=== HTTP REQUEST ===", "36", color))
+        lines.append(f"{request.get('method', '')} {request.get('url', '')}".strip())
+        lines += _headers(request.get("headers")) + _body(request.get("body"))
+    if response:
+        lines.append(_paint("=== HTTP RESPONSE ===", "36", color))
+        status = f"HTTP {response.get('status', '')} {response.get('reason') or ''}".strip()
+        failed = isinstance(response.get("status"), int) and response["status"] >= 400
+        lines.append(_paint(status, "31", color and failed))
+        lines += _headers(response.get("headers")) + _body(response.get("body"))
+    if error:
+        text = f"{error.get('code', 'error')}: {error.get('message', '')}" if isinstance(
+            error, Mapping) else str(error)
+        lines.append(_paint(f"ERROR {text}", "31;1", color))
+    return "\n".join(lines) + "\n"
+
+
+def render_dropped(count: int, *, color: bool = False) -> str:
+    return _paint(f"... skipped {count} entries (this client fell behind)", "33", color) + "\n"
+
+
+def _query(sources: Sequence[str] | None, account_id: str | None) -> dict[str, str]:
+    query = {}
+    if sources:
+        query["source"] = ",".join(sources)
+    if account_id:
+        query["account_id"] = account_id
+    return query
+
+
+async def _answer(response: aiohttp.ClientResponse) -> Any:
+    try:
+        body = await response.json(content_type=None)
+    except ValueError:
+        body = None
+    if response.status != 200:
+        message = body.get("error") if isinstance(body, dict) else response.reason
+        raise LogsError(f"tokend answered {response.status}: {message}")
+    return body
+
+
+async def history(
+    session: aiohttp.ClientSession, base_url: str, token: str, *, since: int | None,
+    sources: Sequence[str] | None, account_id: str | None,
+) -> list[dict[str, Any]]:
+    """Entries after `since` (all of them), or the latest ones; oldest first."""
+    url, headers = f"{base_url}/api/logs", {"Authorization": f"Bearer {token}"}
+    query = _query(sources, account_id)
+    if since is None:
+        async with session.get(url, params={**query, "limit": str(HISTORY)},
+                               headers=headers) as response:
+            return list(reversed((await _answer(response))["entries"]))
+    out: list[dict[str, Any]] = []
+    while True:
+        params = {**query, "after_id": str(since), "limit": str(PAGE)}
+        async with session.get(url, params=params, headers=headers) as response:
+            page = (await _answer(response))["entries"]
+        out += page
+        if len(page) < PAGE:
+            return out
+        since = page[-1]["id"]
+
+
+def _emit(out: TextIO, text: str) -> None:
+    out.write(text)
+    out.flush()
+
+
+async def _stream(
+    session: aiohttp.ClientSession, base_url: str, hello: dict[str, Any], *, json_lines: bool,
+    color: bool, out: TextIO, seen: set[int],
+) -> int | None:
+    """One WebSocket session; returns the last id shown. Raises LogsError when refused."""
+    ws_url = "ws" + base_url.removeprefix("http") + "/ws/logs"
+    last_id = hello["since"]
+    async with session.ws_connect(ws_url, heartbeat=30.0) as ws:
+        await ws.send_str(orjson.dumps(hello).decode())
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                break
+            data = orjson.loads(msg.data)
+            if data.get("type") == "dropped":
+                if json_lines:
+                    _emit(out, orjson.dumps(data).decode() + "\n")
+                else:
+                    _emit(out, render_dropped(data.get("count", 0), color=color))
+            elif data.get("type") == "entry" and data.get("id") not in seen:
+                seen.add(data["id"])
+                if len(seen) > SEEN_MAX:  # only recent ids can come back after a reconnect
+                    keep = sorted(seen)[-SEEN_MAX // 2:]
+                    seen.clear()
+                    seen.update(keep)
+                last_id = data["id"]
+                data.pop("type")
+                _emit(out, orjson.dumps(data).decode() + "\n" if json_lines
+                      else render(data, color=color))
+        if ws.close_code in (4400, 4401, 4408):
+            raise LogsError("tokend refused the token" if ws.close_code == 4401
+                            else "tokend refused the stream request")
+    return last_id
+
+
+async def follow(
+    base_url: str, token: str, *, since: int | None = None,
+    sources: Sequence[str] | None = None, account_id: str | None = None, follow: bool = True,
+    json_lines: bool = False, out: TextIO = sys.stdout,
+) -> None:
+    """Print history, then (with `follow`) live entries until cancelled, reconnecting."""
+    base_url = base_url.rstrip("/")
+    color = not json_lines and out.isatty()
+    async with aiohttp.ClientSession() as session:
+        if not follow:
+            try:
+                entries = await history(session, base_url, token, since=since, sources=sources,
+                                        account_id=account_id)
+            except aiohttp.ClientError as exc:
+                raise LogsError(f"cannot reach tokend at {base_url}: {exc}") from None
+            for entry in entries:
+                _emit(out, orjson.dumps(entry).decode() + "\n" if json_lines
+                      else render(entry, color=color))
+            return
+        seen: set[int] = set()
+        delay, connected = 0.5, False
+        while True:
+            hello = {"type": "hello", "token": token, "since": since,
+                     "sources": list(sources) if sources else None, "account_id": account_id}
+            try:
+                since = await _stream(session, base_url, hello, json_lines=json_lines,
+                                      color=color, out=out, seen=seen)
+                connected, delay = True, 0.5
+            except aiohttp.ClientError as exc:
+                if not connected:
+                    raise LogsError(f"cannot reach tokend at {base_url}: {exc}") from None
+            print(f"tokend: stream lost; reconnecting in {delay:g} s", file=sys.stderr)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)

@@ -1,0 +1,164 @@
+"""Access tokens for apps: the stored one when it lives long enough, else one refresh first.
+
+Concurrent callers for one account share a single refresh in this process. Across
+replicas the account's lease decides: a loser waits for the lease to be released, then
+reads what the winner stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from tokend import config, crypto, metrics, refresher, store
+
+log = structlog.get_logger("tokend.vending")
+
+SOURCE = "vend"
+POLL_SECONDS = 0.1
+LEASE_WAIT_MARGIN_SECONDS = 5.0  # beyond the provider call: the holder's save and release
+
+
+class NotFound(Exception):
+    """No account with this id is visible to the caller."""
+
+
+class NotActive(Exception):
+    def __init__(self, state: str) -> None:
+        super().__init__(f"account is {state}")
+        self.state = state
+
+
+class Unavailable(Exception):
+    """No token good for long enough could be had now; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Vended:
+    access_token: str = dataclasses.field(repr=False)
+    expires_at: datetime
+    refreshed: bool
+
+
+class Vendor:
+    def __init__(
+        self, *, db: store.Store, keyring: crypto.Keyring, worker: refresher.Refresher,
+        stats: metrics.Metrics, settings: config.RefreshConfig,
+        clock: Callable[[], datetime] = refresher.utcnow,
+    ) -> None:
+        self.db, self.keyring, self.worker, self.stats = db, keyring, worker, stats
+        self.clock = clock
+        self.wait_seconds = settings.request_timeout_seconds + LEASE_WAIT_MARGIN_SECONDS
+        self._in_flight: dict[str, asyncio.Task[tuple[store.Account | None, str | None]]] = {}
+
+    async def vend(
+        self, account_id: str, *, min_valid_seconds: float, org: str | None = None,
+    ) -> Vended:
+        """A token valid for at least `min_valid_seconds`; `org` limits what is visible."""
+        try:
+            vended = await self._vend(account_id, min_valid_seconds, org)
+        except NotFound:
+            self.stats.vends.labels("not_found").inc()
+            raise
+        except NotActive:
+            self.stats.vends.labels("not_active").inc()
+            raise
+        except Unavailable as exc:
+            self.stats.vends.labels("unavailable").inc()
+            log.warning("token_vend_failed", account_id=account_id, error=str(exc))
+            raise
+        self.stats.vends.labels("refreshed" if vended.refreshed else "stored").inc()
+        log.info("token_vended", account_id=account_id, refreshed=vended.refreshed,
+                 expires_at=vended.expires_at.isoformat())
+        return vended
+
+    async def _vend(self, account_id: str, min_valid_seconds: float, org: str | None) -> Vended:
+        account = _visible(await self.db.get_account(account_id), org)
+        refreshed = False
+        if not self._fresh(account, min_valid_seconds):
+            latest, error_code = await self._shared_refresh(account_id, min_valid_seconds)
+            account = _visible(latest, org)
+            if not self._fresh(account, min_valid_seconds):
+                raise Unavailable(f"refresh failed: {error_code}" if error_code else
+                                  f"no access token valid for {min_valid_seconds:g} s")
+            refreshed = True
+        assert account.access_token is not None and account.access_expires_at is not None
+        try:
+            token = self.keyring.decrypt(account.access_token, account_id=account.id,
+                                         column="access_token")
+        except crypto.DecryptError:
+            raise Unavailable("stored access token cannot be decrypted") from None
+        return Vended(access_token=token, expires_at=account.access_expires_at,
+                      refreshed=refreshed)
+
+    def _fresh(self, account: store.Account, min_valid_seconds: float) -> bool:
+        if account.access_token is None or account.access_expires_at is None:
+            return False
+        return (account.access_expires_at - self.clock()).total_seconds() >= min_valid_seconds
+
+    async def _shared_refresh(
+        self, account_id: str, min_valid_seconds: float,
+    ) -> tuple[store.Account | None, str | None]:
+        """Join the refresh in flight for this account, or start one."""
+        task = self._in_flight.get(account_id)
+        if task is None:
+            task = asyncio.create_task(self._ensure_fresh(account_id, min_valid_seconds),
+                                       name=f"vend-refresh:{account_id}")
+            self._in_flight[account_id] = task
+            task.add_done_callback(lambda t: self._finished(account_id, t))
+        # A caller that goes away must not cancel the refresh the others wait for.
+        return await asyncio.shield(task)
+
+    def _finished(self, account_id: str, task: asyncio.Task) -> None:
+        if self._in_flight.get(account_id) is task:
+            del self._in_flight[account_id]
+        if not task.cancelled():
+            task.exception()  # retrieved here so an unawaited failure is not reported twice
+
+    async def _ensure_fresh(
+        self, account_id: str, min_valid_seconds: float,
+    ) -> tuple[store.Account | None, str | None]:
+        """Refresh unless someone just did; wait out another owner's lease. Re-reads first,
+        so a caller arriving after the previous refresh finished does not start another."""
+        deadline = asyncio.get_running_loop().time() + self.wait_seconds
+        while True:
+            account = await self.db.get_account(account_id)
+            if (account is None or account.state != store.ACTIVE
+                    or self._fresh(account, min_valid_seconds)):
+                return account, None
+            try:
+                outcome = await self.worker.refresh_now(account_id, source=SOURCE)
+            except refresher.NotFound:
+                return None, None
+            except refresher.Busy:
+                await self._wait_for_lease(account_id, deadline)
+                continue
+            return await self.db.get_account(account_id), outcome.error_code
+
+    async def _wait_for_lease(self, account_id: str, deadline: float) -> None:
+        event_loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            if event_loop.time() >= deadline:
+                raise Unavailable("account is being refreshed by another worker; try again")
+            account = await self.db.get_account(account_id)
+            if account is None or account.state != store.ACTIVE or not _leased(
+                    account, self.clock()):
+                return
+
+
+def _visible(account: store.Account | None, org: str | None) -> store.Account:
+    if account is None or (org is not None and account.org != org):
+        raise NotFound
+    if account.state != store.ACTIVE:
+        raise NotActive(account.state)
+    return account
+
+
+def _leased(account: store.Account, now: datetime) -> bool:
+    return (account.lease_owner is not None and account.lease_expires_at is not None
+            and account.lease_expires_at > now)

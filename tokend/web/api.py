@@ -1,0 +1,148 @@
+"""The admin API (admin and org tokens) and token vending (consumer tokens)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import orjson
+from aiohttp import web
+
+from tokend import refresher, store, vending
+from tokend.web import auth, common
+
+SOURCES = ("scheduled", "manual", "debug", "admin", "vend")
+LOGS_LIMIT_MAX = 1000
+LOGS_LIMIT_DEFAULT = 200
+MIN_VALID_DEFAULT_SECONDS = 300
+MIN_VALID_MAX_SECONDS = 3600
+LOG_PARAMS = frozenset({"source", "action", "account_id", "limit", "before_id", "after_id"})
+_ACTION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _bad(message: str) -> common.ApiError:
+    return common.ApiError(400, message)
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int | None, low: int,
+               high: int | None = None) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(f"{name} must be an integer") from None
+    if value < low or (high is not None and value > high):
+        raise _bad(f"{name} must be between {low} and {high}" if high is not None
+                   else f"{name} must be at least {low}")
+    return value
+
+
+async def _visible_account(request: web.Request, principal: auth.Principal,
+                           account_id: str) -> store.Account:
+    """Another org's account answers exactly like a missing one."""
+    account = await request.app[common.STORE].get_account(account_id)
+    if account is None or not principal.sees(account.org):
+        raise common.ApiError(404, "unknown account")
+    return account
+
+
+async def accounts(request: web.Request) -> web.Response:
+    principal = auth.admin(request)
+    rows = await request.app[common.STORE].list_accounts(principal.org)
+    return common.json_response({"accounts": [a.public() for a in rows]})
+
+
+async def _debug_flag(request: web.Request) -> bool:
+    body = await request.read()
+    if not body.strip():
+        return False
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _bad("malformed JSON body") from None
+    if not isinstance(data, dict):
+        raise _bad("body must be a JSON object")
+    unknown = sorted(set(data) - {"debug"})
+    if unknown:
+        raise _bad(f"unknown field {unknown[0]!r}")
+    debug = data.get("debug", False)
+    if not isinstance(debug, bool):
+        raise _bad("debug must be true or false")
+    return debug
+
+
+async def refresh(request: web.Request) -> web.Response:
+    principal = auth.admin(request)
+    debug = await _debug_flag(request)
+    account_id = request.match_info["id"]
+    await _visible_account(request, principal, account_id)
+    try:
+        outcome = await request.app[common.REFRESHER].refresh_now(
+            account_id, source="debug" if debug else "manual")
+    except refresher.NotFound:
+        raise common.ApiError(404, "unknown account") from None
+    except refresher.Busy as exc:
+        raise common.ApiError(409, str(exc)) from None
+    request.app[common.LOOP].wake()  # the schedule changed: let the loop re-plan its sleep
+    answer = {"success": outcome.success, "error": outcome.error_code,
+              "error_description": outcome.error_description, "entry_id": outcome.entry.id}
+    if debug:
+        answer.update(request=outcome.request, response=outcome.response)
+    return common.json_response(answer)
+
+
+async def logs(request: web.Request) -> web.Response:
+    principal = auth.admin(request)
+    query = request.query
+    unknown = sorted(set(query) - LOG_PARAMS)
+    if unknown:
+        raise _bad(f"unknown parameter {unknown[0]!r}")
+    sources = None
+    if "source" in query:
+        sources = [s.strip() for s in query["source"].split(",") if s.strip()]
+        bad = [s for s in sources if s not in SOURCES]
+        if bad or not sources:
+            raise _bad(f"source must be a comma list of {', '.join(SOURCES)}")
+    action = query.get("action")
+    if action is not None and not _ACTION.match(action):
+        raise _bad("action must be a snake_case name")
+    account_id = query.get("account_id")
+    if account_id is not None:
+        if not account_id or len(account_id) > 200:
+            raise _bad("account_id must be 1-200 characters")
+        if principal.org is not None:
+            await _visible_account(request, principal, account_id)
+    entries = await request.app[common.STORE].list_entries(
+        source=sources, action=action, account_id=account_id, org=principal.org,
+        before_id=_int_param(query, "before_id", None, 0),
+        after_id=_int_param(query, "after_id", None, 0),
+        limit=_int_param(query, "limit", LOGS_LIMIT_DEFAULT, 1, LOGS_LIMIT_MAX))
+    return common.json_response({"entries": [e.to_dict() for e in entries]})
+
+
+async def access_token(request: web.Request) -> web.Response:
+    principal = auth.consumer(request)
+    min_valid = _int_param(request.query, "min_valid_seconds", MIN_VALID_DEFAULT_SECONDS, 0,
+                           MIN_VALID_MAX_SECONDS)
+    try:
+        vended = await request.app[common.VENDOR].vend(
+            request.match_info["id"], min_valid_seconds=min_valid, org=principal.org)
+    except vending.NotFound:
+        raise common.ApiError(404, "unknown account") from None
+    except vending.NotActive as exc:
+        raise common.ApiError(409, str(exc), state=exc.state) from None
+    except vending.Unavailable as exc:
+        raise common.ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
+    return common.json_response(
+        {"access_token": vended.access_token, "expires_at": vended.expires_at.isoformat()},
+        headers=NO_STORE)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/accounts", accounts)
+    app.router.add_post("/api/accounts/{id}/refresh", refresh)
+    app.router.add_get("/api/accounts/{id}/access-token", access_token)
+    app.router.add_get("/api/logs", logs)

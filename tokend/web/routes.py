@@ -1,0 +1,146 @@
+"""The operator routes without a token: health, loop status, metrics, and the terminal page."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import prometheus_client as prom
+import structlog
+from aiohttp import web
+
+from tokend import quota, status, store
+from tokend.web import common
+
+log = structlog.get_logger("tokend.web")
+
+DB_TIMEOUT_SECONDS = 2.0
+HEALTH_JSON = "application/health+json"
+STATIC_DIR = Path(__file__).parent / "static"
+ASSETS = frozenset({"terminal.js", "terminal.css"})
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def health(request: web.Request) -> web.Response:
+    """IETF health-check draft format. Only the loop can fail it: its clock is in memory."""
+    now = _now()
+    refresh_loop = request.app[common.LOOP]
+    loop_ok = refresh_loop.healthy(now)
+    last = refresh_loop.last_finished_at
+    loop_check: dict[str, Any] = {
+        "componentType": "component", "status": "pass" if loop_ok else "fail",
+        "observedValue": round((now - last).total_seconds(), 3) if last else None,
+        "observedUnit": "s", "time": now.isoformat(),
+    }
+    if not loop_ok:
+        loop_check["output"] = (f"no finished refresh cycle within "
+                                f"{3 * refresh_loop.interval_seconds:g} s")
+    db_check = await _database_check(request.app[common.STORE], now)
+    status = "fail" if not loop_ok else db_check["status"]
+    body = {"status": status, "serviceId": request.app[common.INSTANCE],
+            "checks": {"loop:freshness": [loop_check], "database:reachability": [db_check]}}
+    return common.json_response(body, status=503 if status == "fail" else 200,
+                                content_type=HEALTH_JSON)
+
+
+async def _database_check(db: store.Store, now: datetime) -> dict[str, Any]:
+    started = asyncio.get_running_loop().time()
+    check: dict[str, Any] = {"componentType": "datastore", "status": "pass",
+                             "time": now.isoformat()}
+    try:
+        async with asyncio.timeout(DB_TIMEOUT_SECONDS):
+            await db.ping()
+    except TimeoutError:
+        check.update(status="warn", output=f"no answer within {DB_TIMEOUT_SECONDS:g} s")
+    except Exception as exc:
+        check.update(status="warn", output=f"unreachable ({type(exc).__name__})")
+    else:
+        check.update(observedValue=round((asyncio.get_running_loop().time() - started) * 1000, 1),
+                     observedUnit="ms")
+    return check
+
+
+async def loop_status(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(DB_TIMEOUT_SECONDS):
+            body = await status.report(request.app[common.STORE], request.app[common.CONFIG],
+                                       _now())
+    except Exception as exc:
+        log.warning("loop_status_unavailable", error=type(exc).__name__)
+        raise common.ApiError(503, "database unavailable") from None
+    return common.json_response({**body, "instance": request.app[common.INSTANCE]})
+
+
+async def _refresh_gauges(app: web.Application) -> None:
+    db, stats, cfg = app[common.STORE], app[common.METRICS], app[common.CONFIG]
+    now = _now()
+    counts = await db.account_counts()
+    for state in store.STATES:
+        stats.accounts.labels(state).set(counts.get(state, 0))
+    stats.due_backlog.set(await db.count_due(
+        now, expiry_threshold_seconds=cfg.refresh.expiry_threshold_seconds,
+        max_age_seconds=cfg.refresh.max_age_seconds))
+    paused = await db.paused_providers(now)
+    for projection in await quota.project(db, cfg):
+        name = projection.provider
+        stats.provider_paused.labels(name).set(1 if name in paused else 0)
+        stats.projected_daily_calls.labels(name).set(projection.projected_daily_calls)
+        if projection.daily_quota is not None:
+            stats.daily_quota.labels(name).set(projection.daily_quota)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """The gauges that need the database are refreshed here, bounded; an outage keeps the
+    last values and the counters still answer."""
+    try:
+        async with asyncio.timeout(DB_TIMEOUT_SECONDS):
+            await _refresh_gauges(request.app)
+    except Exception as exc:
+        log.warning("metrics_gauges_stale", error=type(exc).__name__)
+    return web.Response(body=request.app[common.METRICS].render(),
+                        headers={"Content-Type": prom.CONTENT_TYPE_LATEST})
+
+
+@functools.cache
+def _page_template() -> str:
+    return (STATIC_DIR / "terminal.html").read_text()
+
+
+async def terminal(request: web.Request) -> web.Response:
+    max_entries = request.app[common.CONFIG].server.terminal_max_entries
+    page = _page_template().replace("__MAX_ENTRIES__", str(int(max_entries)))
+    return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
+
+
+async def index(_request: web.Request) -> web.Response:
+    raise web.HTTPFound("/terminal")
+
+
+async def asset(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if name not in ASSETS:
+        raise common.ApiError(404, "not found")
+    return web.FileResponse(STATIC_DIR / name, headers=PAGE_HEADERS)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_get("/health", health)
+    app.router.add_get("/loop-status", loop_status)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/terminal", terminal)
+    app.router.add_get("/terminal/{name}", asset)

@@ -1,0 +1,190 @@
+"""`/ws/logs`: the live log stream. A hello with a token, then the backlog, then live entries.
+
+The subscription is opened before the backlog is read, and live entries the backlog
+already covered are skipped, so a client misses nothing and sees nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from tokend import store, stream
+from tokend.web import api, auth, common
+
+log = structlog.get_logger("tokend.web")
+
+HELLO_TIMEOUT_SECONDS = 10.0
+HEARTBEAT_SECONDS = 20.0
+MAX_MESSAGE_BYTES = 64 * 1024
+CATCH_UP_PAGE = 500
+CLOSE_BAD_HELLO = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_HELLO_TIMEOUT = 4408
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hello:
+    principal: auth.Principal
+    since: int | None
+    sources: frozenset[str] | None
+    account_id: str | None
+
+    def wants(self, entry: store.Entry) -> bool:
+        return (self.principal.sees(entry.org_id)
+                and (self.sources is None or entry.source in self.sources)
+                and (self.account_id is None or entry.account_id == self.account_id))
+
+
+class BadHello(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """Browsers always send Origin; other clients do not and rely on the token alone."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    allowed = {f"{request.scheme}://{request.host}".lower(),
+               *(o.rstrip("/").lower() for o in request.app[common.CONFIG].server.allowed_origins)}
+    return origin.rstrip("/").lower() in allowed
+
+
+def parse_hello(raw: str | bytes, server: Any) -> Hello:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadHello(CLOSE_BAD_HELLO, "hello must be JSON") from None
+    if not isinstance(data, dict) or data.get("type") != "hello":
+        raise BadHello(CLOSE_BAD_HELLO, "first message must be a hello")
+    token = data.get("token")
+    principal = auth.match(token, auth.admin_tokens(server)) if isinstance(token, str) else None
+    if principal is None:
+        raise BadHello(CLOSE_UNAUTHORIZED, "invalid token")
+    since = data.get("since")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+        raise BadHello(CLOSE_BAD_HELLO, "since must be an entry id or null")
+    sources = data.get("sources")
+    if sources is not None:
+        if not isinstance(sources, list) or any(s not in api.SOURCES for s in sources):
+            raise BadHello(CLOSE_BAD_HELLO, f"sources must be a list of {', '.join(api.SOURCES)}")
+        sources = frozenset(sources) or None  # an empty list asks for no filter
+    account_id = data.get("account_id")
+    if account_id is not None and not isinstance(account_id, str):
+        raise BadHello(CLOSE_BAD_HELLO, "account_id must be a string")
+    return Hello(principal, since, sources, account_id)
+
+
+async def _send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+    await ws.send_str(common.dumps(message).decode())
+
+
+async def _send_entry(ws: web.WebSocketResponse, entry: store.Entry) -> None:
+    await _send(ws, {"type": "entry", **entry.to_dict()})
+
+
+async def _send_backlog(ws: web.WebSocketResponse, db: store.Store, hello: Hello,
+                        backlog: int) -> int | None:
+    """The entries after `since` (every page of them), or the newest `backlog`; oldest first.
+    Returns the last id sent."""
+    query = {"source": sorted(hello.sources) if hello.sources is not None else None,
+             "account_id": hello.account_id, "org": hello.principal.org}
+    last_id = hello.since
+    if hello.since is None:
+        entries = await db.list_entries(limit=backlog, **query) if backlog else []
+        for entry in reversed(entries):
+            await _send_entry(ws, entry)
+            last_id = entry.id
+        return last_id
+    while True:
+        page = await db.list_entries(after_id=last_id, limit=CATCH_UP_PAGE, **query)
+        for entry in page:
+            await _send_entry(ws, entry)
+            last_id = entry.id
+        if len(page) < CATCH_UP_PAGE:
+            return last_id
+
+
+async def _send_live(ws: web.WebSocketResponse, subscription: stream.Subscription,
+                     backlog_last_id: int | None) -> None:
+    async for item in subscription:
+        if isinstance(item, stream.Dropped):
+            if backlog_last_id is None or item.last_id is None or item.last_id > backlog_last_id:
+                await _send(ws, {"type": "dropped", "count": item.count})
+        elif backlog_last_id is None or item.id is None or item.id > backlog_last_id:
+            await _send_entry(ws, item)
+
+
+async def _read_until_closed(ws: web.WebSocketResponse) -> None:
+    """Process the peer's control frames; anything it says after the hello is ignored."""
+    while True:
+        msg = await ws.receive()
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return
+
+
+async def _stream(request: web.Request, ws: web.WebSocketResponse, hello: Hello) -> None:
+    app = request.app
+    with app[common.HUB].subscribe(hello.wants) as subscription:
+        await _send(ws, {"type": "ready"})
+        last_id = await _send_backlog(ws, app[common.STORE], hello,
+                                      app[common.CONFIG].server.stream_backlog)
+        tasks = {asyncio.create_task(_send_live(ws, subscription, last_id), name="ws-send"),
+                 asyncio.create_task(_read_until_closed(ws), name="ws-read")}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+
+async def _hello(ws: web.WebSocketResponse, server: Any) -> Hello:
+    try:
+        msg = await ws.receive(timeout=HELLO_TIMEOUT_SECONDS)
+    except TimeoutError:
+        raise BadHello(CLOSE_HELLO_TIMEOUT, "no hello received in time") from None
+    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        raise BadHello(CLOSE_BAD_HELLO, "hello expected")
+    return parse_hello(msg.data, server)
+
+
+async def logs_socket(request: web.Request) -> web.StreamResponse:
+    if not origin_allowed(request):
+        raise common.ApiError(403, "origin not allowed")
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_MESSAGE_BYTES)
+    if not ws.can_prepare(request).ok:
+        raise common.ApiError(400, "websocket upgrade expected")
+    await ws.prepare(request)
+    request.app[common.WEBSOCKETS].add(ws)
+    try:
+        hello = await _hello(ws, request.app[common.CONFIG].server)
+        await _stream(request, ws, hello)
+    except BadHello as exc:
+        await ws.close(code=exc.code, message=str(exc).encode())
+    except ConnectionError:
+        pass  # the peer went away mid-send
+    except store.StoreError as exc:
+        log.warning("log_stream_database_unavailable", error=str(exc))
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"database unavailable")
+    except Exception:
+        # Headers are sent: the error middleware cannot answer any more.
+        log.exception("log_stream_failed")
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+    finally:
+        await ws.close()
+    return ws
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/ws/logs", logs_socket)
