@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 from pathlib import Path
 
 import orjson
@@ -105,3 +106,15 @@ def test_commands_need_a_migrated_database(tmp_path: Path, key_lines: list[str])
                          key_line=key_lines[0], token_url="http://127.0.0.1:9/token")
     result = cli(path, "accounts", "list")
     assert result.returncode == 1 and "tokend migrate" in result.stderr
+
+
+def test_run_names_a_port_already_in_use(config_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config_path.write_text(config_path.read_text().replace("port = 0", f"port = {port}"))
+        result = cli(config_path, "run")
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

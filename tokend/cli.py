@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tokend: {exc}", file=sys.stderr)
         return 2
+    except daemon.StartupError as exc:
+        print(f"tokend: {exc}", file=sys.stderr)
+        return 1
     except (store.StoreError, refresher.NotFound, refresher.Busy) as exc:
         print(f"tokend: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

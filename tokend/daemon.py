@@ -35,6 +35,10 @@ class SideTaskDied(Exception):
     """A task the daemon cannot run without ended on its own."""
 
 
+class StartupError(Exception):
+    """The daemon cannot start; the message is one line for the operator."""
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     """SIGTERM and SIGINT only request a stop; the previous handlers come back after."""
@@ -114,7 +118,11 @@ async def run(
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = aioweb.TCPSite(runner, cfg.server.host, cfg.server.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {cfg.server.host}:{cfg.server.port} "
+                               f"(server.host/server.port): {exc.strerror}") from None
         host, port = runner.addresses[0][:2]
         url = f"http://{host}:{port}"
 
