@@ -7,11 +7,15 @@ import secrets
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import aiohttp
 import asyncpg
+import orjson
 import pytest
-from proc import ADMIN_TOKEN, Daemon, acli, cli, daemon_config
+from proc import ADMIN_TOKEN, Daemon, acli, cli, daemon_config, env
 
 from tokend import crypto, refresher, simulator, store
 
@@ -255,3 +259,41 @@ async def _true(value: bool) -> bool:
 
 async def _len_is(coro, n: int) -> bool:
     return len(await coro) == n
+
+
+async def test_logs_command_prints_history_and_follows(tmp_path: Path, sqlite_url: str,
+                                                       keyring, key_lines) -> None:
+    await seed(sqlite_url, keyring, 1)
+    async with simulator.Simulator() as sim:
+        config_path = daemon_config(tmp_path, db_url=sqlite_url, key_line=key_lines[0],
+                                    token_url=sim.token_url, interval_seconds=60)
+        daemon = Daemon(config_path, tmp_path / "daemon.log")
+        try:
+            url = await daemon.url()
+            await daemon.wait_for_event("cycle_summary")
+            history = await acli(config_path, "logs", "--url", url)
+            assert history.returncode == 0, history.stderr
+            assert "=== HTTP REQUEST ===" in history.stdout and "Basic ****" in history.stdout
+            lines = (await acli(config_path, "logs", "--url", url, "--json")).stdout.splitlines()
+            actions = [orjson.loads(line)["action"] for line in lines]
+            assert "token_refreshed" in actions and "cycle_summary" in actions
+            follower = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tokend", "--config", str(config_path), "logs", "--url",
+                url, "--follow", "--json", "--source", "manual",
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env())
+            try:
+                await asyncio.sleep(1.0)  # connected and past the (empty) manual history
+                admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+                async with aiohttp.ClientSession(headers=admin) as session, session.post(
+                        f"{url}/api/accounts/acct_00000/refresh") as response:
+                    assert response.status == 200
+                async with asyncio.timeout(10):
+                    live = orjson.loads(await follower.stdout.readline())
+                assert live["source"] == "manual" and live["account_id"] == "acct_00000"
+            finally:
+                follower.kill()
+                await follower.wait()
+            daemon.signal(signal.SIGTERM)
+            assert await daemon.wait() == 0
+        finally:
+            daemon.kill()
