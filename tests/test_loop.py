@@ -122,8 +122,11 @@ async def test_database_outage_fails_the_cycle_and_the_loop_recovers(harness: Ha
         raise store.StoreError("database unreachable")
 
     harness.db.worker_started = down
+    cycle.started_at -= timedelta(seconds=10 * cycle.interval_seconds)  # a long outage
     assert not await cycle.cycle()
     assert cycle.last_finished_at is None
+    # Still turning: not wedged, so /health says warn (not fail) and the watchdog pings.
+    assert cycle.healthy(refresher.utcnow())
     harness.db.worker_started = real
     assert await cycle.cycle()
     assert cycle.last_finished_at is not None

@@ -35,14 +35,19 @@ class Loop:
         self.settings, self.instance, self.stop, self.clock = settings, instance, stop, clock
         self.interval_seconds = settings.interval_seconds
         self.started_at = clock()
-        self.last_finished_at: datetime | None = None
+        self.last_finished_at: datetime | None = None  # the last cycle that succeeded
+        self.last_turned_at: datetime | None = None  # the last cycle that ended at all
         self._wake = asyncio.Event()
         self.log_retention_seconds = log_retention_seconds
         self._next_prune = time.monotonic()
 
     def healthy(self, now: datetime) -> bool:
-        """A finished cycle within three intervals (or since start, for a young loop)."""
-        reference = self.last_finished_at or self.started_at
+        """Not wedged: a cycle ended within three intervals (or the loop is that young).
+
+        A cycle the database failed still counts: the loop is turning, and restarting
+        the process (what the systemd watchdog would do) cannot bring a database back.
+        """
+        reference = self.last_turned_at or self.started_at
         return (now - reference).total_seconds() <= 3 * self.interval_seconds
 
     def wake(self) -> None:
@@ -52,7 +57,7 @@ class Loop:
         log.info("loop_started", instance=self.instance, interval_seconds=self.interval_seconds)
         while not self.stop.is_set():
             ok = await self.cycle()
-            await self._sleep(await self._sleep_seconds() if ok else ERROR_RETRY_SECONDS)
+            await self._sleep(await self._sleep_seconds() if ok else self._retry_seconds())
         log.info("loop_stopped", instance=self.instance)
 
     async def cycle(self) -> bool:
@@ -71,6 +76,7 @@ class Loop:
             return False
         finally:
             self.stats.cycle_seconds.observe(time.perf_counter() - began)
+            self.last_turned_at = self.clock()
         self.last_finished_at = self.clock()
         self.stats.cycles.labels(status).inc()
         return True
@@ -148,9 +154,16 @@ class Loop:
         if deleted:
             log.info("logs_pruned", rows=deleted, before=before.isoformat())
 
+    def _retry_seconds(self) -> float:
+        return min(ERROR_RETRY_SECONDS, self.interval_seconds)
+
     async def _sleep_seconds(self) -> float:
         now = self.clock()
-        next_due = await self.db.next_due_at(now)
+        try:
+            next_due = await self.db.next_due_at(now)
+        except store.StoreError as exc:
+            log.warning("next_due_unknown", error=str(exc))
+            return self._retry_seconds()
         if next_due is None:
             return self.interval_seconds
         until_due = (next_due - now).total_seconds()

@@ -17,6 +17,12 @@ from tokend import config, crypto, metrics, providers, schedule, store, stream
 log = structlog.get_logger("tokend.refresher")
 
 SAVE_RETRY_SECONDS = 0.5
+METRIC_CODES = frozenset({
+    providers.DECRYPT_FAILED, providers.INVALID_GRANT, providers.INVALID_CLIENT,
+    providers.UNAUTHORIZED_CLIENT, providers.INVALID_SCOPE, providers.INVALID_REQUEST,
+    providers.UNSUPPORTED_GRANT_TYPE, providers.RATE_LIMITED, providers.SERVER_ERROR,
+    providers.TIMEOUT, providers.CONNECTION_ERROR, providers.BAD_RESPONSE, "provider_unknown",
+})
 
 
 def utcnow() -> datetime:
@@ -213,8 +219,10 @@ class Refresher:
     def _observe(
         self, account: store.Account, source: str, result: providers.Result, applied: bool,
     ) -> None:
-        outcome = (result.error_code or "error") if not result.ok else (
-            "success" if applied else "lease_lost")
+        if result.ok:
+            outcome = "success" if applied else "lease_lost"
+        else:  # a provider's own codes are unbounded: keep the metric's label set small
+            outcome = result.error_code if result.error_code in METRIC_CODES else "other"
         self.stats.refreshes.labels(account.provider, source, outcome).inc()
         if result.duration_ms is not None:
             self.stats.refresh_seconds.labels(account.provider).observe(result.duration_ms / 1000)

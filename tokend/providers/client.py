@@ -63,17 +63,21 @@ class Provider:
             form.append(("scope", " ".join(scopes)))
         headers = {"Content-Type": FORM, "Accept": "application/json"}
         secret = self.config.client_secret
+        echoes = (token, secret)
         if self.config.client_auth == "body":
             form += [("client_id", self.config.client_id), ("client_secret", secret)]
         else:
             credentials = f"{self.config.client_id}:{secret}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
+            encoded = base64.b64encode(credentials).decode("ascii")
+            headers["Authorization"] = "Basic " + encoded
+            # A proxy that echoes our request headers shows the secret base64-encoded.
+            echoes += (encoded,)
         # %20 between scopes, the way eBay documents it.
         body = urllib.parse.urlencode(form, quote_via=urllib.parse.quote)
         return result.Prepared(
             account_id=account.id, provider=self.name, method="POST",
             url=self.config.token_url, headers=headers, body=body,
-            secrets=(token, secret),
+            secrets=echoes,
             request={
                 "method": "POST", "url": self.config.token_url,
                 "headers": masking.mask_headers(headers), "body": masking.mask_body(body, FORM),
@@ -160,14 +164,19 @@ class Provider:
             )
         response = {
             "status": status, "reason": reason,
-            "headers": masking.mask_headers(_flat(headers)), "body": body,
+            "headers": {name: _safe_text(value, prepared.secrets) for name, value
+                        in masking.mask_headers(_flat(headers)).items()},
+            "body": body,
         }
         common = {"sent_at": sent_at, "duration_ms": _since(started),
                   "request": prepared.request, "response": response}
         if isinstance(outcome, result.Grant):
             return result.Result(grant=outcome, **common)
+        code = outcome.code
+        if _scrub(code, prepared.secrets) != code:  # our secret echoed back as the code
+            code = result.BAD_RESPONSE
         return result.Result(
-            error_code=outcome.code,
+            error_code=code,
             error_description=_safe_text(outcome.description, prepared.secrets),
             kind=outcome.kind,
             retry_after_seconds=answer.retry_after_seconds(headers.get("Retry-After")),

@@ -16,6 +16,7 @@ ACTIVE = "active"
 REAUTH_REQUIRED = "reauth_required"
 DISABLED = "disabled"
 STATES = (ACTIVE, REAUTH_REQUIRED, DISABLED)
+MAX_ENTRY_ID = 2**63 - 1  # entry ids are 64-bit on both backends
 
 
 class StoreError(Exception):

@@ -45,17 +45,31 @@ def _unavailable(exc: BaseException) -> store.StoreError:
     return store.StoreError(f"PostgreSQL unavailable: {reason}")
 
 
+def _unmatchable(*values: object) -> bool:
+    """PostgreSQL text cannot hold NUL (it refuses the parameter): no row can match such a
+    value, so a lookup by one finds nothing, as it does on SQLite."""
+    return any(isinstance(v, str) and "\x00" in v for v in values)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", schema="pg_catalog", format="text",
                               encoder=lambda value: orjson.dumps(value).decode(),
                               decoder=orjson.loads)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection needs on its way back to the pool: nothing beyond asyncpg's own
+    rollback of an open transaction. tokend leaves no session state on pooled connections
+    (no SET, no cursor, no LISTEN: the feed has its own connection; the migration lock is
+    released in a `finally`), so asyncpg's default reset (`pg_advisory_unlock_all(); CLOSE
+    ALL; UNLISTEN *; RESET ALL`) would only add a round trip to every store call."""
+
+
 async def connect(url: str, *, pool_max_size: int = 10) -> PostgresStore:
     try:
         pool = await asyncpg.create_pool(
             url, min_size=1, max_size=pool_max_size, init=_init_connection,
-            timeout=CONNECT_TIMEOUT_SECONDS)
+            reset=_keep_session, timeout=CONNECT_TIMEOUT_SECONDS)
     except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
         raise _unavailable(exc) from exc
     return PostgresStore(pool, url)
@@ -151,6 +165,8 @@ class PostgresStore(store.Store):
         return _account(row)
 
     async def get_account(self, account_id: str) -> store.Account | None:
+        if _unmatchable(account_id):
+            return None
         row = await self._one("get_account", account_id)
         return None if row is None else _account(row)
 
@@ -191,6 +207,8 @@ class PostgresStore(store.Store):
     async def claim_account(
         self, account_id: str, owner: str, now: datetime, *, lease_seconds: float,
     ) -> store.Account | None:
+        if _unmatchable(account_id):
+            return None
         row = await self._one("claim_account", account_id, owner, now,
                               now + timedelta(seconds=lease_seconds))
         return None if row is None else _account(row)
@@ -253,6 +271,8 @@ class PostgresStore(store.Store):
         after_id: int | None = None, before_id: int | None = None, limit: int = 200,
     ) -> list[store.Entry]:
         sources = None if source is None else list(source)
+        if _unmatchable(action, account_id, org, *(sources or ())):
+            return []
         if after_id is not None:
             rows = await self._all("list_entries_after", sources, action, account_id, org,
                                    after_id, limit)

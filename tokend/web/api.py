@@ -117,8 +117,8 @@ async def logs(request: web.Request) -> web.Response:
             await _visible_account(request, principal, account_id)
     entries = await request.app[common.STORE].list_entries(
         source=sources, action=action, account_id=account_id, org=principal.org,
-        before_id=_int_param(query, "before_id", None, 0),
-        after_id=_int_param(query, "after_id", None, 0),
+        before_id=_int_param(query, "before_id", None, 0, store.MAX_ENTRY_ID),
+        after_id=_int_param(query, "after_id", None, 0, store.MAX_ENTRY_ID),
         limit=_int_param(query, "limit", LOGS_LIMIT_DEFAULT, 1, LOGS_LIMIT_MAX))
     return common.json_response({"entries": [e.to_dict() for e in entries]})
 

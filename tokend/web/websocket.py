@@ -69,7 +69,8 @@ def parse_hello(raw: str | bytes, server: Any) -> Hello:
     if principal is None:
         raise BadHello(CLOSE_UNAUTHORIZED, "invalid token")
     since = data.get("since")
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int)
+                              or not 0 <= since <= store.MAX_ENTRY_ID):
         raise BadHello(CLOSE_BAD_HELLO, "since must be an entry id or null")
     sources = data.get("sources")
     if sources is not None:

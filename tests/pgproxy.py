@@ -1,0 +1,98 @@
+"""A TCP forwarder on 127.0.0.1 in front of PostgreSQL that can play a database restart.
+
+`outage()` cuts every open connection and refuses new ones (nothing listens on the port),
+then listens again on the same port: to a client that is exactly what a PostgreSQL
+restart looks like, without touching the server the other tests share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+PIPE_CHUNK_BYTES = 65536
+
+
+class PgProxy:
+    def __init__(self, target_url: str) -> None:
+        target = urlsplit(target_url)
+        self._target = target
+        self.target_host = target.hostname or "127.0.0.1"
+        self.target_port = target.port or 5432
+        self.port = 0
+        self.accepted = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        """The target URL with the host and port of this proxy."""
+        user = f"{self._target.username}@" if self._target.username else ""
+        return self._target._replace(netloc=f"{user}127.0.0.1:{self.port}").geturl()
+
+    @property
+    def up(self) -> bool:
+        return self._server is not None
+
+    async def start(self) -> None:
+        """Listen (again): on a free port the first time, on the same port afterwards."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port,
+                                                  reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Stop listening and drop every connection at once, the way a crash does."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in tuple(self._writers):
+            transport = writer.transport
+            transport.abort()
+        for task in tuple(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        self._writers.clear()
+
+    @contextlib.asynccontextmanager
+    async def outage(self) -> AsyncIterator[None]:
+        """Down for the body of the `async with`, up again after it."""
+        await self.cut()
+        try:
+            yield
+        finally:
+            await self.start()
+
+    async def close(self) -> None:
+        await self.cut()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.target_host,
+                                                                 self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        if self._server is None:  # cut while we were connecting upstream
+            writer.transport.abort()
+            up_writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        for task in (asyncio.create_task(self._pipe(reader, up_writer)),
+                     asyncio.create_task(self._pipe(up_reader, writer))):
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(PIPE_CHUNK_BYTES):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._writers.discard(dst)
+            dst.transport.abort()

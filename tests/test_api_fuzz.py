@@ -1,0 +1,350 @@
+"""Generated requests against the real aiohttp app on a real socket: every route, odd ids,
+odd queries and bodies, bad credentials. Never a 5xx; every 4xx is `{"error": ...}` JSON.
+The log stream gets the same treatment for its hello and its frames."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import webstack
+from aiohttp import WSCloseCode, WSMsgType
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from yarl import URL
+
+from tokend.web import websocket
+
+pytestmark = pytest.mark.timeout(60)
+
+ACCOUNTS = {"acct-1": "acme", "acct-2": "acme", "other-1": "globex"}
+FUZZ = settings(max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+_PARAM = re.compile(r"\{([^}]+)\}")
+
+
+@pytest.fixture
+async def stack(store, keyring):
+    async with webstack.running(store, keyring) as s:
+        for account_id, org in ACCOUNTS.items():
+            await webstack.add_account(store, keyring, account_id, org)
+        for n in range(5):
+            await webstack.add_entry(store, account_id="acct-1" if n % 2 else "other-1",
+                                     org="acme" if n % 2 else "globex")
+        yield s
+
+
+def routes(stack: webstack.Stack) -> list[str]:
+    """Every path the app serves, as templates: new routes get fuzzed without a change here."""
+    out = []
+    for resource in stack.runner.app.router.resources():
+        info = resource.get_info()
+        out.append(info.get("formatter") or info.get("path") or resource.canonical)
+    return sorted(set(out))
+
+
+odd_ids = st.one_of(
+    st.sampled_from([*ACCOUNTS, "missing", "", ".", "..", "%", "%00", "%2F", "a/b", "a%2Fb",
+                     "x" * 300, "x" * 5000, "🙂", "null", "0", "-1", "'; DROP TABLE accounts;--",
+                     "\x00", "\ud7ff", "terminal.js", "terminal.css", "../sql"]),
+    st.text(max_size=40),
+)
+query_keys = st.sampled_from(["source", "action", "account_id", "limit", "before_id",
+                              "after_id", "min_valid_seconds", "debug", "since", "token"]) | \
+    st.text(min_size=1, max_size=10)
+query_values = st.one_of(
+    st.sampled_from(["", "0", "-1", "1", "1000", "1001", "99999999999999999999999", "1e3",
+                     "abc", "scheduled", "scheduled,manual", "scheduled,,", "bogus",
+                     "token_refreshed", "Token Refreshed", *ACCOUNTS, "\x00", "🙂"]),
+    st.integers(-(2**70), 2**70).map(str),
+    st.text(max_size=30),
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["debug", "token", "id"]) | st.text(max_size=8), inner, max_size=3),
+    max_leaves=8)
+bodies = st.one_of(
+    st.none(),
+    st.just(b""),
+    st.sampled_from([b'{"debug": true}', b'{"debug": false}', b'{"debug": "yes"}',
+                     b'{"debug": 1}', b"[]", b"null", b"{", b'{"debug": true, "x": 1}',
+                     b"\xff\xfe\x00", b"debug=true"]),
+    json_values.map(lambda v: json.dumps(v).encode()),  # big ints too
+    st.binary(max_size=200),
+    st.sampled_from([70_000, 200_000]).map(lambda n: b'{"debug": "' + b"x" * n + b'"}'),
+)
+content_types = st.sampled_from([None, "application/json", "text/plain",
+                                 "application/x-www-form-urlencoded", "multipart/form-data",
+                                 "application/json; charset=latin-1"])
+printable = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e),
+                    max_size=60)
+authorizations = st.one_of(
+    st.none(),
+    st.sampled_from(["admin", "org", "consumer", "consumer-org"]),
+    st.sampled_from(["", "Bearer", "Bearer ", "Basic YWRtaW46YWRtaW4=", "Token x",
+                     "Bearer null", "Bearer undefined", f"Bearer {webstack.ADMIN}x",
+                     f"Bearer {webstack.ADMIN[:-1]}", f"bearer {webstack.ADMIN.upper()}",
+                     f"Basic {webstack.ADMIN}", f"Bearer  {webstack.ORG_ACME} extra"]),
+    printable.map(lambda t: "Bearer " + t),
+    printable,
+)
+TOKENS = {"admin": webstack.ADMIN, "org": webstack.ORG_ACME, "consumer": webstack.CONSUMER,
+          "consumer-org": webstack.CONSUMER_ACME}
+
+
+def _beyond_int64(key: str, value: str) -> bool:
+    """Entry ids past 64 bits have a test of their own (below); the fuzz looks elsewhere."""
+    try:
+        return key in ("before_id", "after_id") and abs(int(value)) >= 2**63
+    except ValueError:
+        return False
+
+
+@st.composite
+def requests(draw: st.DrawFn, templates: list[str]) -> dict[str, Any]:
+    template = draw(st.sampled_from([*templates, "/api", "/api/accounts/", "/api/logs/",
+                                     "/nope", "/ws", "//api/accounts", "/api/accounts/{id}",
+                                     "/api/accounts/{id}/refresh/extra"]))
+
+    def fill(match: re.Match[str]) -> str:
+        return urllib.parse.quote(draw(odd_ids), safe=draw(st.sampled_from(["", "/", ".%"])))
+
+    path = _PARAM.sub(fill, template)
+    query = [(k, v) for k, v in draw(st.lists(st.tuples(query_keys, query_values), max_size=4))
+             if not _beyond_int64(k, v)]
+    auth = draw(authorizations)
+    headers = {}
+    if auth is not None:
+        headers["Authorization"] = f"Bearer {TOKENS[auth]}" if auth in TOKENS else auth
+    content_type = draw(content_types)
+    if content_type:
+        headers["Content-Type"] = content_type
+    if draw(st.booleans()):
+        headers["Origin"] = draw(st.sampled_from(["http://evil.example", "null", ""]))
+    return {
+        "method": draw(st.sampled_from(["GET", "GET", "POST", "POST", "PUT", "DELETE", "PATCH",
+                                        "HEAD", "OPTIONS"])),
+        "path": path, "query": query, "headers": headers, "body": draw(bodies),
+    }
+
+
+async def send(stack: webstack.Stack, request: dict[str, Any]) -> tuple[int, str, bytes]:
+    query = urllib.parse.urlencode(request["query"])
+    url = URL(stack.url + request["path"] + (f"?{query}" if query else ""), encoded=True)
+    async with stack.http.request(
+            request["method"], url, headers=request["headers"], data=request["body"],
+            allow_redirects=False, timeout=aiohttp.ClientTimeout(total=20)) as response:
+        return response.status, response.content_type, await response.read()
+
+
+def check(request: dict[str, Any], status: int, content_type: str, body: bytes) -> None:
+    assert status < 500, (request, status, body[:500])
+    if status >= 400 and request["method"] != "HEAD":
+        assert content_type == "application/json", (request, status, content_type, body[:200])
+        payload = orjson.loads(body)
+        assert isinstance(payload, dict) and isinstance(payload.get("error"), str), payload
+        assert "Traceback" not in payload["error"]
+
+
+@FUZZ
+@given(data=st.data())
+async def test_generated_requests_never_get_a_5xx_and_errors_are_json(stack, data) -> None:
+    templates = routes(stack)
+    assert "/api/accounts/{id}/refresh" in templates  # the route table was read
+    request = data.draw(requests(templates), label="request")
+    check(request, *await send(stack, request))
+
+
+async def test_every_route_refuses_oversized_and_malformed_bodies_with_json(stack) -> None:
+    templates = [_PARAM.sub("acct-1", t) for t in routes(stack)]
+    for path in templates:
+        for method in ("GET", "POST", "PUT"):
+            for body in (b"{" * 100_000, b"\x00\xff" * 10, b'{"debug": true}'):
+                for auth in (webstack.ADMIN, webstack.CONSUMER, "wrong"):
+                    request = {"method": method, "path": path, "query": [], "body": body,
+                               "headers": {"Authorization": f"Bearer {auth}",
+                                           "Content-Type": "application/json"}}
+                    check(request, *await send(stack, request))
+
+
+ODD_IDS = [*ACCOUNTS, "missing", ".", "..", "%", "\x00", "a\x00b", "a/b", "x" * 5000, "🙂",
+           "\ud7ff", "'; DROP TABLE accounts;--", " ", "\n", "terminal.js"]
+ODD_QUERIES = [[], [("account_id", "\x00")], [("account_id", "x" * 201)], [("limit", "0")],
+               [("limit", str(2**70))], [("before_id", str(2**63 - 1))], [("after_id", "-1")],
+               [("source", "\x00")], [("action", "\x00")], [("min_valid_seconds", "3601")],
+               [("min_valid_seconds", str(2**64))], [("since", "1")]]
+
+
+async def test_odd_ids_and_queries_on_every_route_with_every_token(stack) -> None:
+    """The corners the generator may or may not reach, every time: NUL bytes (which
+    PostgreSQL refuses in text), huge numbers, ids with slashes, every principal."""
+    failures = []
+    for template in routes(stack):
+        ids = ODD_IDS if _PARAM.search(template) else [""]
+        for account_id in ids:
+            path = _PARAM.sub(urllib.parse.quote(account_id, safe=""), template)
+            for query in ODD_QUERIES:
+                for token in (*TOKENS.values(), "wrong"):
+                    request = {"method": "POST" if path.endswith("/refresh") else "GET",
+                               "path": path, "query": query, "body": None,
+                               "headers": {"Authorization": f"Bearer {token}"}}
+                    if template == "/ws/logs":
+                        continue  # the upgrade is tested below
+                    try:
+                        check(request, *await send(stack, request))
+                    except AssertionError as exc:
+                        failures.append(str(exc)[:300])
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("param", ["before_id", "after_id"])
+async def test_entry_ids_beyond_64_bits_are_a_400(stack, param) -> None:
+    for value in (str(2**63), str(2**70), "9" * 40):
+        status, body = await stack.get_json(f"/api/logs?{param}={value}")
+        assert status == 400, (param, value, status, body)
+        assert isinstance(body["error"], str)
+
+
+# -- the log stream -------------------------------------------------------------------------
+
+hello_tokens = st.one_of(
+    st.sampled_from(["admin", "org", "consumer", "consumer-org"]).map(TOKENS.get),
+    st.none(), st.integers(), st.just(""), printable,
+    st.lists(st.text(max_size=5), max_size=2),
+)
+hellos = st.one_of(
+    st.fixed_dictionaries(
+        {"type": st.just("hello"), "token": hello_tokens},
+        optional={
+            # past 64 bits: test_a_since_beyond_64_bits_is_a_bad_hello_not_an_internal_error
+            "since": st.none() | st.integers(-5, 2**63 - 1) | st.text(max_size=5) | st.booleans()
+            | st.floats(allow_nan=False),
+            "sources": st.none() | st.lists(st.sampled_from(
+                ["scheduled", "manual", "debug", "admin", "vend", "bogus"]), max_size=4)
+            | st.text(max_size=5) | st.integers(),
+            "account_id": st.none() | st.sampled_from([*ACCOUNTS, "missing", "a\x00b"])
+            | st.text(max_size=8) | st.integers() | st.lists(st.text(max_size=3), max_size=2),
+            "extra": json_values,
+        }),
+    json_values,
+    st.dictionaries(st.sampled_from(["type", "token", "since"]), json_values, max_size=3),
+)
+raw_hellos = st.one_of(
+    hellos.map(lambda h: ("text", json.dumps(h))),
+    hellos.map(lambda h: ("binary", json.dumps(h).encode())),
+    st.text(max_size=50).map(lambda t: ("text", t)),
+    st.binary(max_size=50).map(lambda b: ("binary", b)),
+)
+
+
+def expected_close(raw: str | bytes) -> int | None:
+    """What the hello deserves: None (ready), 4400 (malformed) or 4401 (bad token)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return websocket.CLOSE_BAD_HELLO
+    if not isinstance(data, dict) or data.get("type") != "hello":
+        return websocket.CLOSE_BAD_HELLO
+    if data.get("token") not in (webstack.ADMIN, webstack.ORG_ACME):
+        return websocket.CLOSE_UNAUTHORIZED
+    since = data.get("since")
+    if since is not None and (type(since) is not int or since < 0):
+        return websocket.CLOSE_BAD_HELLO
+    sources = data.get("sources")
+    if sources is not None and (not isinstance(sources, list) or any(
+            s not in ("scheduled", "manual", "debug", "admin", "vend") for s in sources)):
+        return websocket.CLOSE_BAD_HELLO
+    account_id = data.get("account_id")
+    if account_id is not None and not isinstance(account_id, str):
+        return websocket.CLOSE_BAD_HELLO
+    return None
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(raw=raw_hellos)
+async def test_generated_hellos_get_ready_or_a_clean_close(stack, raw) -> None:
+    kind, data = raw
+    async with stack.http.ws_connect(stack.url + "/ws/logs") as ws:
+        if kind == "text":
+            await ws.send_str(data)
+        else:
+            await ws.send_bytes(data)
+        msg = await ws.receive(timeout=10)
+        code = expected_close(data)
+        if code is None:
+            assert msg.type == WSMsgType.TEXT, (raw, msg)
+            assert orjson.loads(msg.data) == {"type": "ready"}
+        else:
+            assert msg.type == WSMsgType.CLOSE, (raw, msg)
+            assert ws.close_code == code, (raw, ws.close_code, msg.extra)
+
+
+async def test_a_since_beyond_64_bits_is_a_bad_hello_not_an_internal_error(stack) -> None:
+    async with stack.http.ws_connect(stack.url + "/ws/logs") as ws:
+        await ws.send_str(json.dumps({"type": "hello", "token": webstack.ADMIN,
+                                      "since": 2**63}))
+        msg = await ws.receive(timeout=5)
+        while msg.type == WSMsgType.TEXT:
+            msg = await ws.receive(timeout=5)
+        assert ws.close_code == websocket.CLOSE_BAD_HELLO, ws.close_code
+
+
+async def _ready(stack: webstack.Stack) -> aiohttp.ClientWebSocketResponse:
+    ws = await stack.http.ws_connect(stack.url + "/ws/logs")
+    await ws.send_json({"type": "hello", "token": webstack.ADMIN, "since": None})
+    assert orjson.loads((await ws.receive(timeout=5)).data) == {"type": "ready"}
+    return ws
+
+
+async def _drain_until_close(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMessage:
+    msg = await ws.receive(timeout=5)
+    while msg.type == WSMsgType.TEXT:  # the backlog
+        msg = await ws.receive(timeout=5)
+    return msg
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_frame_over_the_limit_after_the_hello_closes_cleanly(stack) -> None:
+    ws = await _ready(stack)
+    await ws.send_str("x" * (websocket.MAX_MESSAGE_BYTES + 1))
+    msg = await _drain_until_close(ws)
+    assert msg.type == WSMsgType.CLOSE
+    assert ws.close_code == WSCloseCode.MESSAGE_TOO_BIG
+    await ws.close()
+    # The server is still serving everyone else.
+    status, _ = await stack.get_json("/api/accounts")
+    assert status == 200
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_chatter_after_the_hello_is_ignored_and_the_stream_goes_on(stack) -> None:
+    ws = await _ready(stack)
+    for frame in ("not json", '{"type": "hello", "token": "x"}', "{" * 1000):
+        await ws.send_str(frame)
+    await ws.send_bytes(b"\x00\xff" * 100)
+    await ws.ping(b"are you there")
+    msgs = []
+    while len(msgs) < 5:  # the backlog: five entries
+        msgs.append(orjson.loads((await ws.receive(timeout=5)).data))
+    entry = await webstack.add_entry(stack.db, stack.hub, account_id="acct-2")
+    live = orjson.loads((await ws.receive(timeout=5)).data)
+    assert live["type"] == "entry" and live["id"] == entry.id
+    await ws.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_silent_client_is_closed_after_the_hello_timeout(stack, monkeypatch) -> None:
+    monkeypatch.setattr(websocket, "HELLO_TIMEOUT_SECONDS", 0.3)
+    async with stack.http.ws_connect(stack.url + "/ws/logs") as ws:
+        msg = await ws.receive(timeout=5)
+        assert msg.type == WSMsgType.CLOSE
+        assert ws.close_code == websocket.CLOSE_HELLO_TIMEOUT
