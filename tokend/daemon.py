@@ -142,6 +142,7 @@ async def run(
             result = on_ready(url)
             if asyncio.iscoroutine(result):
                 await result
+
         def stopping() -> None:
             notifier.stopping()
             log.info("daemon_stopping", instance=instance)
