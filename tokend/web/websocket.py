@@ -7,6 +7,7 @@ already covered are skipped, so a client misses nothing and sees nothing twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 from typing import Any
 
@@ -26,6 +27,9 @@ CATCH_UP_PAGE = 500
 CLOSE_BAD_HELLO = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_HELLO_TIMEOUT = 4408
+# A sender with a backlog yields after this many frames, so 100 busy subscribers cannot hold
+# the event loop (and the refresh loop's database calls) for a whole backlog each.
+FRAMES_PER_TURN = 16
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,12 +87,48 @@ def parse_hello(raw: str | bytes, server: Any) -> Hello:
     return Hello(principal, since, sources, account_id)
 
 
+class EntryFrames:
+    """Each live entry's message, serialised once for all its subscribers.
+
+    The hub hands every subscription the same `Entry` object, so its identity is the key;
+    holding the entry keeps that identity from being reused. Only the newest `size` are
+    kept: a subscriber further behind serialises its own copy.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._messages: collections.OrderedDict[int, tuple[store.Entry, bytes]] = (
+            collections.OrderedDict())
+
+    def message(self, entry: store.Entry) -> bytes:
+        cached = self._messages.get(id(entry))
+        if cached is not None and cached[0] is entry:
+            return cached[1]
+        message = entry_message(entry)
+        self._messages[id(entry)] = (entry, message)
+        if len(self._messages) > self.size:
+            self._messages.popitem(last=False)
+        return message
+
+
+FRAMES = web.AppKey("entry_frames", EntryFrames)
+
+
+def entry_message(entry: store.Entry) -> bytes:
+    return common.dumps({"type": "entry", **entry.to_dict()})
+
+
 async def _send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
-    await ws.send_str(common.dumps(message).decode())
+    await _send_text(ws, common.dumps(message))
+
+
+async def _send_text(ws: web.WebSocketResponse, message: bytes) -> None:
+    """A text frame from JSON bytes (UTF-8 already), without a str round trip."""
+    await ws.send_frame(message, WSMsgType.TEXT)
 
 
 async def _send_entry(ws: web.WebSocketResponse, entry: store.Entry) -> None:
-    await _send(ws, {"type": "entry", **entry.to_dict()})
+    await _send_text(ws, entry_message(entry))
 
 
 async def _send_backlog(ws: web.WebSocketResponse, db: store.Store, hello: Hello,
@@ -114,13 +154,17 @@ async def _send_backlog(ws: web.WebSocketResponse, db: store.Store, hello: Hello
 
 
 async def _send_live(ws: web.WebSocketResponse, subscription: stream.Subscription,
-                     backlog_last_id: int | None) -> None:
+                     backlog_last_id: int | None, frames: EntryFrames) -> None:
+    sent = 0
     async for item in subscription:
         if isinstance(item, stream.Dropped):
             if backlog_last_id is None or item.last_id is None or item.last_id > backlog_last_id:
                 await _send(ws, {"type": "dropped", "count": item.count})
         elif backlog_last_id is None or item.id is None or item.id > backlog_last_id:
-            await _send_entry(ws, item)
+            await _send_text(ws, frames.message(item))
+        sent += 1
+        if sent % FRAMES_PER_TURN == 0:
+            await asyncio.sleep(0)
 
 
 async def _read_until_closed(ws: web.WebSocketResponse) -> None:
@@ -137,7 +181,8 @@ async def _stream(request: web.Request, ws: web.WebSocketResponse, hello: Hello)
         await _send(ws, {"type": "ready"})
         last_id = await _send_backlog(ws, app[common.STORE], hello,
                                       app[common.CONFIG].server.stream_backlog)
-        tasks = {asyncio.create_task(_send_live(ws, subscription, last_id), name="ws-send"),
+        tasks = {asyncio.create_task(_send_live(ws, subscription, last_id, app[FRAMES]),
+                                     name="ws-send"),
                  asyncio.create_task(_read_until_closed(ws), name="ws-read")}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -188,4 +233,5 @@ async def logs_socket(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
+    app[FRAMES] = EntryFrames(app[common.CONFIG].server.stream_queue_size)
     app.router.add_get("/ws/logs", logs_socket)
