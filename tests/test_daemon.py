@@ -297,3 +297,27 @@ async def test_logs_command_prints_history_and_follows(tmp_path: Path, sqlite_ur
             assert await daemon.wait() == 0
         finally:
             daemon.kill()
+
+
+async def test_sigterm_the_moment_ready_arrives_is_a_clean_stop(
+        tmp_path: Path, sqlite_url: str, key_lines) -> None:
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(tmp_path / "notify.sock"))
+    receiver.setblocking(False)
+    config_path = daemon_config(tmp_path, db_url=sqlite_url, key_line=key_lines[0],
+                                token_url="http://127.0.0.1:9/token")
+    daemon = Daemon(config_path, tmp_path / "daemon.log",
+                    NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    if receiver.recv(4096) == b"READY=1":
+                        break
+                except BlockingIOError:
+                    await asyncio.sleep(0.005)
+        daemon.signal(signal.SIGTERM)  # what a supervisor stopping a fresh service does
+        assert await daemon.wait() == 0
+    finally:
+        daemon.kill()
+        receiver.close()

@@ -92,8 +92,19 @@ async def run(
     instance = instance_name()
     notifier = systemd.Notifier.from_env()
     stats = metrics.Metrics()
-    settings = cfg.refresh
 
+    # Handlers go in first: a supervisor may stop us the moment READY=1 arrives.
+    with stop_on_signals(stop):
+        await _serve(cfg, stop, keyring, instance, notifier, stats, on_ready)
+    log.info("daemon_stopped", instance=instance)
+
+
+async def _serve(
+    cfg: config.Config, stop: asyncio.Event, keyring: crypto.Keyring, instance: str,
+    notifier: systemd.Notifier, stats: metrics.Metrics,
+    on_ready: Callable[[str], Awaitable[None] | None] | None,
+) -> None:
+    settings = cfg.refresh
     async with contextlib.AsyncExitStack() as stack:
         db = await store.connect(cfg.database.url, pool_max_size=cfg.database.pool_max_size)
         stack.push_async_callback(db.close)
@@ -147,9 +158,7 @@ async def run(
             notifier.stopping()
             log.info("daemon_stopping", instance=instance)
 
-        with stop_on_signals(stop):
-            await _supervise(stop, tasks, feeds, settings.shutdown_grace_seconds, stopping)
-    log.info("daemon_stopped", instance=instance)
+        await _supervise(stop, tasks, feeds, settings.shutdown_grace_seconds, stopping)
 
 
 async def _warn_over_quota(db: store.Store, cfg: config.Config) -> None:
