@@ -116,7 +116,8 @@ class Provider:
             return result.Result(
                 sent_at=sent_at, duration_ms=_since(started), request=prepared.request,
                 response=None, error_code=code,
-                error_description=_safe_text(description, prepared.secrets), kind=kind,
+                error_description=_safe_text(description, _echoes(prepared.secrets)),
+                kind=kind,
             )
 
         try:
@@ -149,6 +150,7 @@ class Provider:
     ) -> result.Result:
         content_type = headers.get("Content-Type")
         text = _decode(raw, charset)
+        echoes = _echoes(prepared.secrets)
         if too_big:
             body: Any = f"(more than {BODY_LIMIT_BYTES} bytes, not read)"
             outcome: result.Grant | answer.Error = answer.Error(
@@ -157,14 +159,14 @@ class Provider:
                 result.TRANSIENT,
             )
         else:
-            body = _masked_body(text, content_type, prepared.secrets)
+            body = _masked_body(text, content_type, echoes)
             outcome = answer.interpret(
                 status, reason, text, content_type,
                 default_expires_in_seconds=self.default_expires_in_seconds,
             )
         response = {
             "status": status, "reason": reason,
-            "headers": {name: _safe_text(value, prepared.secrets) for name, value
+            "headers": {name: _safe_text(value, echoes) for name, value
                         in masking.mask_headers(_flat(headers)).items()},
             "body": body,
         }
@@ -173,11 +175,11 @@ class Provider:
         if isinstance(outcome, result.Grant):
             return result.Result(grant=outcome, **common)
         code = outcome.code
-        if _scrub(code, prepared.secrets) != code:  # our secret echoed back as the code
+        if _scrub(code, echoes) != code:  # our secret echoed back as the code
             code = result.BAD_RESPONSE
         return result.Result(
             error_code=code,
-            error_description=_safe_text(outcome.description, prepared.secrets),
+            error_description=_safe_text(outcome.description, echoes),
             kind=outcome.kind,
             retry_after_seconds=answer.retry_after_seconds(headers.get("Retry-After")),
             **common,
@@ -218,45 +220,60 @@ def _flat(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     return out
 
 
-def _masked_body(text: str, content_type: str | None, secrets: tuple[str, ...]) -> Any:
+# (shape of one of our secrets as a provider may echo it, its mask); see `_echoes`.
+_Echoes = list[tuple[str, str]]
+
+
+def _masked_body(text: str, content_type: str | None, echoes: _Echoes) -> Any:
     """The response body as the HTTP log keeps it: masked by field, with no echo of ours."""
     masked = masking.mask_body(text, content_type)
     if isinstance(masked, str) and answer.content_kind(content_type) != FORM:
         # Kept as text (HTML, broken JSON, a form labelled text/plain): no field names
         # were seen, so mask token-shaped fields in the raw text before it is cut.
-        return masking.mask_body(_safe_text(text, secrets), content_type)
-    return _scrub_value(masked, secrets)
+        return masking.mask_body(_safe_text(text, echoes), content_type)
+    return _scrub_value(masked, echoes)
 
 
-def _safe_text(text: str, secrets: tuple[str, ...]) -> str:
+def _safe_text(text: str, echoes: _Echoes) -> str:
     def mask(match: re.Match[str]) -> str:
         value = match.group("value")
         if _MASKED.fullmatch(value):  # already masked by _scrub
             return match.group(0)
         return match.group("key") + masking.mask_secret(value)
 
-    return _SECRET_IN_TEXT.sub(mask, _scrub(text, secrets))
+    return _SECRET_IN_TEXT.sub(mask, _scrub(text, echoes))
 
 
-def _scrub_value(value: Any, secrets: tuple[str, ...]) -> Any:
+def _scrub_value(value: Any, echoes: _Echoes) -> Any:
     if isinstance(value, str):
-        return _scrub(value, secrets)
+        return _scrub(value, echoes)
     if isinstance(value, dict):
-        return {key: _scrub_value(item, secrets) for key, item in value.items()}
+        return {key: _scrub_value(item, echoes) for key, item in value.items()}
     if isinstance(value, list):
-        return [_scrub_value(item, secrets) for item in value]
+        return [_scrub_value(item, echoes) for item in value]
     return value
 
 
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Mask our own secrets wherever the provider echoed them, plain or URL-encoded."""
+def _echoes(secrets: tuple[str, ...]) -> _Echoes:
+    """Each shape in which a provider may echo one of our secrets (plain or URL-encoded),
+    with the mask that replaces it. Built once per exchange: quoting a secret costs far
+    more than looking for it, and one answer has a dozen strings to look in."""
+    out = []
     for secret in secrets:
         if not secret:
             continue
+        masked = masking.mask_secret(secret)
         for shape in {secret, urllib.parse.quote(secret, safe=""),
                       urllib.parse.quote_plus(secret, safe="")}:
-            if shape in text:
-                text = text.replace(shape, masking.mask_secret(secret))
+            out.append((shape, masked))
+    return out
+
+
+def _scrub(text: str, echoes: _Echoes) -> str:
+    """Mask our own secrets wherever the provider echoed them, plain or URL-encoded."""
+    for shape, masked in echoes:
+        if shape in text:
+            text = text.replace(shape, masked)
     return text
 
 

@@ -116,12 +116,14 @@ class PostgresStore(store.Store):
         async with self._connection() as conn, conn.transaction():
             yield conn
 
+    # One statement is a transaction of its own (PostgreSQL wraps it): BEGIN and COMMIT
+    # around it would only add two round trips, and each one waits its turn on a busy loop.
     async def _one(self, name: str, *args: Any) -> asyncpg.Record | None:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             return await conn.fetchrow(_Q[name], *args)
 
     async def _all(self, name: str, *args: Any) -> list[asyncpg.Record]:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             return await conn.fetch(_Q[name], *args)
 
     async def ping(self) -> None:
@@ -252,7 +254,7 @@ class PostgresStore(store.Store):
         return row[0]
 
     async def pause_provider(self, provider: str, until: datetime, reason: str) -> None:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             await conn.execute(_Q["pause_provider"], provider, until, reason)
 
     async def paused_providers(self, now: datetime) -> dict[str, datetime]:
@@ -357,14 +359,14 @@ class PostgresStore(store.Store):
     async def worker_started(
         self, name: str, instance: str, interval_seconds: float, now: datetime,
     ) -> None:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             await conn.execute(_Q["worker_started"], name, instance, interval_seconds, now)
 
     async def worker_finished(
         self, name: str, instance: str, now: datetime, status: str,
         summary: Mapping[str, Any],
     ) -> None:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             await conn.execute(_Q["worker_finished"], name, instance, now, status, summary)
 
     async def list_workers(self) -> list[store.Worker]:
