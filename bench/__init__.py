@@ -1,0 +1,1 @@
+"""Benchmarks for tokend, each run by hand: `python -m bench.<name> --help`."""
