@@ -6,7 +6,10 @@ import dataclasses
 import secrets
 from datetime import timedelta
 
+import asyncpg
+
 from tokend import config, crypto, metrics, refresher, simulator, store, stream
+from tokend.store import queries
 
 PROVIDER = "ebay-sandbox"
 
@@ -56,3 +59,35 @@ class Harness:
             "probe", refresher.utcnow() + timedelta(seconds=now_offset_seconds), limit=100,
             lease_seconds=1, expiry_threshold_seconds=s.expiry_threshold_seconds,
             max_age_seconds=s.max_age_seconds)
+
+
+async def seed(db_url: str, keyring: crypto.Keyring, count: int) -> dict[str, str]:
+    """`count` due accounts `acct_00000`... through the store; returns id -> plaintext token."""
+    tokens = {f"acct_{n:05d}": refresh_token() for n in range(count)}
+    db = await store.connect(db_url)
+    try:
+        now = refresher.utcnow()
+        for account_id, token in tokens.items():
+            await db.add_account(store.NewAccount(
+                id=account_id, org="acme", provider=PROVIDER, name=account_id, scopes=(),
+                refresh_token=keyring.encrypt(token, account_id=account_id,
+                                              column="refresh_token"),
+                refresh_expires_at=None), now)
+    finally:
+        await db.close()
+    return tokens
+
+
+async def seed_postgres(pg_url: str, keyring: crypto.Keyring, count: int) -> dict[str, str]:
+    """The same in one pipelined `executemany`, for thousands of accounts."""
+    tokens = {f"acct_{n:05d}": refresh_token() for n in range(count)}
+    now = refresher.utcnow()
+    rows = [(account_id, "acme", PROVIDER, account_id, [],
+             keyring.encrypt(token, account_id=account_id, column="refresh_token"), None, now)
+            for account_id, token in tokens.items()]
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.executemany(queries.load("postgresql")["insert_account"], rows)
+    finally:
+        await conn.close()
+    return tokens

@@ -15,31 +15,16 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from kit import seed, seed_postgres
 from proc import ADMIN_TOKEN, Daemon, acli, cli, daemon_config, env
 
-from tokend import crypto, refresher, simulator, store
+from tokend import crypto, simulator, store
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def refresh_token() -> str:
     return "v^1.1#i^1#r^1#p^3#t^" + secrets.token_urlsafe(24)
-
-
-async def seed(db_url: str, keyring: crypto.Keyring, count: int) -> list[str]:
-    db = await store.connect(db_url)
-    try:
-        ids = [f"acct_{n:05d}" for n in range(count)]
-        now = refresher.utcnow()
-        for account_id in ids:
-            await db.add_account(store.NewAccount(
-                id=account_id, org="acme", provider="ebay-sandbox", name=account_id, scopes=(),
-                refresh_token=keyring.encrypt(refresh_token(), account_id=account_id,
-                                              column="refresh_token"),
-                refresh_expires_at=None), now)
-        return ids
-    finally:
-        await db.close()
 
 
 async def refreshed(db_url: str) -> list[store.Account]:
@@ -112,7 +97,7 @@ async def test_kill_9_mid_cycle_another_process_finishes_after_the_lease(
 
 async def test_two_daemons_share_2000_accounts_without_overlap(
         tmp_path: Path, pg_url: str, keyring, key_lines) -> None:
-    await _seed_fast(pg_url, keyring, 2000)
+    await seed_postgres(pg_url, keyring, 2000)
     async with simulator.Simulator(latency_seconds=0.005, rotate=True) as sim:
         config_path = daemon_config(tmp_path, db_url=pg_url, key_line=key_lines[0],
                                     token_url=sim.token_url, concurrency=16)
@@ -232,25 +217,6 @@ async def test_canaries_never_leave_the_vault(tmp_path: Path, key_lines) -> None
         for where, text in texts.items():
             assert secret not in text, f"a secret leaked into {where}"
     assert "ENC:v1:" in dump and "Basic ****" in texts["cli 2"]
-
-
-async def _seed_fast(db_url: str, keyring: crypto.Keyring, count: int) -> None:
-    await asyncio.gather(*(seed_part(db_url, keyring, part, count // 4) for part in range(4)))
-
-
-async def seed_part(db_url: str, keyring: crypto.Keyring, part: int, count: int) -> None:
-    db = await store.connect(db_url)
-    try:
-        now = refresher.utcnow()
-        for n in range(count):
-            account_id = f"acct_{part}_{n:05d}"
-            await db.add_account(store.NewAccount(
-                id=account_id, org="acme", provider="ebay-sandbox", name=account_id, scopes=(),
-                refresh_token=keyring.encrypt(refresh_token(), account_id=account_id,
-                                              column="refresh_token"),
-                refresh_expires_at=None), now)
-    finally:
-        await db.close()
 
 
 async def _true(value: bool) -> bool:

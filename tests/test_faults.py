@@ -17,33 +17,17 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from kit import Harness
+from kit import Harness, seed, seed_postgres
 from pgproxy import PgProxy
 from proc import Daemon, daemon_config
 
-from tokend import crypto, loop, providers, refresher, simulator, store
-from tokend.store import queries
+from tokend import loop, providers, refresher, simulator, store
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def refresh_token() -> str:
     return "v^1.1#i^1#r^1#p^3#t^" + secrets.token_urlsafe(24)
-
-
-async def seed(pg_url: str, keyring: crypto.Keyring, count: int) -> dict[str, str]:
-    """`count` due accounts in one pipelined `executemany`; returns id -> plaintext token."""
-    tokens = {f"acct_{n:05d}": refresh_token() for n in range(count)}
-    now = refresher.utcnow()
-    rows = [(account_id, "acme", "ebay-sandbox", account_id, [],
-             keyring.encrypt(token, account_id=account_id, column="refresh_token"), None, now)
-            for account_id, token in tokens.items()]
-    conn = await asyncpg.connect(pg_url)
-    try:
-        await conn.executemany(queries.load("postgresql")["insert_account"], rows)
-    finally:
-        await conn.close()
-    return tokens
 
 
 async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float,
@@ -90,7 +74,7 @@ async def stop_all(daemons: list[Daemon]) -> list[int]:
 async def test_three_replicas_refresh_5000_rotating_accounts_exactly_once(
         tmp_path: Path, pg_url: str, keyring, key_lines) -> None:
     count = 5000
-    await seed(pg_url, keyring, count)
+    await seed_postgres(pg_url, keyring, count)
     watch = await Watch.open(pg_url)
     async with simulator.Simulator(rotate=True, latency_seconds=0.01) as sim:
         config_path = daemon_config(tmp_path, db_url=pg_url, key_line=key_lines[0],
@@ -133,7 +117,7 @@ async def test_kill_9_loses_only_rotations_it_never_saved_and_says_so(
     refresh every other account exactly once. To hit the window every time, the provider
     here holds each granted answer for a second before sending it."""
     count, concurrency = 150, 8
-    tokens = await seed(pg_url, keyring, count)
+    tokens = await seed_postgres(pg_url, keyring, count)
     granted: set[str] = set()
     hold = {"seconds": 1.0}
     watch = await Watch.open(pg_url)
@@ -220,7 +204,7 @@ async def _health(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
 async def test_postgres_outage_mid_cycle_loses_no_answered_refresh(
         tmp_path: Path, pg_url: str, keyring, key_lines) -> None:
     count, concurrency = 48, 8
-    await seed(pg_url, keyring, count)
+    await seed_postgres(pg_url, keyring, count)
     watch = await Watch.open(pg_url)
     proxy = PgProxy(pg_url)
     await proxy.start()
@@ -288,17 +272,7 @@ async def _after(value: Awaitable[datetime | None], moment: datetime) -> bool:
 async def test_a_briefly_locked_sqlite_file_delays_but_loses_nothing(
         tmp_path: Path, sqlite_url: str, keyring, key_lines) -> None:
     count = 24
-    db = await store.connect(sqlite_url)
-    try:
-        for n in range(count):
-            account_id = f"acct_{n:03d}"
-            await db.add_account(store.NewAccount(
-                id=account_id, org="acme", provider="ebay-sandbox", name=account_id, scopes=(),
-                refresh_token=keyring.encrypt(refresh_token(), account_id=account_id,
-                                              column="refresh_token"),
-                refresh_expires_at=None), refresher.utcnow())
-    finally:
-        await db.close()
+    await seed(sqlite_url, keyring, count)
     path = sqlite_url.removeprefix("sqlite://")
     locked, release = threading.Event(), threading.Event()
 
