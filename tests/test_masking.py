@@ -226,3 +226,11 @@ def test_structlog_processor_masks_event_fields() -> None:
     assert out["account_id"] == "acct-1"
     assert out["attempts"] == 3
     assert out["request"]["headers"]["Authorization"] == "Basic ****"
+
+
+def test_unparseable_text_has_token_fields_masked() -> None:
+    secret = "v^1.1#" + "q" * 40
+    html = f"<pre>{{'access_token': '{secret}', broken</pre> refresh_token={secret}&x=1"
+    masked = masking.mask_body(html, "text/html")
+    assert secret not in masked and masked.count("v^1....qqqq") == 2
+    assert masking.mask_text("access_token=v^1....abcd") == "access_token=v^1....abcd"

@@ -6,6 +6,7 @@ never more than 8 of its characters, nor more than half of them.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,14 @@ SECRET_FIELDS = frozenset({
     "admin_token", "password",
 })
 BODY_LIMIT = 4096
+# Text we could not parse (HTML, broken JSON) still must not show a token: these fields
+# are masked where they appear as `name: value` or `name=value` in the raw text.
+_FIELD_IN_TEXT = re.compile(
+    r"""(?P<key>["']?(?:access_token|refresh_token|id_token|client_secret)["']?\s*[:=]\s*["']?)"""
+    r"""(?P<value>[^"'&\s,}]+)""",
+    re.IGNORECASE,
+)
+_ALREADY_MASKED = re.compile(r".{0,4}\.\.\.(?:.{4})?")
 
 
 def mask_secret(value: str) -> str:
@@ -66,8 +75,19 @@ def mask_form(body: str) -> str:
     )
 
 
+def mask_text(text: str) -> str:
+    """Free text with every token-shaped field's value masked."""
+    def mask_value(match: re.Match[str]) -> str:
+        value = match.group("value")
+        if _ALREADY_MASKED.fullmatch(value):
+            return match.group(0)
+        return match.group("key") + mask_secret(value)
+
+    return _FIELD_IN_TEXT.sub(mask_value, text)
+
+
 def mask_body(body: str, content_type: str | None) -> Any:
-    """JSON becomes a masked object, a form a masked form string, the rest cut text."""
+    """JSON becomes a masked object, a form a masked form string, the rest masked cut text."""
     kind = (content_type or "").split(";")[0].strip().lower()
     if kind == "application/x-www-form-urlencoded":
         return mask_form(body)
@@ -76,6 +96,7 @@ def mask_body(body: str, content_type: str | None) -> Any:
             return mask(orjson.loads(body))
         except orjson.JSONDecodeError:
             pass
+    body = mask_text(body)
     if len(body) > BODY_LIMIT:
         return body[:BODY_LIMIT] + f"... ({len(body) - BODY_LIMIT} more characters)"
     return body

@@ -7,7 +7,6 @@ anything is sent; `send` makes one bounded call and turns whatever happens into 
 from __future__ import annotations
 
 import base64
-import re
 import time
 import urllib.parse
 from datetime import UTC, datetime
@@ -22,13 +21,6 @@ from tokend.providers import answer, result
 FORM = "application/x-www-form-urlencoded"
 BODY_LIMIT_BYTES = 1024 * 1024
 _READ_CHUNK_BYTES = 64 * 1024
-# A body we could not parse still must not show a token: mask these fields in raw text.
-_SECRET_IN_TEXT = re.compile(
-    r"""(?P<key>["']?(?:access_token|refresh_token|id_token|client_secret)["']?\s*[:=]\s*["']?)"""
-    r"""(?P<value>[^"'&\s,}]+)""",
-    re.IGNORECASE,
-)
-_MASKED = re.compile(r".{0,4}\.\.\.(?:.{4})?")
 
 
 class Provider:
@@ -226,22 +218,11 @@ _Echoes = list[tuple[str, str]]
 
 def _masked_body(text: str, content_type: str | None, echoes: _Echoes) -> Any:
     """The response body as the HTTP log keeps it: masked by field, with no echo of ours."""
-    masked = masking.mask_body(text, content_type)
-    if isinstance(masked, str) and answer.content_kind(content_type) != FORM:
-        # Kept as text (HTML, broken JSON, a form labelled text/plain): no field names
-        # were seen, so mask token-shaped fields in the raw text before it is cut.
-        return masking.mask_body(_safe_text(text, echoes), content_type)
-    return _scrub_value(masked, echoes)
+    return _scrub_value(masking.mask_body(_scrub(text, echoes), content_type), echoes)
 
 
 def _safe_text(text: str, echoes: _Echoes) -> str:
-    def mask(match: re.Match[str]) -> str:
-        value = match.group("value")
-        if _MASKED.fullmatch(value):  # already masked by _scrub
-            return match.group(0)
-        return match.group("key") + masking.mask_secret(value)
-
-    return _SECRET_IN_TEXT.sub(mask, _scrub(text, echoes))
+    return masking.mask_text(_scrub(text, echoes))
 
 
 def _scrub_value(value: Any, echoes: _Echoes) -> Any:
