@@ -23,10 +23,6 @@ from tokend import crypto, simulator, store
 pytestmark = pytest.mark.timeout(120)
 
 
-def refresh_token() -> str:
-    return "v^1.1#i^1#r^1#p^3#t^" + secrets.token_urlsafe(24)
-
-
 async def refreshed(db_url: str) -> list[store.Account]:
     db = await store.connect(db_url)
     try:

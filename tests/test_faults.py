@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import secrets
 import signal
 import sqlite3
 import threading
@@ -24,10 +23,6 @@ from proc import Daemon, daemon_config
 from tokend import loop, providers, refresher, simulator, store
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def refresh_token() -> str:
-    return "v^1.1#i^1#r^1#p^3#t^" + secrets.token_urlsafe(24)
 
 
 async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float,

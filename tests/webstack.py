@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web as aioweb
+from kit import refresh_token
 
 from tokend import (
     config,
@@ -54,10 +55,6 @@ def make_config(token_url: str, *, server: Mapping[str, Any] | None = None,
             scopes=("https://api.ebay.com/oauth/api_scope",), token_url=token_url,
             daily_quota=50_000)},
     )
-
-
-def refresh_token() -> str:
-    return "v^1.1#i^1#r^1#p^3#t^" + secrets.token_urlsafe(24)
 
 
 async def add_account(db: store.Store, keyring: crypto.Keyring, account_id: str,
