@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,7 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
-from tokend import config, crypto, simulator, store
+from tokend import clock, config, crypto, store
+from tokend.testing import simulator
 
 ADMIN_URL = os.environ.get("TOKEND_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PROVIDER = "ebay-sandbox"
@@ -40,7 +41,7 @@ ACCOUNT_COLUMNS = (
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 # -- the machine ------------------------------------------------------------------------
@@ -262,11 +263,11 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 class SimulatorProcess:
-    """`python -m tokend.simulator` as a child: its URL, its knobs, its counters, its CPU."""
+    """`python -m tokend.testing.simulator` as a child: its URL, knobs, counters and CPU."""
 
     def __init__(self, latency_ms: float) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tokend.simulator", "--port", "0",
+            [sys.executable, "-m", "tokend.testing.simulator", "--port", "0",
              "--latency-ms", str(latency_ms)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env(), cwd=REPO)
         assert self.proc.stdout is not None

@@ -18,7 +18,8 @@ import kit
 import pytest
 import pytest_asyncio
 
-from tokend import crypto, daemon, metrics, simulator, store, stream
+from tokend import crypto, daemon, store
+from tokend.testing import simulator
 
 PG_BASE_URL = os.environ.get("TOKEND_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 SKIP_POSTGRES = os.environ.get("TOKEND_TEST_SKIP_POSTGRES") == "1"
@@ -142,11 +143,6 @@ async def harness(store: store.Store, keyring: crypto.Keyring) -> AsyncIterator[
     """A refresher on this test's store, talking to a fresh simulator over loopback."""
     async with simulator.Simulator() as sim:
         cfg = kit.engine_config(sim.token_url)
-        stats = metrics.Metrics()
-        hub = stream.Hub(queue_size=100, stats=stats)
-        async with daemon.http_session(cfg.refresh) as session:
-            worker = daemon.make_refresher(cfg, keyring, db=store, session=session, hub=hub,
-                                           stats=stats, owner="test-owner")
-            yield kit.Harness(sim=sim, db=store, keyring=keyring, worker=worker, hub=hub,
-                              stats=stats, cfg=cfg)
-            await worker.drain()
+        async with daemon.assemble(cfg, db=store, keyring=keyring, instance="test-owner") as p:
+            yield kit.Harness(sim=sim, db=store, keyring=keyring, worker=p.refresher, hub=p.hub,
+                              stats=p.stats, cfg=cfg)

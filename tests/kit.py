@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
+import sqlite3
 from datetime import timedelta
 
 import asyncpg
 
-from tokend import config, crypto, metrics, refresher, simulator, store, stream
+from tokend import clock, config, crypto, metrics, refresher, store, stream
 from tokend.store import queries
+from tokend.testing import simulator
 
 PROVIDER = "ebay-sandbox"
 
@@ -51,12 +54,12 @@ class Harness:
                                                 column="refresh_token")
         return await self.db.add_account(store.NewAccount(
             id=account_id, org=org, provider=self.provider, name=f"seller-{account_id}",
-            scopes=(), refresh_token=sealed, refresh_expires_at=None), refresher.utcnow())
+            scopes=(), refresh_token=sealed, refresh_expires_at=None), clock.now())
 
     async def claim_due(self, *, now_offset_seconds: float = 0.0) -> list[store.Account]:
         s = self.settings
         return await self.db.claim_due(
-            "probe", refresher.utcnow() + timedelta(seconds=now_offset_seconds), limit=100,
+            "probe", clock.now() + timedelta(seconds=now_offset_seconds), limit=100,
             lease_seconds=1, expiry_threshold_seconds=s.expiry_threshold_seconds,
             max_age_seconds=s.max_age_seconds)
 
@@ -64,30 +67,44 @@ class Harness:
 async def seed(db_url: str, keyring: crypto.Keyring, count: int) -> dict[str, str]:
     """`count` due accounts `acct_00000`... through the store; returns id -> plaintext token."""
     tokens = {f"acct_{n:05d}": refresh_token() for n in range(count)}
-    db = await store.connect(db_url)
-    try:
-        now = refresher.utcnow()
+    async with store.open(db_url) as db:
+        now = clock.now()
         for account_id, token in tokens.items():
             await db.add_account(store.NewAccount(
                 id=account_id, org="acme", provider=PROVIDER, name=account_id, scopes=(),
                 refresh_token=keyring.encrypt(token, account_id=account_id,
                                               column="refresh_token"),
                 refresh_expires_at=None), now)
-    finally:
-        await db.close()
     return tokens
 
 
 async def seed_postgres(pg_url: str, keyring: crypto.Keyring, count: int) -> dict[str, str]:
     """The same in one pipelined `executemany`, for thousands of accounts."""
     tokens = {f"acct_{n:05d}": refresh_token() for n in range(count)}
-    now = refresher.utcnow()
-    rows = [(account_id, "acme", PROVIDER, account_id, [],
-             keyring.encrypt(token, account_id=account_id, column="refresh_token"), None, now)
+    now = clock.now()
+    sql, names = queries.to_numbered(queries.load("postgresql")["insert_account"])
+    rows = [{"id": account_id, "org": "acme", "provider": PROVIDER, "name": account_id,
+             "scopes": [], "refresh_token": keyring.encrypt(
+                 token, account_id=account_id, column="refresh_token"),
+             "refresh_expires_at": None, "now": now}
             for account_id, token in tokens.items()]
     conn = await asyncpg.connect(pg_url)
     try:
-        await conn.executemany(queries.load("postgresql")["insert_account"], rows)
+        await conn.executemany(sql, [[row[n] for n in names] for row in rows])
     finally:
         await conn.close()
     return tokens
+
+
+async def execute_sql(db_url: str, sql: str) -> None:
+    """A statement behind the store's back, for states its interface cannot produce."""
+    if db_url.startswith("sqlite://"):
+        with contextlib.closing(sqlite3.connect(db_url.removeprefix("sqlite://"))) as conn:
+            conn.execute(sql)
+            conn.commit()
+        return
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from tokend import simulator
+from tokend.testing import simulator
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 

@@ -43,7 +43,7 @@ async def stack(store, keyring):
 def routes(stack: webstack.Stack) -> list[str]:
     """Every path the app serves, as templates: new routes get fuzzed without a change here."""
     out = []
-    for resource in stack.runner.app.router.resources():
+    for resource in stack.app.router.resources():
         info = resource.get_info()
         out.append(info.get("formatter") or info.get("path") or resource.canonical)
     return sorted(set(out))

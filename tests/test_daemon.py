@@ -18,7 +18,8 @@ import pytest
 from kit import seed, seed_postgres
 from proc import ADMIN_TOKEN, Daemon, acli, cli, daemon_config, env
 
-from tokend import crypto, simulator, store
+from tokend import crypto, store
+from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(120)
 

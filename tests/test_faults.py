@@ -20,7 +20,8 @@ from kit import Harness, seed, seed_postgres
 from pgproxy import PgProxy
 from proc import Daemon, daemon_config
 
-from tokend import loop, providers, refresher, simulator, store
+from tokend import clock, loop, providers, store
+from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -218,11 +219,11 @@ async def test_postgres_outage_mid_cycle_loses_no_answered_refresh(
             await asyncio.sleep(0.2)  # mid-cycle: answers are on their way back
             during = []
             async with proxy.outage():
-                down_at = refresher.utcnow()
+                down_at = clock.now()
                 for _ in range(12):
                     during.append(await _health(http, url))
                     await asyncio.sleep(0.25)
-            up_at = refresher.utcnow()
+            up_at = clock.now()
             assert daemon.proc.poll() is None, "the daemon died with its database"
             assert (200, "warn") in during, during
             assert all(status == 200 for status, _ in during), during
@@ -330,7 +331,7 @@ class Clock:
     offset: timedelta = timedelta()
 
     def __call__(self) -> datetime:
-        return refresher.utcnow() + self.offset
+        return clock.now() + self.offset
 
     def travel_to(self, moment: datetime) -> None:
         self.offset += max(moment - self(), timedelta()) + timedelta(seconds=1)

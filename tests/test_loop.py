@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from kit import Harness, refresh_token
 
-from tokend import loop, refresher, store
+from tokend import clock, loop, store
 
 
 def make_loop(h: Harness, stop: asyncio.Event | None = None, **overrides) -> loop.Loop:
@@ -31,11 +31,11 @@ async def test_quiet_cycle_writes_heartbeat_and_says_so(harness: Harness) -> Non
     assert worker.name == "refresh" and worker.instance == "test-instance"
     assert worker.last_status == "idle" and worker.last_finished_at is not None
     assert worker.last_summary["message"] == "no accounts need token refresh"
-    assert not worker.stale(refresher.utcnow())
+    assert not worker.stale(clock.now())
     (entry,) = await harness.db.list_entries(action="worker_heartbeat")
     assert entry.message == "no accounts need token refresh" and entry.source == "scheduled"
     assert [e.action for e in published] == ["worker_heartbeat"]
-    assert cycle.healthy(refresher.utcnow())
+    assert cycle.healthy(clock.now())
 
 
 async def test_busy_cycle_refreshes_every_due_account_and_summarises(harness: Harness) -> None:
@@ -63,7 +63,7 @@ async def test_busy_cycle_refreshes_every_due_account_and_summarises(harness: Ha
 
 
 def test_stale_is_three_intervals() -> None:
-    now = refresher.utcnow()
+    now = clock.now()
     worker = store.Worker(name="refresh", instance="i", interval_seconds=10,
                           last_started_at=now, last_finished_at=now - timedelta(seconds=29),
                           last_summary=None, last_status="idle")
@@ -126,7 +126,7 @@ async def test_database_outage_fails_the_cycle_and_the_loop_recovers(harness: Ha
     assert not await cycle.cycle()
     assert cycle.last_finished_at is None
     # Still turning: not wedged, so /health says warn (not fail) and the watchdog pings.
-    assert cycle.healthy(refresher.utcnow())
+    assert cycle.healthy(clock.now())
     harness.db.worker_started = real
     assert await cycle.cycle()
     assert cycle.last_finished_at is not None
@@ -149,10 +149,10 @@ async def test_old_log_rows_are_pruned_in_batches(harness: Harness, monkeypatch)
     await harness.add("a1")
     for _ in range(4):
         assert (await harness.worker.refresh_now("a1")).success
-    await harness.db.set_state("a1", store.DISABLED, refresher.utcnow())  # keep the cycle quiet
+    await harness.db.set_state("a1", store.DISABLED, clock.now())  # keep the cycle quiet
     cycle = make_loop(harness)
     cycle.log_retention_seconds = 3600.0
-    cycle.clock = lambda: refresher.utcnow() + timedelta(hours=2)  # every row is old now
+    cycle.clock = lambda: clock.now() + timedelta(hours=2)  # every row is old now
     assert await cycle.cycle()
     assert await harness.db.list_attempts("a1") == []
     entries = await harness.db.list_entries()

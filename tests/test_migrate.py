@@ -5,19 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from kit import execute_sql
 
 import tokend.store as st
 from tokend.store import queries
 
 ALL = [name for name, _ in queries.migrations("sqlite")]
-
-
-async def execute_sql(db: st.Store, sql: str) -> None:
-    """A statement behind the store's back, to fake a schema from another version."""
-    if db.backend == "sqlite":
-        await db._conn.execute(sql)
-    else:
-        await db._pool.execute(sql)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -78,8 +71,8 @@ async def test_upgrade_when_behind(store, monkeypatch):
     await store.check_schema()
 
 
-async def test_check_schema_and_migrate_when_ahead(store):
-    await execute_sql(store, "INSERT INTO schema_migrations (name, applied_at) "
+async def test_check_schema_and_migrate_when_ahead(store, db_url):
+    await execute_sql(db_url, "INSERT INTO schema_migrations (name, applied_at) "
                              "VALUES ('9999_from_the_future', 0)"
                       if store.backend == "sqlite" else
                       "INSERT INTO schema_migrations (name, applied_at) "

@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from kit import Harness, refresh_token
 
-from tokend import refresher, simulator, store
+from tokend import clock, refresher, store
+from tokend.testing import simulator
 
 
 async def test_success_saves_tokens_and_schedules_next(harness: Harness) -> None:
@@ -58,7 +59,7 @@ async def test_bad_stored_token_sends_nothing(harness: Harness, stored: str) -> 
     assert harness.sim.stats()["calls"] == 0
     after = await harness.db.get_account("a1")
     assert after.state == store.ACTIVE and after.consecutive_failures == 1
-    assert after.next_attempt_at > refresher.utcnow() + timedelta(seconds=3000)
+    assert after.next_attempt_at > clock.now() + timedelta(seconds=3000)
     (entry,) = await harness.db.list_entries(account_id="a1")
     assert entry.action == "token_refresh_failed" and entry.error["code"] == "decrypt_failed"
 
@@ -80,11 +81,11 @@ async def test_invalid_grant_after_a_lost_race_is_not_a_revocation(harness: Harn
     token = refresh_token()
     harness.sim.revoke(token)
     await harness.add("a1", token=token)
-    claimed = await harness.db.claim_account("a1", harness.worker.owner, refresher.utcnow(),
+    claimed = await harness.db.claim_account("a1", harness.worker.owner, clock.now(),
                                              lease_seconds=60)
     # Meanwhile an operator stores a new refresh token for the account.
     await harness.db.reauth_account("a1", harness.keyring.encrypt(
-        refresh_token(), account_id="a1", column="refresh_token"), None, refresher.utcnow())
+        refresh_token(), account_id="a1", column="refresh_token"), None, clock.now())
     outcome = await harness.worker.refresh_claimed(claimed, "scheduled")
     assert outcome.error_code == "invalid_grant" and not outcome.applied
     assert (await harness.db.get_account("a1")).state == store.ACTIVE
@@ -97,7 +98,7 @@ async def test_invalid_grant_after_a_lost_race_is_not_a_revocation(harness: Harn
 async def test_transient_failures_back_off(harness: Harness, fail_mode: str, code: str) -> None:
     harness.sim.configure(fail_mode=fail_mode, retry_after_seconds=900)
     await harness.add("a1")
-    before = refresher.utcnow()
+    before = clock.now()
     outcome = await harness.worker.refresh_now("a1")
     assert outcome.error_code == code
     after = await harness.db.get_account("a1")
@@ -117,7 +118,7 @@ async def test_invalid_client_pauses_the_provider(harness: Harness) -> None:
     await harness.add("a2")
     outcome = await harness.worker.refresh_now("a1")
     assert outcome.error_code == "invalid_client"
-    paused = await harness.db.paused_providers(refresher.utcnow())
+    paused = await harness.db.paused_providers(clock.now())
     assert simulator.DEFAULT_CLIENT_ID and harness.provider in paused
     assert await harness.claim_due() == []  # a2 waits with its provider
 
@@ -151,7 +152,7 @@ async def test_manual_refresh_of_unknown_or_leased_account(harness: Harness) -> 
     with pytest.raises(refresher.NotFound):
         await harness.worker.refresh_now("nope")
     await harness.add("a1")
-    await harness.db.claim_account("a1", "someone-else", refresher.utcnow(), lease_seconds=60)
+    await harness.db.claim_account("a1", "someone-else", clock.now(), lease_seconds=60)
     with pytest.raises(refresher.Busy, match="another worker"):
         await harness.worker.refresh_now("a1")
 
@@ -169,7 +170,7 @@ async def test_debug_source_and_published_entry(harness: Harness) -> None:
 
 async def test_lease_lost_result_is_not_applied(harness: Harness) -> None:
     await harness.add("a1")
-    claimed = await harness.db.claim_account("a1", harness.worker.owner, refresher.utcnow(),
+    claimed = await harness.db.claim_account("a1", harness.worker.owner, clock.now(),
                                              lease_seconds=60)
     stale = dataclasses.replace(claimed, version=claimed.version - 1)
     outcome = await harness.worker.refresh_claimed(stale, "scheduled")

@@ -7,13 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from tokend import crypto, refresher
+from tokend import clock, crypto, rotation
 from tokend import store as st
 
 
 async def fill(db: st.Store, keyring: crypto.Keyring, count: int) -> dict[str, str]:
     plain = {}
-    now = refresher.utcnow()
+    now = clock.now()
     for n in range(count):
         account_id = f"a{n:03d}"
         plain[account_id] = f"v^1.1#token-{n}"
@@ -49,10 +49,10 @@ async def check_all_current(db: st.Store, keyring: crypto.Keyring, plain: dict[s
 async def test_rotation_moves_every_secret_to_the_primary_key(
         store: st.Store, keyring: crypto.Keyring, rotated_keyring: crypto.Keyring) -> None:
     plain = await fill(store, keyring, 25)
-    counts = await crypto.rotate(store, rotated_keyring, batch_size=7)
+    counts = await rotation.rotate(store, rotated_keyring, batch_size=7)
     assert (counts.rotated, counts.failed, counts.conflicts) == (25, 0, 0)
     await check_all_current(store, rotated_keyring, plain)
-    again = await crypto.rotate(store, rotated_keyring, batch_size=7)
+    again = await rotation.rotate(store, rotated_keyring, batch_size=7)
     assert again.rotated == 0  # idempotent
 
 
@@ -71,11 +71,11 @@ async def test_interrupted_rotation_resumes(
 
     store.replace_secrets = crash_after_ten
     with pytest.raises(asyncio.CancelledError):
-        await crypto.rotate(store, rotated_keyring, batch_size=4)
+        await rotation.rotate(store, rotated_keyring, batch_size=4)
     store.replace_secrets = real
     mixed = await store.list_accounts()
     assert sum(rotated_keyring.is_current(a.refresh_token) for a in mixed) == 10
-    counts = await crypto.rotate(store, rotated_keyring, batch_size=4)
+    counts = await rotation.rotate(store, rotated_keyring, batch_size=4)
     assert counts.rotated == 20 and counts.failed == 0
     await check_all_current(store, rotated_keyring, plain)
 
@@ -86,8 +86,8 @@ async def test_undecryptable_rows_are_counted_and_skipped(
     await store.add_account(st.NewAccount(
         id="moved", org="acme", provider="p", name="moved", scopes=(),
         refresh_token=keyring.encrypt("v^x", account_id="elsewhere", column="refresh_token"),
-        refresh_expires_at=None), refresher.utcnow())
-    counts = await crypto.rotate(store, rotated_keyring, batch_size=2)
+        refresh_expires_at=None), clock.now())
+    counts = await rotation.rotate(store, rotated_keyring, batch_size=2)
     assert (counts.rotated, counts.failed) == (4, 1)
     assert not rotated_keyring.is_current((await store.get_account("moved")).refresh_token)
     del plain

@@ -22,7 +22,8 @@ import pytest
 from aiohttp import web
 from proc import Daemon, write_config
 
-from tokend import crypto, refresher, simulator, store
+from tokend import clock, crypto, store
+from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,7 +116,7 @@ async def seed(pg_url: str, keyring: crypto.Keyring) -> dict[str, str]:
                 id=account, org=org, provider="ebay-sandbox", name=account, scopes=(),
                 refresh_token=keyring.encrypt(tokens[account], account_id=account,
                                               column="refresh_token"),
-                refresh_expires_at=None), refresher.utcnow())
+                refresh_expires_at=None), clock.now())
     finally:
         await db.close()
     return tokens

@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tokend import config, crypto, providers, simulator, store
+from tokend import config, crypto, providers, store
+from tokend.testing import simulator
 
 SCOPE = "https://api.ebay.com/oauth/api_scope"
 INVENTORY = "https://api.ebay.com/oauth/api_scope/sell.inventory"
@@ -385,7 +386,7 @@ async def test_http_config_rejects_bad_input(sim, session, body):
 async def test_standalone_process_serves_and_stops_on_sigterm(keyring):
     env = {**os.environ, "TOKEND_SIM_CLIENT_SECRET": "standalone-secret"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tokend.simulator", "--port", "0", "--latency-ms", "5",
+        [sys.executable, "-m", "tokend.testing.simulator", "--port", "0", "--latency-ms", "5",
          "--rotate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 20)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,31 +15,42 @@ import pytest
 import tokend.store as st
 from tokend.store import queries
 
-BACKENDS = {"sqlite": "sqlite.py", "postgresql": "postgres.py"}
-# Statements with no counterpart on the other backend.
-ONLY = {"postgresql": {"lock_migrations", "unlock_migrations"}, "sqlite": set()}
-USE = re.compile(r'(?:_Q\[|_one\(|_all\()\s*"([a-z0-9_]+)"')
+DIALECTS = ("sqlite", "postgresql")
+USE = re.compile(r'\.(?:one|all)\(\s*"([a-z0-9_]+)"')
+HEADER = re.compile(r"^-- name: ([a-z0-9_]+)", re.MULTILINE)
 
 ACCOUNTS = 1_000_000
 DUE = 100
 
 
-def used_names(backend: str) -> set[str]:
-    source = (Path(st.__file__).parent / BACKENDS[backend]).read_text()
-    return set(USE.findall(source))
+def defined_in(path: Path) -> set[str]:
+    return set(HEADER.findall(path.read_text()))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_every_query_used_exists_and_every_query_is_used(backend):
-    defined = set(queries.load(backend))
-    used = used_names(backend)
-    assert used - defined == set(), "used but not in queries.sql"
-    assert defined - used == set(), "in queries.sql but never used"
+def test_every_query_used_exists_and_every_query_is_used():
+    used = set(USE.findall((Path(st.__file__)).read_text()))
+    for dialect in DIALECTS:
+        defined = set(queries.load(dialect))
+        assert used - defined == set(), f"used but not defined for {dialect}"
+        assert defined - used == set(), f"defined for {dialect} but never used"
 
 
-def test_backends_define_the_same_queries():
-    sqlite, postgresql = set(queries.load("sqlite")), set(queries.load("postgresql"))
-    assert sqlite - ONLY["sqlite"] == postgresql - ONLY["postgresql"]
+def test_a_statement_is_shared_or_given_by_every_dialect():
+    shared = defined_in(queries.SQL_DIR / "queries.sql")
+    own = {d: defined_in(queries.SQL_DIR / d / "queries.sql") for d in DIALECTS}
+    assert own["sqlite"] == own["postgresql"], "an override without its counterpart"
+    assert shared & own["sqlite"] == set(), "a shared statement overridden: say it once"
+
+
+def test_no_statement_text_appears_twice():
+    """No copy of a statement under another name or in both dialects' files; one-liners
+    such as `SELECT 1` may coincide."""
+    for dialect in DIALECTS:
+        texts = [text for text in queries.load(dialect).values() if len(text) > 40]
+        assert len(texts) == len(set(texts)), f"two {dialect} statements say the same thing"
+    own = [set(queries.parse((queries.SQL_DIR / d / "queries.sql").read_text())[0].values())
+           for d in DIALECTS]
+    assert own[0] & own[1] == set(), "said alike by both dialects: it belongs in the shared file"
 
 
 def test_backends_ship_the_same_migrations():
@@ -46,22 +59,29 @@ def test_backends_ship_the_same_migrations():
     assert names == sorted(names) and names[0] == "0001_initial"
 
 
+def test_named_parameters_become_numbered_once():
+    sql, names = queries.to_numbered("SELECT :a, :b::text, id::text, :a FROM t WHERE x = :b")
+    assert sql == "SELECT $1, $2::text, id::text, $1 FROM t WHERE x = $2"
+    assert names == ("a", "b")
+
+
 def test_parse():
-    text = "-- preface\n\n-- name: one\n-- why\nSELECT 1\n\n-- name: two\nSELECT 2;\n"
-    assert queries.parse(text) == {"one": "-- why\nSELECT 1", "two": "SELECT 2;"}
+    text = ("-- preface\n\n-- name: one\n-- why\nSELECT 1\n\n-- fragment: f\nx = 1\n"
+            "-- name: two\nSELECT 2;\n")
+    assert queries.parse(text) == ({"one": "SELECT 1", "two": "SELECT 2;"}, {"f": "x = 1"})
     with pytest.raises(ValueError, match="twice"):
         queries.parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
 
 
 def test_sql_dir_is_found():
-    assert (queries.SQL_DIR / "postgresql" / "queries.sql").is_file()
+    assert (queries.SQL_DIR / "queries.sql").is_file()
     assert (queries.SQL_DIR / "sqlite" / "migrations" / "0001_initial.sql").is_file()
 
 
-def claim_args(now: datetime) -> tuple:
-    """claim_due's parameters, in the order both backends pass them."""
-    return ("w1", now, 10, now + timedelta(seconds=120), now + timedelta(seconds=900),
-            now - timedelta(seconds=3600))
+def claim_params(now: datetime) -> dict:
+    """claim_due's parameters, as the store passes them."""
+    return {"owner": "w1", "limit": 10, "lease_until": now + timedelta(seconds=120),
+            **st.due_params(now, 900, 3600)}
 
 
 @pytest.mark.timeout(120)
@@ -88,11 +108,11 @@ async def test_claim_due_uses_the_partial_index_on_postgres(pg_url):
         loaded = time.monotonic() - started
 
         print(f"\n{ACCOUNTS} accounts, {DUE} due, loaded in {loaded:.1f} s")
-        args = claim_args(now)
-        for name, params in (("claim_due", args), ("count_due", (now, *args[4:])),
-                             ("next_due_at", (now,))):
-            sql = queries.load("postgresql")[name]
-            plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {sql}", *params))
+        params = claim_params(now)
+        for name in ("claim_due", "count_due", "next_due_at"):
+            sql, names = queries.to_numbered(queries.load("postgresql")[name])
+            args = [params[n] for n in names]
+            plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {sql}", *args))
             print(f"-- {name}\n{plan}")
             assert re.search(r"Index (Only )?Scan using accounts_due|Bitmap Index Scan on "
                              r"accounts_due", plan), name
@@ -115,11 +135,9 @@ async def test_claim_due_uses_the_partial_index_on_postgres(pg_url):
 
 
 async def test_claim_due_uses_the_partial_index_on_sqlite(sqlite_url):
-    db = await st.connect(sqlite_url)
-    try:
-        conn = db._conn
+    with contextlib.closing(sqlite3.connect(sqlite_url.removeprefix("sqlite://"))) as conn:
         now = datetime.now(UTC).timestamp()
-        await conn.execute("""
+        conn.execute("""
             WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
             INSERT INTO accounts (id, org, provider, name, refresh_token, next_attempt_at,
                                   created_at, updated_at)
@@ -127,14 +145,11 @@ async def test_claim_due_uses_the_partial_index_on_sqlite(sqlite_url):
                    CASE WHEN n <= 100 THEN ?1 - 60 ELSE ?1 + n END, ?1, ?1
             FROM g
             """, (now,))
-        await conn.execute("ANALYZE")
-        sql = queries.load("sqlite")["claim_due"]
-        args = tuple(v.timestamp() if isinstance(v, datetime) else v
-                     for v in claim_args(datetime.fromtimestamp(now, UTC)))
-        rows = await conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}", args)
+        conn.execute("ANALYZE")
+        params = {k: v.timestamp() if isinstance(v, datetime) else v
+                  for k, v in claim_params(datetime.fromtimestamp(now, UTC)).items()}
+        rows = conn.execute(f"EXPLAIN QUERY PLAN {queries.load('sqlite')['claim_due']}", params)
         plan = "\n".join(row[3] for row in rows)
         print(f"\n{plan}")
         assert "USING INDEX accounts_due" in plan
         assert "SCAN accounts" not in plan
-    finally:
-        await db.close()

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from kit import execute_sql
 
 import tokend.store as st
 from tokend import crypto
@@ -93,14 +94,6 @@ async def refreshed(db: st.Store, keyring: crypto.Keyring, account: Account, *,
     return got
 
 
-async def execute_sql(db: st.Store, sql: str) -> None:
-    """A statement behind the store's back, for states the interface cannot produce."""
-    if db.backend == "sqlite":
-        await db._conn.execute(sql)
-    else:
-        await db._pool.execute(sql)
-
-
 # -- accounts -----------------------------------------------------------------------------
 
 async def test_add_get_list(store, keyring):
@@ -174,7 +167,7 @@ async def test_reauth_account(store, keyring):
 
 # -- due selection ------------------------------------------------------------------------
 
-async def test_claim_due_selects_only_due_accounts(store, keyring):
+async def test_claim_due_selects_only_due_accounts(store, db_url, keyring):
     accounts = {n: await store.add_account(new_account(keyring, n), ago(7200))
                 for n in range(1, 9)}
     # 1: never refreshed -> due.
@@ -197,7 +190,7 @@ async def test_claim_due_selects_only_due_accounts(store, keyring):
                        entry(held), ago(10))
     # 8: leased by someone else; its next_attempt_at forced back so only the lease guards it.
     await store.claim_account(accounts[8].id, "other", ago(10), lease_seconds=LEASE)
-    await execute_sql(store, "UPDATE accounts SET next_attempt_at = created_at "
+    await execute_sql(db_url, "UPDATE accounts SET next_attempt_at = created_at "
                              "WHERE id = 'acct-008'")
     # 9: its provider is paused.
     await store.add_account(new_account(keyring, 9, provider="acme-oauth"), ago(7200))
@@ -363,18 +356,6 @@ async def test_finish_stale_changes_nothing_but_logs(store, keyring):
     assert [e.id for e in logged] == [intruder[1].id, late[1].id]
 
 
-async def test_release(store, keyring):
-    await store.add_account(new_account(keyring, 1), NOW)
-    [claimed] = await claim(store)
-    assert await store.release(claimed, "someone-else", later(5)) is False
-    assert await store.release(claimed, "w1", later(5)) is True
-    account = await store.get_account(claimed.id)
-    assert account.lease_owner is None and account.lease_expires_at is None
-    assert account.next_attempt_at == later(5) and account.version == claimed.version + 1
-    assert await store.release(claimed, "w1", later(6)) is False
-    assert [a.id for a in await claim(store, later(5))] == [claimed.id]
-
-
 async def test_next_due_at_count_due_and_pauses(store, keyring):
     assert await store.next_due_at(NOW) is None
     assert await count(store) == 0
@@ -508,20 +489,23 @@ async def test_rotation(store, keyring, rotated_keyring):
     [claimed] = await claim(store, limit=1)
     await store.finish(claimed, "w1", success(keyring, claimed), attempt(claimed),
                        entry(claimed), NOW)
-    todo = await store.accounts_to_rotate("k2", 10)
+    todo = await store.accounts_to_rotate("ENC:v1:k2:", 10)
     assert [a.id for a in todo] == ["acct-001", "acct-002", "acct-003"]
-    assert [a.id for a in await store.accounts_to_rotate("k2", 10, after_id="acct-001")] == [
-        "acct-002", "acct-003"]
-    assert await store.accounts_to_rotate("k1", 10) == []
+    later_ones = await store.accounts_to_rotate("ENC:v1:k2:", 10, after_id="acct-001")
+    assert [a.id for a in later_ones] == ["acct-002", "acct-003"]
+    assert await store.accounts_to_rotate("ENC:v1:k1:", 10) == []
 
     first = todo[0]
     resealed = [rotated_keyring.reseal(first.refresh_token, account_id=first.id,
                                        column="refresh_token"),
                 rotated_keyring.reseal(first.access_token, account_id=first.id,
                                        column="access_token")]
-    assert await store.replace_secrets(first.id, first.version + 1, *resealed) is False
-    assert await store.replace_secrets(first.id, first.version, *resealed) is True
-    assert await store.replace_secrets(first.id, first.version, *resealed) is False
+    assert await store.replace_secrets(first.id, first.version + 1, *resealed,
+                                       now=datetime.now(UTC)) is False
+    assert await store.replace_secrets(first.id, first.version, *resealed,
+                                       now=datetime.now(UTC)) is True
+    assert await store.replace_secrets(first.id, first.version, *resealed,
+                                       now=datetime.now(UTC)) is False
     after = await store.get_account(first.id)
     assert after.version == first.version + 1
     assert rotated_keyring.is_current(after.refresh_token)
@@ -533,13 +517,15 @@ async def test_rotation(store, keyring, rotated_keyring):
                                        lease_seconds=LEASE)
     token = rotated_keyring.reseal(leased.refresh_token, account_id=leased.id,
                                    column="refresh_token")
-    assert await store.replace_secrets(leased.id, leased.version, token, None) is False
+    assert await store.replace_secrets(leased.id, leased.version, token, None,
+                                       now=datetime.now(UTC)) is False
 
     third = todo[2]
     token = rotated_keyring.reseal(third.refresh_token, account_id=third.id,
                                    column="refresh_token")
-    assert await store.replace_secrets(third.id, third.version, token, None) is True
-    assert [a.id for a in await store.accounts_to_rotate("k2", 10)] == ["acct-002"]
+    assert await store.replace_secrets(third.id, third.version, token, None,
+                                       now=datetime.now(UTC)) is True
+    assert [a.id for a in await store.accounts_to_rotate("ENC:v1:k2:", 10)] == ["acct-002"]
 
 
 # -- no plaintext at rest -----------------------------------------------------------------

@@ -18,16 +18,15 @@ from kit import refresh_token
 from tokend import (
     config,
     crypto,
+    daemon,
     loop,
     metrics,
-    providers,
     refresher,
-    simulator,
     store,
     stream,
     vending,
-    web,
 )
+from tokend.testing import simulator
 
 ADMIN = "admin-" + secrets.token_hex(12)
 ORG_ACME = "acme-" + secrets.token_hex(12)
@@ -102,6 +101,7 @@ class Stack:
     worker: refresher.Refresher
     loop: loop.Loop
     vendor: vending.Vendor
+    app: aioweb.Application
     runner: aioweb.AppRunner
     url: str
     http: aiohttp.ClientSession
@@ -132,37 +132,21 @@ async def running(
         if sim is None:
             sim = await exits.enter_async_context(simulator.Simulator())
         cfg = make_config(sim.token_url, server=server, refresh=refresh)
-        stats = metrics.Metrics()
-        hub = stream.Hub(queue_size=cfg.server.stream_queue_size, stats=stats)
-        session = await exits.enter_async_context(aiohttp.ClientSession())
-        clients = {name: providers.build(p, request_timeout_seconds=5.0)
-                   for name, p in cfg.providers.items()}
-        worker = refresher.Refresher(
-            db=db, keyring=keyring, clients=clients, session=session, hub=hub, stats=stats,
-            settings=cfg.refresh, owner=INSTANCE)
-        stop = asyncio.Event()
-        refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats,
-                                 settings=cfg.refresh, instance=INSTANCE, stop=stop)
-        vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
-                                settings=cfg.refresh)
-        app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
-                             loop=refresh_loop, metrics=stats, instance=INSTANCE)
-        runner = aioweb.AppRunner(app, handle_signals=False, access_log=None,
-                                  shutdown_timeout=1.0)
-        await runner.setup()
-        exits.push_async_callback(runner.cleanup)
-        await aioweb.TCPSite(runner, "127.0.0.1", port).start()
-        host, bound = runner.addresses[0][:2]
-        feeds = [asyncio.create_task(coro, name=name) for name, coro in hub.side_tasks(db)]
+        parts = await exits.enter_async_context(
+            daemon.assemble(cfg, db=db, keyring=keyring, instance=INSTANCE))
+        listener = await exits.enter_async_context(
+            daemon.listening(parts, "127.0.0.1", port, shutdown_timeout=1.0))
+        feeds = [asyncio.create_task(coro, name=name)
+                 for name, coro in parts.hub.side_tasks(db)]
         if feeds:  # a LISTEN cancelled while it connects leaves its connection behind
-            await asyncio.wait_for(hub.listening.wait(), 10)
+            await asyncio.wait_for(parts.hub.listening.wait(), 10)
         http = await exits.enter_async_context(aiohttp.ClientSession())
         try:
-            yield Stack(cfg=cfg, db=db, keyring=keyring, sim=sim, hub=hub, stats=stats,
-                        worker=worker, loop=refresh_loop, vendor=vendor, runner=runner,
-                        url=f"http://{host}:{bound}", http=http, stop=stop)
+            yield Stack(cfg=cfg, db=db, keyring=keyring, sim=sim, hub=parts.hub,
+                        stats=parts.stats, worker=parts.refresher, loop=parts.loop,
+                        vendor=parts.vendor, app=parts.app, runner=listener.runner,
+                        url=listener.url, http=http, stop=parts.stop)
         finally:
             for task in feeds:
                 task.cancel()
             await asyncio.gather(*feeds, return_exceptions=True)
-            await worker.drain()

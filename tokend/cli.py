@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import secrets
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from tokend import config, crypto, daemon, logs, refresher, store
+from tokend import clock, config, crypto, daemon, logs, refresher, rotation, store
 
 
 class UsageError(Exception):
@@ -112,8 +113,10 @@ def _load(args: argparse.Namespace) -> config.Config:
     return config.load(args.config)
 
 
-async def _open(cfg: config.Config) -> store.Store:
-    return await store.connect(cfg.database.url, pool_max_size=cfg.database.pool_max_size)
+def _open(cfg: config.Config, *, check_schema: bool = True,
+          ) -> contextlib.AbstractAsyncContextManager[store.Store]:
+    return store.open(cfg.database.url, pool_max_size=cfg.database.pool_max_size,
+                      check_schema=check_schema)
 
 
 def _emit(data: Any) -> None:
@@ -137,11 +140,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     cfg = _load(args)
 
     async def go() -> list[str]:
-        db = await _open(cfg)
-        try:
+        async with _open(cfg, check_schema=False) as db:
             return await db.migrate()
-        finally:
-            await db.close()
 
     applied = asyncio.run(go())
     print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {n}" for n in applied))
@@ -160,13 +160,9 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
     cfg = _load(args)
     keyring = cfg.crypto.keyring()
 
-    async def go() -> crypto.RotationCounts:
-        db = await _open(cfg)
-        try:
-            await db.check_schema()
-            return await crypto.rotate(db, keyring, batch_size=args.batch_size)
-        finally:
-            await db.close()
+    async def go() -> rotation.RotationCounts:
+        async with _open(cfg) as db:
+            return await rotation.rotate(db, keyring, batch_size=args.batch_size)
 
     counts = asyncio.run(go())
     print(f"rotated {counts.rotated}, failed to decrypt {counts.failed}, "
@@ -200,10 +196,8 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
         raise UsageError("--refresh-token-expires-in: must be positive")
 
     async def go() -> store.Account:
-        db = await _open(cfg)
-        try:
-            await db.check_schema()
-            now = refresher.utcnow()
+        async with _open(cfg) as db:
+            now = clock.now()
             expires = (None if args.refresh_token_expires_in is None
                        else now + timedelta(seconds=args.refresh_token_expires_in))
             return await db.add_account(store.NewAccount(
@@ -212,8 +206,6 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
                 refresh_token=keyring.encrypt(token, account_id=account_id,
                                               column="refresh_token"),
                 refresh_expires_at=expires), now)
-        finally:
-            await db.close()
 
     try:
         account = asyncio.run(go())
@@ -227,12 +219,8 @@ def cmd_accounts_list(args: argparse.Namespace) -> int:
     cfg = _load(args)
 
     async def go() -> list[store.Account]:
-        db = await _open(cfg)
-        try:
-            await db.check_schema()
+        async with _open(cfg) as db:
             return await db.list_accounts()
-        finally:
-            await db.close()
 
     accounts = asyncio.run(go())
     if args.json:
@@ -250,18 +238,14 @@ def cmd_accounts_reauth(args: argparse.Namespace) -> int:
     keyring = cfg.crypto.keyring()
 
     async def go() -> store.Account | None:
-        db = await _open(cfg)
-        try:
-            await db.check_schema()
+        async with _open(cfg) as db:
             account = await db.get_account(args.account_id)
             if account is None:
                 raise refresher.NotFound(args.account_id)
             token = _read_refresh_token(cfg, account.provider)
             return await db.reauth_account(
                 account.id, keyring.encrypt(token, account_id=account.id, column="refresh_token"),
-                None, refresher.utcnow())
-        finally:
-            await db.close()
+                None, clock.now())
 
     account = asyncio.run(go())
     print(f"{account.id} is {account.state}" if account else "account vanished")

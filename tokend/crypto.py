@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import os
 import re
 import secrets
@@ -17,8 +16,6 @@ from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from tokend import store
 
 PREFIX = "ENC:v1:"
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -111,52 +108,17 @@ class Keyring:
                 f"{column} does not decrypt for account {account_id!r} with key {kid!r}"
             ) from None
 
+    @property
+    def current_prefix(self) -> str:
+        """How every value sealed with the primary key begins."""
+        return f"{PREFIX}{self.primary_kid}:"
+
     def is_current(self, value: str | None) -> bool:
         """True when `value` is absent or already sealed with the primary key."""
-        return value is None or value.startswith(f"{PREFIX}{self.primary_kid}:")
+        return value is None or value.startswith(self.current_prefix)
 
     def reseal(self, value: str, *, account_id: str, column: str) -> str:
         if self.is_current(value):
             return value
         plain = self.decrypt(value, account_id=account_id, column=column)
         return self.encrypt(plain, account_id=account_id, column=column)
-
-
-@dataclasses.dataclass
-class RotationCounts:
-    rotated: int = 0
-    failed: int = 0
-    conflicts: int = 0
-
-
-async def rotate(db: store.Store, keyring: Keyring, *, batch_size: int = 500,
-                 max_passes: int = 3) -> RotationCounts:
-    """Re-seal every stored secret under the primary key, in batches.
-
-    Each row is swapped only if unchanged since it was read, so the daemon may keep
-    running; a crash loses nothing, and running it again picks up where it stopped.
-    """
-    counts = RotationCounts()
-    for _ in range(max_passes):
-        conflicts, after_id = 0, None
-        while batch := await db.accounts_to_rotate(keyring.primary_kid, batch_size,
-                                                   after_id=after_id):
-            after_id = batch[-1].id
-            for account in batch:
-                try:
-                    refresh_token = keyring.reseal(
-                        account.refresh_token, account_id=account.id, column="refresh_token")
-                    access_token = None if account.access_token is None else keyring.reseal(
-                        account.access_token, account_id=account.id, column="access_token")
-                except DecryptError:
-                    counts.failed += 1
-                    continue
-                if await db.replace_secrets(account.id, account.version, refresh_token,
-                                            access_token):
-                    counts.rotated += 1
-                else:
-                    conflicts += 1
-        counts.conflicts = conflicts
-        if not conflicts:
-            break
-    return counts

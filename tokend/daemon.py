@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
 import structlog
 from aiohttp import web as aioweb
 
 from tokend import (
+    clock,
     config,
     crypto,
     loop,
@@ -70,16 +72,86 @@ def http_session(settings: config.RefreshConfig) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds))
 
 
-def make_refresher(
-    cfg: config.Config, keyring: crypto.Keyring, *, db: store.Store,
-    session: aiohttp.ClientSession, hub: stream.Hub, stats: metrics.Metrics, owner: str,
-) -> refresher.Refresher:
-    clients = {
-        name: providers.build(p, request_timeout_seconds=cfg.refresh.request_timeout_seconds)
-        for name, p in cfg.providers.items()
-    }
-    return refresher.Refresher(db=db, keyring=keyring, clients=clients, session=session,
-                               hub=hub, stats=stats, settings=cfg.refresh, owner=owner)
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """Everything a tokend process is made of, built once by `assemble`."""
+
+    cfg: config.Config
+    instance: str
+    stop: asyncio.Event
+    keyring: crypto.Keyring
+    stats: metrics.Metrics
+    db: store.Store
+    session: aiohttp.ClientSession
+    hub: stream.Hub
+    refresher: refresher.Refresher
+    loop: loop.Loop
+    vendor: vending.Vendor
+    app: aioweb.Application
+
+
+@contextlib.asynccontextmanager
+async def assemble(
+    cfg: config.Config, *, instance: str | None = None, stop: asyncio.Event | None = None,
+    db: store.Store | None = None, keyring: crypto.Keyring | None = None,
+) -> AsyncIterator[Parts]:
+    """Build every part of a daemon from `cfg` and tear it down in reverse.
+
+    `tokend run`, `tokend refresh`, the demo, the tests and the benchmarks all come through
+    here, so a new part or setting reaches each of them. A given `db` stays open (its
+    owner closes it); otherwise the store is opened, schema-checked and closed here.
+    """
+    instance = instance or instance_name()
+    stop = stop or asyncio.Event()
+    keyring = keyring or cfg.crypto.keyring()
+    stats = metrics.Metrics()
+    async with contextlib.AsyncExitStack() as stack:
+        if db is None:
+            db = await stack.enter_async_context(store.open(
+                cfg.database.url, pool_max_size=cfg.database.pool_max_size))
+        session = await stack.enter_async_context(http_session(cfg.refresh))
+        hub = stream.Hub(queue_size=cfg.server.stream_queue_size, stats=stats)
+        timeout = cfg.refresh.request_timeout_seconds
+        clients = {name: providers.build(p, request_timeout_seconds=timeout)
+                   for name, p in cfg.providers.items()}
+        worker = refresher.Refresher(db=db, keyring=keyring, clients=clients, session=session,
+                                     hub=hub, stats=stats, settings=cfg.refresh, owner=instance)
+        stack.push_async_callback(worker.drain)
+        refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats,
+                                 settings=cfg.refresh, instance=instance, stop=stop,
+                                 log_retention_seconds=cfg.database.log_retention_seconds)
+        vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
+                                settings=cfg.refresh)
+        app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
+                             loop=refresh_loop, metrics=stats, instance=instance)
+        yield Parts(cfg=cfg, instance=instance, stop=stop, keyring=keyring, stats=stats, db=db,
+                    session=session, hub=hub, refresher=worker, loop=refresh_loop,
+                    vendor=vendor, app=app)
+
+
+@dataclasses.dataclass(frozen=True)
+class Listener:
+    url: str
+    runner: aioweb.AppRunner
+
+
+@contextlib.asynccontextmanager
+async def listening(parts: Parts, host: str, port: int, *,
+                    shutdown_timeout: float = 60.0) -> AsyncIterator[Listener]:
+    """Serve `parts.app` on host:port until the block ends."""
+    runner = aioweb.AppRunner(parts.app, handle_signals=False, access_log=None,
+                              shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        try:
+            await aioweb.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{port} "
+                               f"(server.host/server.port): {exc.strerror}") from None
+        bound_host, bound_port = runner.addresses[0][:2]
+        yield Listener(url=f"http://{bound_host}:{bound_port}", runner=runner)
+    finally:
+        await runner.cleanup()
 
 
 async def run(
@@ -88,77 +160,43 @@ async def run(
 ) -> None:
     """Run until `stop` is set (or a signal sets it); raise if a side task dies."""
     stop = stop or asyncio.Event()
-    keyring = cfg.crypto.keyring()
-    instance = instance_name()
     notifier = systemd.Notifier.from_env()
-    stats = metrics.Metrics()
-
     # Handlers go in first: a supervisor may stop us the moment READY=1 arrives.
     with stop_on_signals(stop):
-        await _serve(cfg, stop, keyring, instance, notifier, stats, on_ready)
-    log.info("daemon_stopped", instance=instance)
+        async with assemble(cfg, stop=stop) as parts:
+            await _warn_over_quota(parts.db, cfg)
+            async with listening(parts, cfg.server.host, cfg.server.port) as listener:
+                await _serve(parts, listener.url, notifier, on_ready)
+    log.info("daemon_stopped", instance=parts.instance)
 
 
 async def _serve(
-    cfg: config.Config, stop: asyncio.Event, keyring: crypto.Keyring, instance: str,
-    notifier: systemd.Notifier, stats: metrics.Metrics,
+    parts: Parts, url: str, notifier: systemd.Notifier,
     on_ready: Callable[[str], Awaitable[None] | None] | None,
 ) -> None:
-    settings = cfg.refresh
-    async with contextlib.AsyncExitStack() as stack:
-        db = await store.connect(cfg.database.url, pool_max_size=cfg.database.pool_max_size)
-        stack.push_async_callback(db.close)
-        await db.check_schema()
-        await _warn_over_quota(db, cfg)
+    tasks = [asyncio.create_task(parts.loop.run(), name="refresh-loop")]
+    # The stream feed runs until cancelled: it is not waited on during the grace.
+    feeds = [asyncio.create_task(t, name=n) for n, t in parts.hub.side_tasks(parts.db)]
+    interval = systemd.watchdog_interval_seconds()
+    if interval is not None:
+        healthy = lambda: parts.loop.healthy(clock.now())  # noqa: E731
+        tasks.append(asyncio.create_task(
+            systemd.run_watchdog(notifier, healthy, interval, parts.stop), name="watchdog"))
 
-        session = http_session(settings)
-        stack.push_async_callback(session.close)
-        hub = stream.Hub(queue_size=cfg.server.stream_queue_size, stats=stats)
-        worker = make_refresher(cfg, keyring, db=db, session=session, hub=hub, stats=stats,
-                                owner=instance)
-        stack.push_async_callback(worker.drain)
-        refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats, settings=settings,
-                                 instance=instance, stop=stop,
-                                 log_retention_seconds=cfg.database.log_retention_seconds)
-        vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
-                                settings=settings)
+    notifier.ready()
+    log.info("daemon_ready", url=url, instance=parts.instance, backend=parts.db.backend,
+             providers=sorted(parts.cfg.providers))
+    if on_ready is not None:
+        result = on_ready(url)
+        if asyncio.iscoroutine(result):
+            await result
 
-        app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
-                             loop=refresh_loop, metrics=stats, instance=instance)
-        runner = aioweb.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = aioweb.TCPSite(runner, cfg.server.host, cfg.server.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise StartupError(f"cannot listen on {cfg.server.host}:{cfg.server.port} "
-                               f"(server.host/server.port): {exc.strerror}") from None
-        host, port = runner.addresses[0][:2]
-        url = f"http://{host}:{port}"
+    def stopping() -> None:
+        notifier.stopping()
+        log.info("daemon_stopping", instance=parts.instance)
 
-        tasks = [asyncio.create_task(refresh_loop.run(), name="refresh-loop")]
-        # The stream feed runs until cancelled: it is not waited on during the grace.
-        feeds = [asyncio.create_task(t, name=n) for n, t in hub.side_tasks(db)]
-        interval = systemd.watchdog_interval_seconds()
-        if interval is not None:
-            healthy = lambda: refresh_loop.healthy(refresher.utcnow())  # noqa: E731
-            tasks.append(asyncio.create_task(
-                systemd.run_watchdog(notifier, healthy, interval, stop), name="watchdog"))
-
-        notifier.ready()
-        log.info("daemon_ready", url=url, instance=instance, backend=db.backend,
-                 providers=sorted(cfg.providers))
-        if on_ready is not None:
-            result = on_ready(url)
-            if asyncio.iscoroutine(result):
-                await result
-
-        def stopping() -> None:
-            notifier.stopping()
-            log.info("daemon_stopping", instance=instance)
-
-        await _supervise(stop, tasks, feeds, settings.shutdown_grace_seconds, stopping)
+    await _supervise(parts.stop, tasks, feeds, parts.cfg.refresh.shutdown_grace_seconds,
+                     stopping)
 
 
 async def _warn_over_quota(db: store.Store, cfg: config.Config) -> None:

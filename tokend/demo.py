@@ -14,7 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tokend import config, crypto, daemon, refresher, simulator, store
+from tokend import clock, config, crypto, daemon, store
+from tokend.testing import simulator
 
 ACCOUNTS = 12
 TOKEN_LIFETIME_SECONDS = 180
@@ -45,10 +46,9 @@ def demo_config(workdir: Path, token_url: str, port: int) -> config.Config:
 
 async def seed(cfg: config.Config, sim: simulator.Simulator) -> None:
     keyring = cfg.crypto.keyring()
-    db = await store.connect(cfg.database.url)
-    try:
+    async with store.open(cfg.database.url, check_schema=False) as db:
         await db.migrate()
-        now = refresher.utcnow()
+        now = clock.now()
         for n, seller in enumerate(SELLERS[:ACCOUNTS]):
             account_id = f"acct_{n + 1:02d}"
             token = f"v^1.1#i^1#r^1#demo^{seller}#t^{secrets.token_urlsafe(32)}"
@@ -60,8 +60,6 @@ async def seed(cfg: config.Config, sim: simulator.Simulator) -> None:
             await db.add_account(store.NewAccount(
                 id=account_id, org="demo" if n % 3 else "acme", provider="ebay-sandbox",
                 name=seller, scopes=(), refresh_token=sealed, refresh_expires_at=None), now)
-    finally:
-        await db.close()
 
 
 async def run(*, port: int = 8765, seconds: float | None = None) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from tokend import config, metrics, refresher, store, stream
+from tokend import clock, config, metrics, refresher, store, stream
 
 log = structlog.get_logger("tokend.loop")
 
@@ -28,7 +28,7 @@ class Loop:
     def __init__(
         self, *, db: store.Store, worker: refresher.Refresher, hub: stream.Hub,
         stats: metrics.Metrics, settings: config.RefreshConfig, instance: str,
-        stop: asyncio.Event, clock: Callable[[], datetime] = refresher.utcnow,
+        stop: asyncio.Event, clock: Callable[[], datetime] = clock.now,
         log_retention_seconds: float | None = None,
     ) -> None:
         self.db, self.worker, self.hub, self.stats = db, worker, hub, stats

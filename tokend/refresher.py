@@ -6,13 +6,13 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 import structlog
 
-from tokend import config, crypto, metrics, providers, schedule, store, stream
+from tokend import clock, config, crypto, metrics, providers, schedule, store, stream
 
 log = structlog.get_logger("tokend.refresher")
 
@@ -25,8 +25,45 @@ METRIC_CODES = frozenset({
 })
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+def decide(
+    account: store.Account, result: providers.Result, s: config.RefreshConfig, now: datetime,
+    *, jitter: float, seal: Callable[[str, str], str],
+) -> store.Success | store.Failure:
+    """What a provider's answer means for the account: the tokens to keep and when to
+    refresh next, or when to retry, whether it needs a new sign-in, and whether the whole
+    provider pauses. Pure: `store.Store.finish` writes all of it in one transaction, and
+    only while the claim still holds, which also rules out an invalid_grant for a refresh
+    token somebody replaced meanwhile."""
+    if result.ok:
+        grant = result.grant
+        return store.Success(
+            access_token=seal(grant.access_token, "access_token"),
+            access_expires_at=result.sent_at + timedelta(seconds=grant.expires_in),
+            refresh_token=None if grant.refresh_token is None
+            else seal(grant.refresh_token, "refresh_token"),
+            refresh_expires_at=None if grant.refresh_token_expires_in is None
+            else result.sent_at + timedelta(seconds=grant.refresh_token_expires_in),
+            refreshed_at=result.sent_at,
+            next_attempt_at=schedule.next_refresh_at(
+                result.sent_at, grant.expires_in,
+                expiry_threshold_seconds=s.expiry_threshold_seconds,
+                max_age_seconds=s.max_age_seconds),
+        )
+    state, pause_until = None, None
+    delay = schedule.backoff_seconds(
+        account.consecutive_failures, base_seconds=s.backoff_base_seconds,
+        max_seconds=s.backoff_max_seconds, retry_after_seconds=result.retry_after_seconds,
+        jitter=jitter)
+    if result.kind == providers.REAUTH:
+        state = store.REAUTH_REQUIRED
+    elif result.kind == providers.PROVIDER:
+        delay = s.provider_pause_seconds
+        pause_until = now + timedelta(seconds=delay)
+    elif result.kind in (providers.CONFIG, providers.DECRYPT):
+        delay = s.backoff_max_seconds
+    return store.Failure(
+        error_code=result.error_code or "error", error_message=result.error_description or "",
+        next_attempt_at=now + timedelta(seconds=delay), state=state, pause_until=pause_until)
 
 
 class NotFound(Exception):
@@ -54,7 +91,7 @@ class Refresher:
         self, *, db: store.Store, keyring: crypto.Keyring,
         clients: Mapping[str, providers.Provider], session: aiohttp.ClientSession,
         hub: stream.Hub, stats: metrics.Metrics, settings: config.RefreshConfig, owner: str,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = clock.now,
     ) -> None:
         self.db, self.keyring, self.clients, self.session = db, keyring, clients, session
         self.hub, self.stats, self.settings, self.owner = hub, stats, settings, owner
@@ -84,7 +121,12 @@ class Refresher:
                                        providers.CONFIG)
             else:
                 result = await self._call(client, account)
-            outcome_row = await self._outcome(account, result)
+            outcome_row = decide(account, result, self.settings, self.clock(),
+                                 jitter=random.random(), seal=self._sealer(account))
+            if isinstance(outcome_row, store.Failure) and outcome_row.pause_until:
+                log.error("provider_paused", provider=account.provider,
+                          until=outcome_row.pause_until.isoformat(),
+                          error_code=result.error_code)
             entry = self._entry(account, source, result, client)
             attempt = store.Attempt(
                 account_id=account.id, source=source, started_at=started,
@@ -99,6 +141,10 @@ class Refresher:
                 error_description=result.error_description, request=result.request,
                 response=result.response, entry=entry, applied=applied)
 
+    def _sealer(self, account: store.Account) -> Callable[[str, str], str]:
+        return lambda value, column: self.keyring.encrypt(value, account_id=account.id,
+                                                          column=column)
+
     async def _call(self, client: providers.Provider, account: store.Account) -> providers.Result:
         try:
             prepared = client.prepare(account, self.keyring)
@@ -111,56 +157,6 @@ class Refresher:
         return providers.Result(sent_at=self.clock(), duration_ms=0.0, request=None,
                                 response=None, error_code=code, error_description=message,
                                 kind=kind)
-
-    async def _outcome(
-        self, account: store.Account, result: providers.Result,
-    ) -> store.Success | store.Failure:
-        now = self.clock()
-        s = self.settings
-        if result.ok:
-            grant = result.grant
-            expires_at = result.sent_at + timedelta(seconds=grant.expires_in)
-            return store.Success(
-                access_token=self.keyring.encrypt(
-                    grant.access_token, account_id=account.id, column="access_token"),
-                access_expires_at=expires_at,
-                refresh_token=None if grant.refresh_token is None else self.keyring.encrypt(
-                    grant.refresh_token, account_id=account.id, column="refresh_token"),
-                refresh_expires_at=None if grant.refresh_token_expires_in is None
-                else result.sent_at + timedelta(seconds=grant.refresh_token_expires_in),
-                refreshed_at=result.sent_at,
-                next_attempt_at=schedule.next_refresh_at(
-                    result.sent_at, grant.expires_in,
-                    expiry_threshold_seconds=s.expiry_threshold_seconds,
-                    max_age_seconds=s.max_age_seconds),
-            )
-        state = None
-        delay = schedule.backoff_seconds(
-            account.consecutive_failures, base_seconds=s.backoff_base_seconds,
-            max_seconds=s.backoff_max_seconds, retry_after_seconds=result.retry_after_seconds,
-            jitter=random.random())
-        if result.kind == providers.REAUTH and await self._really_revoked(account):
-            state = store.REAUTH_REQUIRED
-        elif result.kind == providers.PROVIDER:
-            until = now + timedelta(seconds=s.provider_pause_seconds)
-            await self.db.pause_provider(account.provider, until, result.error_code or "")
-            log.error("provider_paused", provider=account.provider, until=until.isoformat(),
-                      error_code=result.error_code)
-            delay = s.provider_pause_seconds
-        elif result.kind in (providers.CONFIG, providers.DECRYPT):
-            delay = s.backoff_max_seconds
-        return store.Failure(
-            error_code=result.error_code or "error",
-            error_message=result.error_description or "",
-            next_attempt_at=now + timedelta(seconds=delay), state=state)
-
-    async def _really_revoked(self, account: store.Account) -> bool:
-        """invalid_grant for the token we sent, not one someone else already replaced."""
-        current = await self.db.get_account(account.id)
-        if current is None or current.refresh_token != account.refresh_token:
-            log.warning("invalid_grant_lost_race")
-            return False
-        return True
 
     async def _save(
         self, account: store.Account, outcome: store.Success | store.Failure,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import IO, Any
 
-from tokend import config, quota, refresher, store
+from tokend import clock, config, quota, store
 
 
 async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str, Any]:
@@ -28,12 +28,8 @@ async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str
 
 
 async def collect(cfg: config.Config) -> dict[str, Any]:
-    db = await store.connect(cfg.database.url, pool_max_size=1)
-    try:
-        await db.check_schema()
-        return await report(db, cfg, refresher.utcnow())
-    finally:
-        await db.close()
+    async with store.open(cfg.database.url, pool_max_size=1) as db:
+        return await report(db, cfg, clock.now())
 
 
 def print_report(data: dict[str, Any], out: IO[str]) -> None:

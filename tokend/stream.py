@@ -147,11 +147,11 @@ class Hub:
 
     def side_tasks(self, db: store.Store) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """The tasks that keep this hub fed: the NOTIFY feed when the store can listen."""
-        if not hasattr(db, "listen_entries"):
+        if not db.can_listen:
             return []
         return [("stream-feed", self.feed(db))]
 
-    async def feed(self, db: Any) -> None:
+    async def feed(self, db: store.Store) -> None:
         """Publish the entries NOTIFY announces (any replica's); runs until cancelled."""
         pending: collections.deque[int] = collections.deque(maxlen=FEED_PENDING_MAX)
         wake = asyncio.Event()
@@ -174,7 +174,7 @@ class Hub:
             self.listening.clear()
             await stop()
 
-    async def _fetch_and_publish(self, db: Any, ids: list[int]) -> None:
+    async def _fetch_and_publish(self, db: store.Store, ids: list[int]) -> None:
         ids = [i for i in ids if i not in self._recent]  # published here meanwhile
         if not ids:
             return

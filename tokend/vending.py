@@ -14,7 +14,7 @@ from datetime import datetime
 
 import structlog
 
-from tokend import config, crypto, metrics, refresher, store
+from tokend import clock, config, crypto, metrics, refresher, store
 
 log = structlog.get_logger("tokend.vending")
 
@@ -48,7 +48,7 @@ class Vendor:
     def __init__(
         self, *, db: store.Store, keyring: crypto.Keyring, worker: refresher.Refresher,
         stats: metrics.Metrics, settings: config.RefreshConfig,
-        clock: Callable[[], datetime] = refresher.utcnow,
+        clock: Callable[[], datetime] = clock.now,
     ) -> None:
         self.db, self.keyring, self.worker, self.stats = db, keyring, worker, stats
         self.clock = clock

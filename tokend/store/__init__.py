@@ -1,4 +1,5 @@
-"""The only code that runs SQL: one interface, a SQLite and a PostgreSQL implementation.
+"""The only code that runs SQL: the domain's queries, once, over a thin connector per
+backend (`postgres.Connector`, `sqlite.Connector`) that runs named statements.
 
 Every timestamp crosses this boundary as an aware UTC `datetime`; every secret as an
 `ENC:v1:` envelope (see `tokend.crypto`). The store never sees a plaintext token.
@@ -6,17 +7,20 @@ Every timestamp crosses this boundary as an aware UTC `datetime`; every secret a
 
 from __future__ import annotations
 
-import abc
+import contextlib
 import dataclasses
-from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from tokend.store import queries
 
 ACTIVE = "active"
 REAUTH_REQUIRED = "reauth_required"
 DISABLED = "disabled"
 STATES = (ACTIVE, REAUTH_REQUIRED, DISABLED)
 MAX_ENTRY_ID = 2**63 - 1  # entry ids are 64-bit on both backends
+ENTRIES_CHANNEL = "tokend_entries"  # NOTIFY channel of new entry ids (sql insert_entry)
 
 
 class StoreError(Exception):
@@ -27,7 +31,11 @@ class SchemaError(StoreError):
     """The database schema is missing, behind, or ahead of this program."""
 
 
-class DuplicateAccount(StoreError):
+class DuplicateKey(StoreError):
+    """A row with this unique key already exists (raised by the connectors)."""
+
+
+class DuplicateAccount(DuplicateKey):
     """An account with this id, or this provider/org/name, already exists."""
 
 
@@ -89,12 +97,14 @@ class Success:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Failure:
-    """A failed attempt: when to try again, and the new state when it changes."""
+    """A failed attempt: when to try again, the new state when it changes, and until when
+    the whole provider pauses when the failure is the provider's credentials."""
 
     error_code: str
     error_message: str
     next_attempt_at: datetime
     state: str | None = None
+    pause_until: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -156,157 +166,300 @@ class Worker:
         return (now - reference).total_seconds() > 3 * self.interval_seconds
 
 
-class Store(abc.ABC):
-    """What the daemon needs from a database. Each method is one short transaction."""
+# Bounds for the due rule's coalesce (see sql/queries.sql): beyond any real timestamp.
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+_FAR_PAST = datetime(1970, 1, 2, tzinfo=UTC)
 
-    backend: str
 
-    @abc.abstractmethod
-    async def close(self) -> None: ...
+def _unmatchable(*values: object) -> bool:
+    """Text cannot hold NUL on PostgreSQL (it refuses the parameter) and tokend never stores
+    one: no row can match such a value, so a lookup by one finds nothing on either backend."""
+    return any(isinstance(v, str) and "\x00" in v for v in values)
 
-    @abc.abstractmethod
+
+def due_params(now: datetime, expiry_threshold_seconds: float, max_age_seconds: float,
+               ) -> dict[str, Any]:
+    """The parameters of the due rule (sql/queries.sql, fragment `due`)."""
+    return {"now": now, "far_future": _FAR_FUTURE, "far_past": _FAR_PAST,
+            "expiring_before": now + timedelta(seconds=expiry_threshold_seconds),
+            "refreshed_before": now - timedelta(seconds=max_age_seconds)}
+
+
+def _account(row: Mapping[str, Any]) -> Account:
+    return Account(**{**row, "scopes": tuple(row["scopes"])})
+
+
+def _maybe_account(row: Mapping[str, Any] | None) -> Account | None:
+    return None if row is None else _account(row)
+
+
+def _entry_params(entry: Entry) -> dict[str, Any]:
+    params = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
+    del params["id"]
+    return params
+
+
+class Store:
+    """What the daemon needs from a database. Each method is one short transaction (or one
+    statement), and no method holds a connection while it waits on anything else."""
+
+    def __init__(self, db: Connector) -> None:
+        self._db = db
+        self.backend = db.dialect
+
+    async def close(self) -> None:
+        await self._db.close()
+
     async def ping(self) -> None:
         """A trivial round trip; raises StoreError when the database is unreachable."""
+        await self._db.one("ping")
 
     # -- schema -----------------------------------------------------------------------
-    @abc.abstractmethod
     async def migrate(self) -> list[str]:
-        """Apply pending migrations; returns their names. Safe with several processes."""
+        """Apply pending migrations, each in its own transaction under the migration lock,
+        and return their names. Safe with several processes at once."""
+        done = []
+        while True:
+            async with self._db.transaction() as tx:
+                await tx.one("lock_migrations")
+                await tx.one("create_migrations_table")
+                applied = {row["name"] for row in await tx.all("applied_migrations")}
+                todo = queries.pending(self.backend, applied)
+                if not todo:
+                    return done
+                name, script = todo[0]
+                await tx.script(script)
+                await tx.one("record_migration", name=name, now=datetime.now(UTC))
+            done.append(name)
 
-    @abc.abstractmethod
     async def check_schema(self) -> None:
         """Raise SchemaError naming `tokend migrate` unless the schema is exactly current."""
+        applied = None
+        if (await self._db.one("migrations_table_exists"))["present"]:
+            applied = {row["name"] for row in await self._db.all("applied_migrations")}
+        queries.check_applied(self.backend, applied)
 
     # -- accounts ---------------------------------------------------------------------
-    @abc.abstractmethod
-    async def add_account(self, new: NewAccount, now: datetime) -> Account: ...
+    async def add_account(self, new: NewAccount, now: datetime) -> Account:
+        try:
+            row = await self._db.one("insert_account", **dataclasses.asdict(new), now=now)
+        except DuplicateKey:
+            raise DuplicateAccount(
+                f"an account with id {new.id!r} or provider/org/name "
+                f"{new.provider}/{new.org}/{new.name} already exists") from None
+        return _account(row)
 
-    @abc.abstractmethod
-    async def get_account(self, account_id: str) -> Account | None: ...
+    async def get_account(self, account_id: str) -> Account | None:
+        if _unmatchable(account_id):
+            return None
+        return _maybe_account(await self._db.one("get_account", id=account_id))
 
-    @abc.abstractmethod
-    async def list_accounts(self, org: str | None = None) -> list[Account]: ...
+    async def list_accounts(self, org: str | None = None) -> list[Account]:
+        return [_account(row) for row in await self._db.all("list_accounts", org=org)]
 
-    @abc.abstractmethod
     async def reauth_account(
         self, account_id: str, refresh_token: str, refresh_expires_at: datetime | None,
         now: datetime,
     ) -> Account | None:
         """New refresh token, state back to active, failures cleared, due now."""
+        return _maybe_account(await self._db.one(
+            "reauth_account", id=account_id, refresh_token=refresh_token,
+            refresh_expires_at=refresh_expires_at, now=now))
 
-    @abc.abstractmethod
-    async def set_state(self, account_id: str, state: str, now: datetime) -> Account | None: ...
+    async def set_state(self, account_id: str, state: str, now: datetime) -> Account | None:
+        return _maybe_account(await self._db.one("set_state", id=account_id, state=state,
+                                                 now=now))
 
-    @abc.abstractmethod
     async def account_counts(self) -> dict[str, int]:
         """Accounts by state."""
+        counts = dict.fromkeys(STATES, 0)
+        counts.update({row["state"]: row["n"] for row in await self._db.all("account_counts")})
+        return counts
 
-    @abc.abstractmethod
     async def active_by_provider(self) -> dict[str, int]:
-        """Active accounts by provider."""
+        return {row["provider"]: row["n"] for row in await self._db.all("active_by_provider")}
 
     # -- the refresh cycle ------------------------------------------------------------
-    @abc.abstractmethod
     async def claim_due(
         self, owner: str, now: datetime, *, limit: int, lease_seconds: float,
         expiry_threshold_seconds: float, max_age_seconds: float,
     ) -> list[Account]:
-        """Lease up to `limit` due accounts to `owner` in one statement and return them.
+        """Lease up to `limit` due accounts (sql/queries.sql, fragment `due`) to `owner` in
+        one statement and return them. Claiming bumps `version`, sets the lease and moves
+        next_attempt_at to the lease expiry, so a crashed owner's accounts come due again
+        once the lease runs out."""
+        rows = await self._db.all(
+            "claim_due", owner=owner, limit=limit,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            **due_params(now, expiry_threshold_seconds, max_age_seconds))
+        return [_account(row) for row in rows]
 
-        Due: active, provider not paused, next_attempt_at <= now, not leased by anyone,
-        and the access token expires within the threshold, or the last refresh is older
-        than max_age, or there was none. Claiming bumps `version`, sets the lease and
-        moves next_attempt_at to the lease expiry, so a crashed owner's accounts come due
-        again once the lease runs out.
-        """
+    async def count_due(
+        self, now: datetime, *, expiry_threshold_seconds: float, max_age_seconds: float,
+    ) -> int:
+        row = await self._db.one("count_due",
+                                 **due_params(now, expiry_threshold_seconds, max_age_seconds))
+        return row["n"]
 
-    @abc.abstractmethod
     async def claim_account(
         self, account_id: str, owner: str, now: datetime, *, lease_seconds: float,
     ) -> Account | None:
         """Lease one account regardless of due time (manual refresh); None if leased/absent."""
+        if _unmatchable(account_id):
+            return None
+        return _maybe_account(await self._db.one(
+            "claim_account", id=account_id, owner=owner, now=now,
+            lease_until=now + timedelta(seconds=lease_seconds)))
 
-    @abc.abstractmethod
     async def finish(
         self, claimed: Account, owner: str, outcome: Success | Failure,
         attempt: Attempt, entry: Entry, now: datetime,
     ) -> tuple[bool, Entry]:
         """Write the outcome, the refresh-log row and the entry in one transaction.
 
-        The outcome applies only while `claimed.version` and the lease are still
-        `owner`'s; the log rows are written either way. Returns (applied, entry with id).
+        The outcome (and the provider pause it may carry) applies only while
+        `claimed.version` and the lease are still `owner`'s: any other write to the row
+        since the claim (a new refresh token, another refresher) bumped the version. The log
+        rows are written either way. Returns (applied, entry with id).
         """
+        guard = {"id": claimed.id, "version": claimed.version, "owner": owner, "now": now}
+        async with self._db.transaction() as tx:
+            if isinstance(outcome, Success):
+                applied = await tx.one("finish_success", **guard,
+                                       **dataclasses.asdict(outcome))
+            else:
+                applied = await tx.one(
+                    "finish_failure", **guard, error_code=outcome.error_code,
+                    next_attempt_at=outcome.next_attempt_at, state=outcome.state)
+                if applied is not None and outcome.pause_until is not None:
+                    await tx.one("pause_provider", provider=claimed.provider,
+                                 until=outcome.pause_until, reason=outcome.error_code)
+            await tx.one("insert_attempt", **dataclasses.asdict(attempt))
+            row = await tx.one("insert_entry", **_entry_params(entry))
+        return applied is not None, dataclasses.replace(entry, id=row["id"])
 
-    @abc.abstractmethod
-    async def release(self, claimed: Account, owner: str, now: datetime) -> bool:
-        """Give a lease back untouched (due again at once); False if no longer ours."""
-
-    @abc.abstractmethod
     async def next_due_at(self, now: datetime) -> datetime | None:
         """Earliest next_attempt_at of an active account of an unpaused provider."""
+        row = await self._db.one("next_due_at", now=now)
+        return None if row is None else row["next_attempt_at"]
 
-    @abc.abstractmethod
-    async def count_due(
-        self, now: datetime, *, expiry_threshold_seconds: float, max_age_seconds: float,
-    ) -> int: ...
+    async def pause_provider(self, provider: str, until: datetime, reason: str) -> None:
+        await self._db.one("pause_provider", provider=provider, until=until, reason=reason)
 
-    @abc.abstractmethod
-    async def pause_provider(self, provider: str, until: datetime, reason: str) -> None: ...
-
-    @abc.abstractmethod
-    async def paused_providers(self, now: datetime) -> dict[str, datetime]: ...
+    async def paused_providers(self, now: datetime) -> dict[str, datetime]:
+        rows = await self._db.all("paused_providers", now=now)
+        return {row["provider"]: row["paused_until"] for row in rows}
 
     # -- logs -------------------------------------------------------------------------
-    @abc.abstractmethod
     async def add_entry(self, entry: Entry) -> Entry:
         """Store a log entry that is not part of a refresh; returns it with its id."""
+        row = await self._db.one("insert_entry", **_entry_params(entry))
+        return dataclasses.replace(entry, id=row["id"])
 
-    @abc.abstractmethod
     async def list_entries(
         self, *, source: Sequence[str] | None = None, action: str | None = None,
         account_id: str | None = None, org: str | None = None,
         after_id: int | None = None, before_id: int | None = None, limit: int = 200,
     ) -> list[Entry]:
         """Entries, newest first, except with `after_id`: then the oldest after it first."""
+        sources = None if source is None else list(source)
+        if _unmatchable(action, account_id, org, *(sources or ())):
+            return []
+        where = {"action": action, "account_id": account_id, "org": org, "limit": limit,
+                 "sources": sources, "all_sources": sources is None}
+        if after_id is not None:
+            rows = await self._db.all("list_entries_after", after_id=after_id, **where)
+        else:
+            rows = await self._db.all("list_entries_before", before_id=before_id, **where)
+        return [Entry(**row) for row in rows]
 
-    @abc.abstractmethod
     async def get_entries(self, ids: Sequence[int]) -> list[Entry]:
         """These entries, oldest first (missing ids are skipped)."""
+        return [Entry(**row) for row in await self._db.all("get_entries", ids=list(ids))]
 
-    @abc.abstractmethod
-    async def list_attempts(self, account_id: str, limit: int = 50) -> list[Attempt]: ...
+    async def list_attempts(self, account_id: str, limit: int = 50) -> list[Attempt]:
+        """An account's refresh-log rows, newest first."""
+        rows = await self._db.all("list_attempts", account_id=account_id, limit=limit)
+        return [Attempt(**row) for row in rows]
 
-    @abc.abstractmethod
     async def prune_logs(self, before: datetime, limit: int) -> int:
         """Delete up to `limit` HTTP-log and refresh-log rows older than `before` each."""
+        async with self._db.transaction() as tx:
+            entries = await tx.all("prune_http_log", before=before, limit=limit)
+            attempts = await tx.all("prune_refresh_log", before=before, limit=limit)
+        return len(entries) + len(attempts)
+
+    @property
+    def can_listen(self) -> bool:
+        """Whether other processes' entries can be heard (PostgreSQL's LISTEN)."""
+        return self._db.listen is not None
+
+    async def listen_entries(
+        self, callback: Callable[[int], None],
+    ) -> Callable[[], Awaitable[None]]:
+        """Call `callback(entry_id)` for every entry any replica commits; returns `stop`.
+        Only where `can_listen`."""
+        if self._db.listen is None:
+            raise StoreError(f"the {self.backend} store cannot listen")
+        return await self._db.listen(ENTRIES_CHANNEL, lambda payload: callback(int(payload)))
 
     # -- workers ----------------------------------------------------------------------
-    @abc.abstractmethod
     async def worker_started(
         self, name: str, instance: str, interval_seconds: float, now: datetime,
-    ) -> None: ...
+    ) -> None:
+        await self._db.one("worker_started", name=name, instance=instance,
+                           interval_seconds=interval_seconds, now=now)
 
-    @abc.abstractmethod
     async def worker_finished(
         self, name: str, instance: str, now: datetime, status: str,
         summary: Mapping[str, Any],
-    ) -> None: ...
+    ) -> None:
+        await self._db.one("worker_finished", name=name, instance=instance, now=now,
+                           status=status, summary=summary)
 
-    @abc.abstractmethod
-    async def list_workers(self) -> list[Worker]: ...
+    async def list_workers(self) -> list[Worker]:
+        return [Worker(**row) for row in await self._db.all("list_workers")]
 
     # -- key rotation -----------------------------------------------------------------
-    @abc.abstractmethod
     async def accounts_to_rotate(
-        self, primary_kid: str, limit: int, *, after_id: str | None = None,
+        self, current_prefix: str, limit: int, *, after_id: str | None = None,
     ) -> list[Account]:
-        """Accounts with a secret not under `primary_kid`, by id, after `after_id`."""
+        """Accounts with a secret not starting with `current_prefix`, by id, after
+        `after_id`."""
+        rows = await self._db.all("accounts_to_rotate", prefix=current_prefix, limit=limit,
+                                  after_id=after_id)
+        return [_account(row) for row in rows]
 
-    @abc.abstractmethod
     async def replace_secrets(
-        self, account_id: str, version: int, refresh_token: str, access_token: str | None,
+        self, account_id: str, version: int, refresh_token: str, access_token: str | None, *,
+        now: datetime,
     ) -> bool:
-        """Swap re-encrypted secrets if the row is still at `version` (bumps it)."""
+        """Swap re-encrypted secrets if the row is still at `version` and not leased."""
+        row = await self._db.one("replace_secrets", id=account_id, version=version,
+                                 refresh_token=refresh_token, access_token=access_token,
+                                 now=now)
+        return row is not None
+
+
+class Session(Protocol):
+    """Named statements on one connection (see sql/queries.sql)."""
+
+    async def all(self, query: str, /, **params: Any) -> list[Mapping[str, Any]]: ...
+    async def one(self, query: str, /, **params: Any) -> Mapping[str, Any] | None: ...
+    async def script(self, sql: str) -> None: ...
+
+
+class Connector(Protocol):
+    """A backend: runs named statements, opens transactions, and may listen."""
+
+    dialect: str
+    listen: Callable[[str, Callable[[str], None]],
+                     Awaitable[Callable[[], Awaitable[None]]]] | None
+
+    async def all(self, query: str, /, **params: Any) -> list[Mapping[str, Any]]: ...
+    async def one(self, query: str, /, **params: Any) -> Mapping[str, Any] | None: ...
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Session]: ...
+    async def close(self) -> None: ...
 
 
 async def connect(url: str, *, pool_max_size: int = 10) -> Store:
@@ -314,9 +467,23 @@ async def connect(url: str, *, pool_max_size: int = 10) -> Store:
     if url.startswith("sqlite://"):
         from tokend.store import sqlite
 
-        return await sqlite.connect(url.removeprefix("sqlite://"))
+        return Store(await sqlite.Connector.open(url.removeprefix("sqlite://")))
     if url.startswith(("postgresql://", "postgres://")):
         from tokend.store import postgres
 
-        return await postgres.connect(url, pool_max_size=pool_max_size)
+        return Store(await postgres.Connector.open(url, pool_max_size=pool_max_size))
     raise StoreError(f"unsupported database url scheme: {url.split(':', 1)[0]!r}")
+
+
+@contextlib.asynccontextmanager
+async def open(
+    url: str, *, pool_max_size: int = 10, check_schema: bool = True,
+) -> AsyncIterator[Store]:
+    """The store for `url`, schema checked, closed on the way out."""
+    db = await connect(url, pool_max_size=pool_max_size)
+    try:
+        if check_schema:
+            await db.check_schema()
+        yield db
+    finally:
+        await db.close()

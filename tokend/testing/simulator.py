@@ -448,7 +448,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tokend.simulator",
+        prog="python -m tokend.testing.simulator",
         description="An eBay identity token endpoint on loopback. Prints its base URL; "
                     f"the token URL is that plus {TOKEN_PATH}. The client secret comes "
                     "from TOKEND_SIM_CLIENT_SECRET (default: the well-known fake).",

@@ -1,0 +1,2 @@
+"""Test equipment that ships with tokend: the eBay simulator behind the demo, the tests
+and the benchmarks."""
