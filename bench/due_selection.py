@@ -21,8 +21,8 @@ import asyncpg
 import orjson
 
 from bench import common
-from tokend import crypto, daemon, logs, loop, metrics, store, stream
-from tokend.store import postgres
+from tokend import crypto, daemon, logs, loop, store
+from tokend.store import queries
 
 LEASE_SECONDS = 3600.0  # claimed accounts stay leased for the whole benchmark
 CLAIM_LIMIT = 100
@@ -71,10 +71,12 @@ async def explain_claim(conn: asyncpg.Connection) -> float:
     tr = conn.transaction()
     await tr.start()
     try:
-        plan = await conn.fetchval(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + postgres._Q["claim_due"], "bench", now,
-            CLAIM_LIMIT, now + timedelta(seconds=LEASE_SECONDS), now + timedelta(seconds=900),
-            now - timedelta(seconds=3600))
+        sql, names = queries.to_numbered(queries.load("postgresql")["claim_due"])
+        params = {"owner": "bench", "limit": CLAIM_LIMIT,
+                  "lease_until": now + timedelta(seconds=LEASE_SECONDS),
+                  **store.due_params(now, 900.0, 3600.0)}
+        plan = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql,
+                                   *[params[n] for n in names])
     finally:
         await tr.rollback()
     return float(orjson.loads(plan)[0]["Execution Time"]) / 1000.0
@@ -94,14 +96,8 @@ async def lease_everything_due(db: store.Store, url: str) -> int:
 
 async def quiet_cycles(cfg: Any, db: store.Store, keyring: crypto.Keyring,
                        repeat: int) -> tuple[list[float], dict[str, list[float]]]:
-    stats = metrics.Metrics()
-    hub = stream.Hub(queue_size=cfg.server.stream_queue_size, stats=stats)
-    async with daemon.http_session(cfg.refresh) as session:
-        worker = daemon.make_refresher(cfg, keyring, db=db, session=session, hub=hub,
-                                       stats=stats, owner="bench")
-        refresh_loop = loop.Loop(
-            db=db, worker=worker, hub=hub, stats=stats, settings=cfg.refresh, instance="bench",
-            stop=asyncio.Event(), log_retention_seconds=cfg.database.log_retention_seconds)
+    async with daemon.assemble(cfg, db=db, keyring=keyring, instance="bench") as parts:
+        refresh_loop = parts.loop
         cycles = []
         for _ in range(repeat):
             began = time.perf_counter()
@@ -109,7 +105,7 @@ async def quiet_cycles(cfg: Any, db: store.Store, keyring: crypto.Keyring,
                 raise RuntimeError("a cycle failed on the database")
             await db.next_due_at(common.utcnow())
             cycles.append(time.perf_counter() - began)
-            if stats.refreshes.collect()[0].samples:
+            if parts.stats.refreshes.collect()[0].samples:
                 raise RuntimeError("the quiet cycle refreshed an account")
 
         # The same statements one by one, to see where a quiet cycle's time goes.

@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web as aioweb
 
 from bench import common
-from tokend import crypto, daemon, logs, loop, metrics, store, stream, vending, web
+from tokend import crypto, daemon, logs, store
 
 ID_BASE = 1_000_000_000  # published ids start here: far above the store's own entries
 CYCLE_EVERY_SECONDS = 0.1  # quiet cycles, one every 100 ms: 10 heartbeat entries a second
@@ -324,27 +323,12 @@ class Server:
         self.db = await store.connect(db_url)
         self.exits.push_async_callback(self.db.close)
         await self.db.migrate()
-        self.stats = metrics.Metrics()
-        self.hub = stream.Hub(queue_size=self.cfg.server.stream_queue_size, stats=self.stats)
-        session = daemon.http_session(self.cfg.refresh)
-        self.exits.push_async_callback(session.close)
-        worker = daemon.make_refresher(self.cfg, keyring, db=self.db, session=session,
-                                       hub=self.hub, stats=self.stats, owner="bench")
-        self.exits.push_async_callback(worker.drain)
-        self.loop = loop.Loop(db=self.db, worker=worker, hub=self.hub, stats=self.stats,
-                              settings=self.cfg.refresh, instance="bench", stop=asyncio.Event())
-        vendor = vending.Vendor(db=self.db, keyring=keyring, worker=worker,
-                                stats=self.stats, settings=self.cfg.refresh)
-        app = web.create_app(config=self.cfg, store=self.db, hub=self.hub, refresher=worker,
-                             vendor=vendor, loop=self.loop, metrics=self.stats,
-                             instance="bench")
-        runner = aioweb.AppRunner(app, handle_signals=False, access_log=None,
-                                  shutdown_timeout=1.0)
-        await runner.setup()
-        self.exits.push_async_callback(runner.cleanup)
-        await aioweb.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        parts = await self.exits.enter_async_context(
+            daemon.assemble(self.cfg, db=self.db, keyring=keyring, instance="bench"))
+        self.stats, self.hub, self.loop = parts.stats, parts.hub, parts.loop
+        listener = await self.exits.enter_async_context(
+            daemon.listening(parts, "127.0.0.1", 0, shutdown_timeout=1.0))
+        self.url = listener.url
         feeds = [asyncio.create_task(coro, name=name) for name, coro in self.hub.side_tasks(
             self.db)]
 

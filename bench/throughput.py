@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from bench import common
-from tokend import crypto, daemon, logs, loop, metrics, store, stream
+from tokend import crypto, daemon, logs, store
 
 CURVE = [(concurrency, latency_ms) for latency_ms in (50.0, 0.0) for concurrency in (16, 64, 256)]
 
@@ -64,17 +64,12 @@ async def run_once(url: str, sim: common.SimulatorProcess, keyring: crypto.Keyri
                                request_timeout_seconds=15.0)
     db = await store.connect(url, pool_max_size=pool_max_size)
     durations = time_calls(db) if breakdown else None
-    stats = metrics.Metrics()
-    hub = stream.Hub(queue_size=cfg.server.stream_queue_size, stats=stats)
-    side = [asyncio.create_task(coro, name=name) for name, coro in hub.side_tasks(db)]
+    side: list[asyncio.Task] = []
     try:
-        async with daemon.http_session(cfg.refresh) as session:
-            worker = daemon.make_refresher(cfg, keyring, db=db, session=session, hub=hub,
-                                           stats=stats, owner="bench")
-            refresh_loop = loop.Loop(
-                db=db, worker=worker, hub=hub, stats=stats, settings=cfg.refresh,
-                instance="bench", stop=asyncio.Event(),
-                log_retention_seconds=cfg.database.log_retention_seconds)
+        async with daemon.assemble(cfg, db=db, keyring=keyring, instance="bench") as parts:
+            worker, refresh_loop, hub = parts.refresher, parts.loop, parts.hub
+            stats = parts.stats
+            side = [asyncio.create_task(coro, name=name) for name, coro in hub.side_tasks(db)]
             await asyncio.wait_for(hub.listening.wait(), 10)
 
             with common.py_spy(profile):
