@@ -143,7 +143,7 @@ async def test_set_state_and_counts(store, keyring):
     await store.set_state("acct-003", st.REAUTH_REQUIRED, later(1))
     assert await store.set_state("nope", st.DISABLED, NOW) is None
     assert await store.account_counts() == {st.ACTIVE: 2, st.REAUTH_REQUIRED: 1,
-                                            st.DISABLED: 1}
+                                            st.DISABLED: 1, st.DELETED: 0}
 
 
 async def test_reauth_account(store, keyring):

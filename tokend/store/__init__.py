@@ -18,7 +18,8 @@ from tokend.store import queries
 ACTIVE = "active"
 REAUTH_REQUIRED = "reauth_required"
 DISABLED = "disabled"
-STATES = (ACTIVE, REAUTH_REQUIRED, DISABLED)
+DELETED = "deleted"  # a tombstone: tokens and personal fields purged
+STATES = (ACTIVE, REAUTH_REQUIRED, DISABLED, DELETED)
 MAX_ENTRY_ID = 2**63 - 1  # entry ids are 64-bit on both backends
 ENTRIES_CHANNEL = "tokend_entries"  # NOTIFY channel of new entry ids (sql insert_entry)
 
@@ -47,7 +48,7 @@ class Account:
     name: str
     scopes: tuple[str, ...]
     state: str
-    refresh_token: str
+    refresh_token: str | None  # None only once deleted
     access_token: str | None
     access_expires_at: datetime | None
     refresh_expires_at: datetime | None
@@ -60,6 +61,10 @@ class Account:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    provider_user_id: str | None = None  # the provider's immutable id (eBay userId)
+    provider_user_name: str | None = None  # e.g. the eBay username
+    state_reason: str | None = None  # why the account left `active`
+    refresh_expiry_notice_days: int | None = None  # the last expiry notice given (30/7/1)
 
     def public(self) -> dict[str, Any]:
         """Everything an operator may see: no token, not even encrypted."""
@@ -216,21 +221,17 @@ class Store:
 
     # -- schema -----------------------------------------------------------------------
     async def migrate(self) -> list[str]:
-        """Apply pending migrations, each in its own transaction under the migration lock,
-        and return their names. Safe with several processes at once."""
-        done = []
-        while True:
-            async with self._db.transaction() as tx:
-                await tx.one("lock_migrations")
-                await tx.one("create_migrations_table")
-                applied = {row["name"] for row in await tx.all("applied_migrations")}
-                todo = queries.pending(self.backend, applied)
-                if not todo:
-                    return done
-                name, script = todo[0]
+        """Apply every pending migration in one transaction under the migration lock, so an
+        upgrade is whole or not at all and concurrent runs take turns; returns their names."""
+        async with self._db.transaction(schema_change=True) as tx:
+            await tx.one("lock_migrations")
+            await tx.one("create_migrations_table")
+            applied = {row["name"] for row in await tx.all("applied_migrations")}
+            todo = queries.pending(self.backend, applied)
+            for name, script in todo:
                 await tx.script(script)
                 await tx.one("record_migration", name=name, now=datetime.now(UTC))
-            done.append(name)
+        return [name for name, _ in todo]
 
     async def check_schema(self) -> None:
         """Raise SchemaError naming `tokend migrate` unless the schema is exactly current."""
@@ -458,7 +459,9 @@ class Connector(Protocol):
 
     async def all(self, query: str, /, **params: Any) -> list[Mapping[str, Any]]: ...
     async def one(self, query: str, /, **params: Any) -> Mapping[str, Any] | None: ...
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[Session]: ...
+    def transaction(
+        self, *, schema_change: bool = False,
+    ) -> contextlib.AbstractAsyncContextManager[Session]: ...
     async def close(self) -> None: ...
 
 

@@ -114,7 +114,7 @@ class Connector:
                 yield Session(conn)
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Session]:
+    async def transaction(self, *, schema_change: bool = False) -> AsyncIterator[Session]:
         with _translated():
             async with self._pool.acquire() as conn, conn.transaction():
                 yield Session(conn)

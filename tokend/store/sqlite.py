@@ -127,17 +127,25 @@ class Connector:
         await self._conn.close()
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Session]:
+    async def transaction(self, *, schema_change: bool = False) -> AsyncIterator[Session]:
         async with self._lock:
             with _translated():
+                if schema_change:  # a table rebuild must not cascade; checked after
+                    await self._conn.execute("PRAGMA foreign_keys = OFF")
                 # IMMEDIATE takes the write lock up front, so a read-then-write
                 # transaction never fails halfway on another process's lock.
                 await self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield Session(self._conn)
+                    if schema_change and await self._conn.execute_fetchall(
+                            "PRAGMA foreign_key_check"):
+                        raise store.StoreError("a migration left broken foreign keys")
                 except BaseException:
                     await self._conn.execute("ROLLBACK")
                     raise
+                finally:
+                    if schema_change:
+                        await self._conn.execute("PRAGMA foreign_keys = ON")
                 await self._conn.execute("COMMIT")
 
     async def all(self, query: str, /, **params: Any) -> list[Mapping[str, Any]]:
