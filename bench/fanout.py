@@ -36,7 +36,7 @@ import orjson
 from aiohttp import web as aioweb
 
 from bench import common
-from tokend import crypto, daemon, logs, loop, metrics, store, stream, vending, web
+from tokend import crypto, daemon, logs, loop, metrics, probes, store, stream, vending, web
 
 ID_BASE = 1_000_000_000  # published ids start here: far above the store's own entries
 CYCLE_EVERY_SECONDS = 0.1  # quiet cycles, one every 100 ms: 10 heartbeat entries a second
@@ -337,7 +337,7 @@ class Server:
                                 stats=self.stats, settings=self.cfg.refresh)
         app = web.create_app(config=self.cfg, store=self.db, hub=self.hub, refresher=worker,
                              vendor=vendor, loop=self.loop, metrics=self.stats,
-                             instance="bench")
+                             instance="bench", readiness=probes.Readiness(self.db))
         runner = aioweb.AppRunner(app, handle_signals=False, access_log=None,
                                   shutdown_timeout=1.0)
         await runner.setup()

@@ -20,6 +20,7 @@ from tokend import (
     crypto,
     loop,
     metrics,
+    probes,
     providers,
     refresher,
     simulator,
@@ -102,6 +103,7 @@ class Stack:
     worker: refresher.Refresher
     loop: loop.Loop
     vendor: vending.Vendor
+    readiness: probes.Readiness
     runner: aioweb.AppRunner
     url: str
     http: aiohttp.ClientSession
@@ -145,13 +147,16 @@ async def running(
                                  settings=cfg.refresh, instance=INSTANCE, stop=stop)
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=cfg.refresh)
+        readiness = probes.Readiness(db)
         app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
-                             loop=refresh_loop, metrics=stats, instance=INSTANCE)
+                             loop=refresh_loop, metrics=stats, instance=INSTANCE,
+                             readiness=readiness)
         runner = aioweb.AppRunner(app, handle_signals=False, access_log=None,
                                   shutdown_timeout=1.0)
         await runner.setup()
         exits.push_async_callback(runner.cleanup)
         await aioweb.TCPSite(runner, "127.0.0.1", port).start()
+        readiness.serving()
         host, bound = runner.addresses[0][:2]
         feeds = [asyncio.create_task(coro, name=name) for name, coro in hub.side_tasks(db)]
         if feeds:  # a LISTEN cancelled while it connects leaves its connection behind
@@ -159,7 +164,8 @@ async def running(
         http = await exits.enter_async_context(aiohttp.ClientSession())
         try:
             yield Stack(cfg=cfg, db=db, keyring=keyring, sim=sim, hub=hub, stats=stats,
-                        worker=worker, loop=refresh_loop, vendor=vendor, runner=runner,
+                        worker=worker, loop=refresh_loop, vendor=vendor, readiness=readiness,
+                        runner=runner,
                         url=f"http://{host}:{bound}", http=http, stop=stop)
         finally:
             for task in feeds:

@@ -18,6 +18,7 @@ from tokend import (
     crypto,
     loop,
     metrics,
+    probes,
     providers,
     quota,
     refresher,
@@ -123,11 +124,14 @@ async def _serve(
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=settings)
 
+        readiness = probes.Readiness(db, drain_seconds=cfg.server.drain_seconds)
         app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
-                             loop=refresh_loop, metrics=stats, instance=instance)
+                             loop=refresh_loop, metrics=stats, instance=instance,
+                             readiness=readiness)
         runner = aioweb.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
+        stack.push_async_callback(readiness.linger)  # before the listener closes
         site = aioweb.TCPSite(runner, cfg.server.host, cfg.server.port)
         try:
             await site.start()
@@ -146,6 +150,7 @@ async def _serve(
             tasks.append(asyncio.create_task(
                 systemd.run_watchdog(notifier, healthy, interval, stop), name="watchdog"))
 
+        readiness.serving()
         notifier.ready()
         log.info("daemon_ready", url=url, instance=instance, backend=db.backend,
                  providers=sorted(cfg.providers))
@@ -155,6 +160,7 @@ async def _serve(
                 await result
 
         def stopping() -> None:
+            readiness.drain()
             notifier.stopping()
             log.info("daemon_stopping", instance=instance)
 
