@@ -145,22 +145,27 @@ async def test_database_cut_fails_readyz_while_livez_stays_200(
         tmp_path: Path, pg_url: str, keyring, key_lines) -> None:
     proxy = PgProxy(pg_url)
     await proxy.start()
-    # Interval 0.5 s: livez would fail 1.5 s after the last cycle that ended, so staying
-    # 200 through a longer outage means failed cycles count as turns.
+    # Interval 1 s: livez would fail 3 s after the last cycle that ended, so staying 200
+    # through a longer outage means failed cycles count as turns.
+    interval = 1.0
+    clock = asyncio.get_running_loop().time
     async with simulator.Simulator() as sim, aiohttp.ClientSession() as http:
         config_path = daemon_config(tmp_path, db_url=proxy.url, key_line=key_lines[0],
-                                    token_url=sim.token_url, interval_seconds=0.5)
+                                    token_url=sim.token_url, interval_seconds=interval)
         daemon = Daemon(config_path, tmp_path / "daemon.log")
         try:
             url = await daemon.url()
             assert await probe(http, url + "/readyz") == (200, "ok")
             during_readyz, during_livez = [], []
             async with proxy.outage():
-                for _ in range(10):  # 4 s down at least
+                down_at = clock()
+                for _ in range(10):
                     during_readyz.append(await probe(http, url + "/readyz?verbose"))
                     during_livez.append(await probe(http, url + "/livez?verbose"))
-                    await asyncio.sleep(0.4)
+                    await asyncio.sleep(0.5)
+                down_seconds = clock() - down_at
                 cycles_failed = sum(e.get("event") == "cycle_failed" for e in daemon.events())
+            assert down_seconds > 3 * interval
             assert during_readyz[-1][0] == 503, during_readyz
             assert "[-]database failed: unreachable" in during_readyz[-1][1]
             assert "[+]listener ok\n" in during_readyz[-1][1]
@@ -202,7 +207,7 @@ async def test_sigterm_fails_readyz_before_the_listener_closes(
         tmp_path: Path, sqlite_url: str, key_lines) -> None:
     config_path = daemon_config(tmp_path, db_url=sqlite_url, key_line=key_lines[0],
                                 token_url="http://127.0.0.1:9/token")
-    text = config_path.read_text().replace("[server]\n", "[server]\ndrain_seconds = 3\n")
+    text = config_path.read_text().replace("[server]\n", "[server]\ndrain_seconds = 5\n")
     config_path.write_text(text)
     daemon = Daemon(config_path, tmp_path / "daemon.log")
     seen: list[tuple[int, str] | str] = []
