@@ -23,7 +23,7 @@ client_id = "app-id"
 client_secret = "inline-client-secret"
 """
 
-SECRET_KEYS = {"keys", "admin_token", "consumer_token", "client_secret"}
+SECRET_KEYS = {"url", "keys", "admin_token", "consumer_token", "client_secret"}
 
 
 @pytest.fixture(autouse=True)
@@ -329,6 +329,10 @@ def test_port_bounds_are_inclusive(tmp_path: Path) -> None:
     ("[database]\nurl = 'mysql://localhost/x'\n", "database.url"),
     ("[database]\nurl = '/var/lib/tokend.db'\n", "database.url"),
     ("[database]\nurl = 'sqlite://'\n", "database.url"),
+    ("[database]\nurl = 5\n", "database.url"),
+    ("[database]\nurl_file = 'absent'\n", "database.url_file"),
+    ("[server]\ndrain_seconds = -1\n", "server.drain_seconds"),
+    ("[server]\ndrain_seconds = 'soon'\n", "server.drain_seconds"),
 ])
 def test_missing_or_invalid_values(tmp_path: Path, text: str, key: str) -> None:
     expect_error(tmp_path, text, key)
@@ -344,6 +348,18 @@ def test_client_secret_error_names_its_sources(tmp_path: Path) -> None:
                                  "postgres://u@h/db"])
 def test_database_urls(tmp_path: Path, url: str) -> None:
     assert load_text(tmp_path, f"[database]\nurl = '{url}'\n").database.url == url
+
+
+def test_database_url_from_a_file_keeps_its_password_out_of_reprs(tmp_path: Path) -> None:
+    url = "postgresql://tokend:s3cret-pw@db.internal:5432/tokend"
+    (tmp_path / "db-url").write_text(url + "\n")
+    cfg = load_text(tmp_path, "[database]\nurl_file = 'db-url'\n")
+    assert cfg.database.url == url
+    assert "s3cret-pw" not in repr(cfg)
+
+
+def test_drain_seconds_may_be_zero(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "[server]\ndrain_seconds = 0\n").server.drain_seconds == 0.0
 
 
 def test_invalid_toml(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from tokend import (
     daemon,
     loop,
     metrics,
+    probes,
     refresher,
     store,
     stream,
@@ -101,6 +102,7 @@ class Stack:
     worker: refresher.Refresher
     loop: loop.Loop
     vendor: vending.Vendor
+    readiness: probes.Readiness
     app: aioweb.Application
     runner: aioweb.AppRunner
     url: str
@@ -144,8 +146,8 @@ async def running(
         try:
             yield Stack(cfg=cfg, db=db, keyring=keyring, sim=sim, hub=parts.hub,
                         stats=parts.stats, worker=parts.refresher, loop=parts.loop,
-                        vendor=parts.vendor, app=parts.app, runner=listener.runner,
-                        url=listener.url, http=http, stop=parts.stop)
+                        vendor=parts.vendor, readiness=parts.readiness, app=parts.app,
+                        runner=listener.runner, url=listener.url, http=http, stop=parts.stop)
         finally:
             for task in feeds:
                 task.cancel()

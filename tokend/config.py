@@ -32,7 +32,7 @@ class ConfigError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class DatabaseConfig:
-    url: str = "sqlite:///var/lib/tokend/tokend.db"
+    url: str = dataclasses.field(default="sqlite:///var/lib/tokend/tokend.db", repr=False)
     pool_max_size: int = 10
     log_retention_seconds: float = 30 * 86_400.0
 
@@ -74,6 +74,7 @@ class ServerConfig:
     stream_backlog: int = 200
     stream_queue_size: int = 1000
     terminal_max_entries: int = 2000
+    drain_seconds: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,11 +122,14 @@ class _Table:
             raise ConfigError(self.key(name), f"expected {_kind_name(kind)}, got {value!r}")
         return value
 
-    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+    def number(self, name: str, default: float, *, minimum: float = 0.0,
+               minimum_allowed: bool = False) -> float:
         value = float(self.get(name, (int, float), default))
         if not math.isfinite(value):  # TOML allows inf and nan
             raise ConfigError(self.key(name), "must be a finite number")
-        if value <= minimum:
+        if minimum_allowed and value < minimum:
+            raise ConfigError(self.key(name), f"must be at least {minimum:g}")
+        if not minimum_allowed and value <= minimum:
             raise ConfigError(self.key(name), f"must be greater than {minimum:g}")
         return value
 
@@ -201,7 +205,10 @@ def _env_name(provider: str) -> str:
 
 def _database(t: _Table) -> DatabaseConfig:
     d = DatabaseConfig()
-    url = t.get("url", str, d.url)
+    # A secret too: a PostgreSQL URL may carry the password.
+    url = t.secret("url", None, d.url)
+    if not isinstance(url, str):
+        raise ConfigError(t.key("url"), "expected a string")
     if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
         raise ConfigError(t.key("url"), "must start with sqlite://, postgresql:// or postgres://")
     if url.startswith("sqlite://") and not url.removeprefix("sqlite://"):
@@ -278,6 +285,7 @@ def _server(t: _Table) -> ServerConfig:
         stream_backlog=t.integer("stream_backlog", d.stream_backlog, minimum=0),
         stream_queue_size=t.integer("stream_queue_size", d.stream_queue_size),
         terminal_max_entries=t.integer("terminal_max_entries", d.terminal_max_entries),
+        drain_seconds=t.number("drain_seconds", d.drain_seconds, minimum_allowed=True),
     )
     if out.port > 65535:
         raise ConfigError(t.key("port"), "must be at most 65535")

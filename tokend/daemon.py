@@ -20,6 +20,7 @@ from tokend import (
     crypto,
     loop,
     metrics,
+    probes,
     providers,
     quota,
     refresher,
@@ -87,6 +88,7 @@ class Parts:
     refresher: refresher.Refresher
     loop: loop.Loop
     vendor: vending.Vendor
+    readiness: probes.Readiness
     app: aioweb.Application
 
 
@@ -122,11 +124,13 @@ async def assemble(
                                  log_retention_seconds=cfg.database.log_retention_seconds)
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=cfg.refresh)
+        readiness = probes.Readiness(db, drain_seconds=cfg.server.drain_seconds)
         app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
-                             loop=refresh_loop, metrics=stats, instance=instance)
+                             loop=refresh_loop, metrics=stats, instance=instance,
+                             readiness=readiness)
         yield Parts(cfg=cfg, instance=instance, stop=stop, keyring=keyring, stats=stats, db=db,
                     session=session, hub=hub, refresher=worker, loop=refresh_loop,
-                    vendor=vendor, app=app)
+                    vendor=vendor, readiness=readiness, app=app)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +153,9 @@ async def listening(parts: Parts, host: str, port: int, *,
             raise StartupError(f"cannot listen on {host}:{port} "
                                f"(server.host/server.port): {exc.strerror}") from None
         bound_host, bound_port = runner.addresses[0][:2]
+        parts.readiness.serving()
         yield Listener(url=f"http://{bound_host}:{bound_port}", runner=runner)
+        await parts.readiness.linger()  # /readyz says 503 a while before the port closes
     finally:
         await runner.cleanup()
 
@@ -192,6 +198,7 @@ async def _serve(
             await result
 
     def stopping() -> None:
+        parts.readiness.drain()
         notifier.stopping()
         log.info("daemon_stopping", instance=parts.instance)
 

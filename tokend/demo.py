@@ -35,7 +35,8 @@ def demo_config(workdir: Path, token_url: str, port: int) -> config.Config:
         "crypto": {"keys": [crypto.generate_key_line("demo")]},
         "server": {"host": "127.0.0.1", "port": port,
                    "admin_token": "demo-" + secrets.token_urlsafe(18),
-                   "consumer_token": "demo-app-" + secrets.token_urlsafe(18)},
+                   "consumer_token": "demo-app-" + secrets.token_urlsafe(18),
+                   "drain_seconds": 0},  # no load balancer to wait for on Ctrl-C
         "providers": {"ebay-sandbox": {
             "type": "ebay", "environment": "sandbox", "token_url": token_url,
             "client_id": simulator.DEFAULT_CLIENT_ID,

@@ -9,7 +9,7 @@ import weakref
 import structlog
 from aiohttp import WSCloseCode, web
 
-from tokend import config, loop, metrics, refresher, store, stream, vending
+from tokend import config, loop, metrics, probes, refresher, store, stream, vending
 from tokend.web import api, common, routes, websocket
 
 log = structlog.get_logger("tokend.web")
@@ -56,7 +56,7 @@ async def _close_websockets(app: web.Application) -> None:
 def create_app(
     *, config: config.Config, store: store.Store, hub: stream.Hub,
     refresher: refresher.Refresher, vendor: vending.Vendor, loop: loop.Loop,
-    metrics: metrics.Metrics, instance: str,
+    metrics: metrics.Metrics, instance: str, readiness: probes.Readiness,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
     app[common.CONFIG] = config
@@ -67,6 +67,7 @@ def create_app(
     app[common.LOOP] = loop
     app[common.METRICS] = metrics
     app[common.INSTANCE] = instance
+    app[common.READINESS] = readiness
     app[common.WEBSOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(_close_websockets)
     routes.setup(app)

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tokend import config, loop, metrics, refresher, store, stream, vending
+from tokend import config, loop, metrics, probes, refresher, store, stream, vending
 
 CONFIG = web.AppKey("config", config.Config)
 STORE = web.AppKey("store", store.Store)
@@ -19,6 +19,7 @@ VENDOR = web.AppKey("vendor", vending.Vendor)
 LOOP = web.AppKey("loop", loop.Loop)
 METRICS = web.AppKey("metrics", metrics.Metrics)
 INSTANCE = web.AppKey("instance", str)
+READINESS = web.AppKey("readiness", probes.Readiness)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 
 JSON = "application/json"

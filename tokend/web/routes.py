@@ -1,4 +1,4 @@
-"""The operator routes without a token: health, loop status, metrics, and the terminal page."""
+"""The operator routes without a token: health, probes, loop status, metrics, the terminal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import prometheus_client as prom
 import structlog
 from aiohttp import web
 
-from tokend import quota, status, store
+from tokend import probes, quota, status, store
 from tokend.web import common
 
 log = structlog.get_logger("tokend.web")
@@ -29,6 +29,8 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+PROBE_HEADERS = {"Content-Type": "text/plain; charset=utf-8",
+                 "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
 def _now() -> datetime:
@@ -72,6 +74,29 @@ async def _database_check(db: store.Store, now: datetime) -> dict[str, Any]:
         check.update(observedValue=round((asyncio.get_running_loop().time() - started) * 1000, 1),
                      observedUnit="ms")
     return check
+
+
+def _probe_answer(request: web.Request, name: str, checks: list[probes.Check]) -> web.Response:
+    """Kubernetes' own format: "ok", or with `?verbose` one `[+]check ok` line per check;
+    a failure always lists the checks and is a 503."""
+    lines = "".join(f"[+]{c.name} ok\n" if c.ok else f"[-]{c.name} failed: {c.reason}\n"
+                    for c in checks)
+    failed = not all(c.ok for c in checks)
+    if failed:
+        text = f"{lines}{name} check failed\n"
+    elif "verbose" in request.query:
+        text = f"{lines}{name} check passed\n"
+    else:
+        text = "ok"
+    return web.Response(text=text, status=503 if failed else 200, headers=PROBE_HEADERS)
+
+
+async def livez(request: web.Request) -> web.Response:
+    return _probe_answer(request, "livez", probes.liveness(request.app[common.LOOP], _now()))
+
+
+async def readyz(request: web.Request) -> web.Response:
+    return _probe_answer(request, "readyz", await request.app[common.READINESS].checks())
 
 
 async def loop_status(request: web.Request) -> web.Response:
@@ -140,6 +165,8 @@ async def asset(request: web.Request) -> web.FileResponse:
 def setup(app: web.Application) -> None:
     app.router.add_get("/", index)
     app.router.add_get("/health", health)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/loop-status", loop_status)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/terminal", terminal)
