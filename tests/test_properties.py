@@ -181,17 +181,6 @@ def _provider(secret: str) -> providers.Provider:
         request_timeout_seconds=5.0)
 
 
-def _account(token: str) -> store.Account:
-    now = datetime.now(UTC)
-    return store.Account(
-        id="acct-1", org="acme", provider="ebay-test", name="seller", scopes=(),
-        state=store.ACTIVE,
-        refresh_token=KEYRING.encrypt(token, account_id="acct-1", column="refresh_token"),
-        access_token=None, access_expires_at=None, refresh_expires_at=None,
-        last_refresh_at=None, consecutive_failures=0, next_attempt_at=now, lease_owner=None,
-        lease_expires_at=None, version=1, last_error=None, created_at=now, updated_at=now)
-
-
 def shapes(token: str, secret: str) -> dict[str, str]:
     """Every form of our secrets a provider (or a proxy in front of it) might echo."""
     credentials = base64.b64encode(f"{CLIENT_ID}:{secret}".encode()).decode()
@@ -237,7 +226,7 @@ def test_our_echoed_secrets_never_reach_what_is_kept_of_the_exchange(
     token = "v^1.1#i^1#r^1#" + tail
     secret = "SECRET-" + secret_tail
     provider = _provider(secret)
-    prepared = provider.prepare(_account(token), KEYRING)
+    prepared = provider.prepare(token, account_id="acct-1")
     forms = shapes(token, secret)
     value = forms[shape]
     text = template.format(code=code, value=value.replace('"', ""))

@@ -15,13 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tokend import crypto
-
-EBAY_TOKEN_URLS = {
-    "production": "https://api.ebay.com/identity/v1/oauth2/token",
-    "sandbox": "https://api.sandbox.ebay.com/identity/v1/oauth2/token",
-}
-EBAY_DEFAULT_SCOPES = ("https://api.ebay.com/oauth/api_scope",)
-EBAY_DAILY_QUOTA = 50_000
+from tokend.ebay import profile as ebay_profile
 
 
 class ConfigError(Exception):
@@ -287,7 +281,7 @@ def _server(t: _Table) -> ServerConfig:
 
 def _provider(name: str, t: _Table) -> ProviderConfig:
     kind = t.choice("type", ("ebay", "oauth2"), "ebay")
-    environment = t.choice("environment", ("production", "sandbox"), "production")
+    environment = t.choice("environment", ebay_profile.ENVIRONMENTS, "production")
     client_id = t.get("client_id", str, "")
     client_secret = t.secret("client_secret", _env_name(name))
     if not client_id:
@@ -295,7 +289,7 @@ def _provider(name: str, t: _Table) -> ProviderConfig:
     if not isinstance(client_secret, str) or not client_secret:
         raise ConfigError(t.key("client_secret"),
                           f"is required (inline, client_secret_file or {_env_name(name)})")
-    default_url = EBAY_TOKEN_URLS[environment] if kind == "ebay" else ""
+    default_url = ebay_profile.TOKEN_URLS[environment] if kind == "ebay" else ""
     token_url = t.get("token_url", str, default_url)
     if not token_url:
         raise ConfigError(t.key("token_url"), "is required for type oauth2")
@@ -304,10 +298,11 @@ def _provider(name: str, t: _Table) -> ProviderConfig:
     out = ProviderConfig(
         name=name, type=kind, environment=environment, client_id=client_id,
         client_secret=client_secret,
-        scopes=t.strings("scopes", EBAY_DEFAULT_SCOPES if kind == "ebay" else ()),
+        scopes=t.strings("scopes", ebay_profile.DEFAULT_SCOPES if kind == "ebay" else ()),
         token_url=token_url,
         client_auth=t.choice("client_auth", ("basic", "body"), "basic"),
-        daily_quota=t.get("daily_quota", int, EBAY_DAILY_QUOTA if kind == "ebay" else None),
+        daily_quota=t.get("daily_quota", int,
+                          ebay_profile.REFRESH_DAILY_QUOTA if kind == "ebay" else None),
     )
     if out.daily_quota is not None and out.daily_quota < 1:
         raise ConfigError(t.key("daily_quota"), "must be at least 1")

@@ -101,10 +101,22 @@ class Refresher:
 
     async def _call(self, client: providers.Provider, account: store.Account) -> providers.Result:
         try:
-            prepared = client.prepare(account, self.keyring)
+            prepared = client.prepare(self._open_refresh_token(account), account.scopes,
+                                      account_id=account.id)
         except providers.RefreshError as exc:
             return self._refused(exc.code, exc.message, exc.kind)
         return await client.send(self.session, prepared)
+
+    def _open_refresh_token(self, account: store.Account) -> str:
+        """The plaintext refresh token, decrypted exactly once per attempt."""
+        if not isinstance(account.refresh_token, str) or not account.refresh_token:
+            raise providers.RefreshError(
+                providers.DECRYPT_FAILED, f"account {account.id!r} has no stored refresh_token")
+        try:
+            return self.keyring.decrypt(account.refresh_token, account_id=account.id,
+                                        column="refresh_token")
+        except crypto.DecryptError as exc:
+            raise providers.RefreshError(providers.DECRYPT_FAILED, str(exc)) from None
 
     def _refused(self, code: str, message: str, kind: str) -> providers.Result:
         """A refresh stopped before any HTTP: nothing was sent."""

@@ -1,7 +1,8 @@
 """The RFC 6749 refresh_token grant: one request builder and one send, for every provider.
 
-`prepare` opens the stored refresh token exactly once and refuses unusable ones before
-anything is sent; `send` makes one bounded call and turns whatever happens into a Result.
+`prepare` takes the plaintext refresh token (the refresher opened it) and refuses an
+unusable one before anything is sent; `send` makes one bounded call and turns whatever
+happens into a Result.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import base64
 import time
 import urllib.parse
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from tokend import config, crypto, masking, store
+from tokend import config, masking
 from tokend.providers import answer, result
 
 FORM = "application/x-www-form-urlencoded"
@@ -42,15 +44,18 @@ class Provider:
     def __repr__(self) -> str:
         return f"Provider(name={self.name!r}, type={self.type!r}, url={self.config.token_url!r})"
 
-    def scopes_for(self, account: store.Account) -> tuple[str, ...]:
+    def scopes_for(self, account_scopes: Sequence[str]) -> tuple[str, ...]:
         """The account's own consented scopes when it has them, else the provider's."""
-        return tuple(account.scopes) or tuple(self.config.scopes)
+        return tuple(account_scopes) or tuple(self.config.scopes)
 
-    def prepare(self, account: store.Account, keyring: crypto.Keyring) -> result.Prepared:
-        """Build the request, or raise RefreshError(decrypt_failed): then send nothing."""
-        token = self._refresh_token(account, keyring)
+    def prepare(
+        self, refresh_token: str, scopes: Sequence[str] = (), *, account_id: str | None = None,
+    ) -> result.Prepared:
+        """Build the request for this plaintext refresh token and the account's scopes
+        (empty: the provider's), or raise RefreshError(decrypt_failed): then send nothing."""
+        token = self._usable(refresh_token, account_id)
         form = [("grant_type", "refresh_token"), ("refresh_token", token)]
-        scopes = self.scopes_for(account)
+        scopes = self.scopes_for(scopes)
         if scopes:
             form.append(("scope", " ".join(scopes)))
         headers = {"Content-Type": FORM, "Accept": "application/json"}
@@ -67,7 +72,7 @@ class Provider:
         # %20 between scopes, the way eBay documents it.
         body = urllib.parse.urlencode(form, quote_via=urllib.parse.quote)
         return result.Prepared(
-            account_id=account.id, provider=self.name, method="POST",
+            account_id=account_id, provider=self.name, method="POST",
             url=self.config.token_url, headers=headers, body=body,
             secrets=echoes,
             request={
@@ -76,25 +81,20 @@ class Provider:
             },
         )
 
-    def _refresh_token(self, account: store.Account, keyring: crypto.Keyring) -> str:
+    def _usable(self, refresh_token: str, account_id: str | None) -> str:
         def refuse(message: str) -> result.RefreshError:
             return result.RefreshError(result.DECRYPT_FAILED, message)
 
-        if not isinstance(account.refresh_token, str) or not account.refresh_token:
-            raise refuse(f"account {account.id!r} has no stored refresh_token")
-        try:
-            token = keyring.decrypt(account.refresh_token, account_id=account.id,
-                                    column="refresh_token").strip()
-        except crypto.DecryptError as exc:
-            raise refuse(str(exc)) from None
+        whose = f"refresh_token of account {account_id!r}" if account_id else "refresh_token"
+        token = refresh_token.strip() if isinstance(refresh_token, str) else ""
         if not token:
-            raise refuse(f"refresh_token of account {account.id!r} decrypts to an empty value")
+            raise refuse(f"{whose} decrypts to an empty value")
         if token.startswith("ENC:"):
-            raise refuse(f"refresh_token of account {account.id!r} is still an ENC: envelope "
-                         "after decryption (encrypted twice)")
+            raise refuse(f"{whose} is still an ENC: envelope after decryption "
+                         "(encrypted twice)")
         if self.token_prefix and not token.startswith(self.token_prefix):
-            raise refuse(f"refresh_token of account {account.id!r} does not look like a "
-                         f"{self.type} token (expected it to start with {self.token_prefix!r})")
+            raise refuse(f"{whose} does not look like a {self.type} token "
+                         f"(expected it to start with {self.token_prefix!r})")
         return token
 
     async def send(

@@ -84,7 +84,7 @@ class Prepared(_Secretive):
     __slots__ = ("account_id", "body", "headers", "method", "provider", "request", "secrets",
                  "url")
     _public = ("account_id", "provider", "method", "url", "request")
-    account_id: str
+    account_id: str | None
     provider: str
     method: str
     url: str
