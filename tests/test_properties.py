@@ -4,7 +4,6 @@ answers, and what the schedule promises under clock skew and to the due selectio
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import time
 import urllib.parse
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from tokend import config, crypto, providers, schedule, store
-from tokend.providers import answer
+from tokend.providers import answer, client
 
 KNOWN_CODES = ["invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope",
                "invalid_request", "unsupported_grant_type", "server_error",
@@ -183,7 +182,7 @@ def _provider(secret: str) -> providers.Provider:
 
 def shapes(token: str, secret: str) -> dict[str, str]:
     """Every form of our secrets a provider (or a proxy in front of it) might echo."""
-    credentials = base64.b64encode(f"{CLIENT_ID}:{secret}".encode()).decode()
+    credentials = client.basic_credentials(CLIENT_ID, secret)  # what we send (RFC 6749 2.3.1)
     return {
         "token": token, "token_quoted": urllib.parse.quote(token, safe=""),
         "token_plus": urllib.parse.quote_plus(token), "secret": secret,

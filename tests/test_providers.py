@@ -310,7 +310,7 @@ async def test_missing_expires_in_takes_the_documented_defaults(keyring):
     ebay_result = await exchange(ebay(), keyring, payload={"access_token": "a"})
     generic_result = await exchange(generic(), keyring, payload={"access_token": "a"})
     assert ebay_result.grant.expires_in == ebay_profile.ACCESS_TOKEN_LIFETIME_SECONDS == 7200
-    assert generic_result.grant.expires_in == providers.OAUTH2_DEFAULT_EXPIRES_IN_SECONDS
+    assert generic_result.grant.expires_in == config.OAUTH2_DEFAULT_EXPIRES_IN_SECONDS
 
 
 async def test_absent_or_empty_refresh_token_keeps_the_old_one(keyring):

@@ -171,6 +171,7 @@ async def test_body_auth_works_only_when_enabled(sim, session, keyring):
     refused = await refresh(provider, session, keyring)
     assert refused.error_code == "invalid_client"
     sim.body_auth = True
+    sim.token_type = "Bearer"  # a generic provider takes only bearer tokens
     assert (await refresh(provider, session, keyring)).ok
 
 

@@ -20,7 +20,8 @@ SAVE_RETRY_SECONDS = 0.5
 METRIC_CODES = frozenset({
     providers.DECRYPT_FAILED, providers.INVALID_GRANT, providers.INVALID_CLIENT,
     providers.UNAUTHORIZED_CLIENT, providers.INVALID_SCOPE, providers.INVALID_REQUEST,
-    providers.UNSUPPORTED_GRANT_TYPE, providers.RATE_LIMITED, providers.SERVER_ERROR,
+    providers.UNSUPPORTED_GRANT_TYPE, providers.UNSUPPORTED_TOKEN_TYPE, providers.RATE_LIMITED,
+    providers.SERVER_ERROR,
     providers.TIMEOUT, providers.CONNECTION_ERROR, providers.BAD_RESPONSE, "provider_unknown",
 })
 
@@ -152,6 +153,13 @@ class Refresher:
             max_seconds=s.backoff_max_seconds, retry_after_seconds=result.retry_after_seconds,
             jitter=random.random())
         if result.kind == providers.REAUTH and await self._really_revoked(account):
+            state = store.REAUTH_REQUIRED
+        elif (result.error_code == providers.INVALID_SCOPE
+              and account.last_error == providers.INVALID_SCOPE):
+            # Asked twice in a row: the scopes configured or consented are wrong, and
+            # retrying will not fix them. Stop until someone reconnects the account.
+            log.error("refresh_config_error", provider=account.provider,
+                      error_code=result.error_code)
             state = store.REAUTH_REQUIRED
         elif result.kind == providers.PROVIDER:
             until = now + timedelta(seconds=s.provider_pause_seconds)

@@ -48,7 +48,7 @@ _BAD_GATEWAY_HTML = (
 )
 _CONFIG_KEYS = (
     "latency_seconds", "error_rate", "fail_mode", "fail_times", "retry_after_seconds",
-    "rotate", "expires_in", "refresh_token_expires_in",
+    "rotate", "expires_in", "refresh_token_expires_in", "token_type",
 )
 
 
@@ -86,6 +86,7 @@ class Simulator:
         self.refresh_token_expires_in = refresh_token_expires_in
         # RFC 6749 also allows credentials in the form body; eBay does not.
         self.body_auth = body_auth
+        self.token_type = "User Access Token"  # noqa: S105 - what eBay says; RFC 6749: Bearer
         self.hang_seconds = 3600.0
         self._revoked: set[str] = set()
         self._consent: dict[str, frozenset[str]] = {}
@@ -114,6 +115,9 @@ class Simulator:
             elif key == "rotate":
                 if not isinstance(value, bool):
                     raise ValueError("rotate must be a boolean")
+            elif key == "token_type":
+                if not isinstance(value, str) or not value:
+                    raise ValueError("token_type must be a non-empty string")
             elif key == "fail_times":
                 if value is not None and (not isinstance(value, int) or value < 0):
                     raise ValueError("fail_times must be a non-negative integer or null")
@@ -271,7 +275,7 @@ class Simulator:
         answer: dict[str, Any] = {
             "access_token": _new_token("r"),
             "expires_in": self.expires_in,
-            "token_type": "User Access Token",
+            "token_type": self.token_type,
         }
         if self.rotate:
             # The old token dies now: a second refresh of it is an invalid_grant.
@@ -300,7 +304,10 @@ class Simulator:
                 decoded = base64.b64decode(encoded.strip(), validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
                 return False
-            client_id, _, secret = decoded.partition(":")
+            # RFC 6749 2.3.1: each part was form-urlencoded before base64.
+            raw_id, _, raw_secret = decoded.partition(":")
+            client_id = urllib.parse.unquote_plus(raw_id)
+            secret = urllib.parse.unquote_plus(raw_secret)
         return hmac.compare_digest(client_id.encode(), self.client_id.encode()) and \
             hmac.compare_digest(secret.encode(), self.client_secret.encode())
 

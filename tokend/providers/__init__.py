@@ -30,21 +30,20 @@ from tokend.providers.result import (
     TRANSIENT,
     UNAUTHORIZED_CLIENT,
     UNSUPPORTED_GRANT_TYPE,
+    UNSUPPORTED_TOKEN_TYPE,
     Grant,
     Prepared,
     RefreshError,
     Result,
 )
 
-# Elsewhere than eBay, one hour is the common lifetime of an access token.
-OAUTH2_DEFAULT_EXPIRES_IN_SECONDS = 3600.0
-
 __all__ = [
     "BAD_RESPONSE", "BODY_LIMIT_BYTES", "CONFIG", "CONNECTION_ERROR", "DECRYPT",
     "DECRYPT_FAILED", "INVALID_CLIENT",
     "INVALID_GRANT", "INVALID_REQUEST", "INVALID_SCOPE", "KINDS",
-    "OAUTH2_DEFAULT_EXPIRES_IN_SECONDS", "PROVIDER", "RATE_LIMITED", "REAUTH", "SERVER_ERROR",
-    "TIMEOUT", "TRANSIENT", "UNAUTHORIZED_CLIENT", "UNSUPPORTED_GRANT_TYPE", "Grant",
+    "PROVIDER", "RATE_LIMITED", "REAUTH", "SERVER_ERROR",
+    "TIMEOUT", "TRANSIENT", "UNAUTHORIZED_CLIENT", "UNSUPPORTED_GRANT_TYPE",
+    "UNSUPPORTED_TOKEN_TYPE", "Grant",
     "Prepared", "Provider", "RefreshError", "Result", "build",
 ]
 
@@ -54,12 +53,11 @@ def build(provider_config: config.ProviderConfig, *, request_timeout_seconds: fl
     if provider_config.type == "ebay":
         return Provider(
             provider_config, request_timeout_seconds=request_timeout_seconds,
-            default_expires_in_seconds=ebay_profile.ACCESS_TOKEN_LIFETIME_SECONDS,
-            token_prefix=ebay_profile.TOKEN_PREFIX,
+            token_prefix=ebay_profile.TOKEN_PREFIX, token_types=ebay_profile.TOKEN_TYPES,
         )
     if provider_config.type == "oauth2":
         return Provider(
             provider_config, request_timeout_seconds=request_timeout_seconds,
-            default_expires_in_seconds=OAUTH2_DEFAULT_EXPIRES_IN_SECONDS, token_prefix=None,
+            token_prefix=None, token_types=("bearer",),
         )
     raise ValueError(f"provider {provider_config.name!r}: unknown type {provider_config.type!r}")

@@ -15,10 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import structlog
 from multidict import CIMultiDictProxy
 
 from tokend import config, masking
 from tokend.providers import answer, result
+
+log = structlog.get_logger("tokend.providers")
 
 FORM = "application/x-www-form-urlencoded"
 BODY_LIMIT_BYTES = 1024 * 1024
@@ -30,15 +33,16 @@ class Provider:
 
     def __init__(
         self, provider_config: config.ProviderConfig, *, request_timeout_seconds: float,
-        default_expires_in_seconds: float, token_prefix: str | None,
+        token_prefix: str | None, token_types: tuple[str, ...],
     ) -> None:
         self.config = provider_config
         self.name = provider_config.name
         self.type = provider_config.type
         self.environment = provider_config.environment
         self.request_timeout_seconds = request_timeout_seconds
-        self.default_expires_in_seconds = default_expires_in_seconds
+        self.default_expires_in_seconds = provider_config.expires_in_fallback_seconds
         self.token_prefix = token_prefix
+        self.token_types = token_types  # lower-cased token_type values we can use
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_seconds)
 
     def __repr__(self) -> str:
@@ -56,16 +60,17 @@ class Provider:
         token = self._usable(refresh_token, account_id)
         form = [("grant_type", "refresh_token"), ("refresh_token", token)]
         scopes = self.scopes_for(scopes)
-        if scopes:
+        if scopes and self.config.refresh_sends_scope:
             form.append(("scope", " ".join(scopes)))
         headers = {"Content-Type": FORM, "Accept": "application/json"}
         secret = self.config.client_secret
         echoes = (token, secret)
         if self.config.client_auth == "body":
             form += [("client_id", self.config.client_id), ("client_secret", secret)]
+        elif self.config.client_auth == "none":  # a public client identifies itself only
+            form.append(("client_id", self.config.client_id))
         else:
-            credentials = f"{self.config.client_id}:{secret}".encode()
-            encoded = base64.b64encode(credentials).decode("ascii")
+            encoded = basic_credentials(self.config.client_id, secret)
             headers["Authorization"] = "Basic " + encoded
             # A proxy that echoes our request headers shows the secret base64-encoded.
             echoes += (encoded,)
@@ -155,7 +160,11 @@ class Provider:
             outcome = answer.interpret(
                 status, reason, text, content_type,
                 default_expires_in_seconds=self.default_expires_in_seconds,
+                reauth_codes=self.config.reauth_error_codes, token_types=self.token_types,
             )
+            if isinstance(outcome, result.Grant) and outcome.expires_in_assumed:
+                log.warning("expires_in_missing", provider=self.name,
+                            assumed_seconds=outcome.expires_in)
         response = {
             "status": status, "reason": reason,
             "headers": {name: _safe_text(value, echoes) for name, value
@@ -176,6 +185,13 @@ class Provider:
             retry_after_seconds=answer.retry_after_seconds(headers.get("Retry-After")),
             **common,
         )
+
+
+def basic_credentials(client_id: str, secret: str) -> str:
+    """RFC 6749 2.3.1: each part form-urlencoded, then `id:secret` base64-encoded. Without
+    the encoding a secret holding `+`, `%` or `:` reaches the server as another secret."""
+    pair = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(secret)}"
+    return base64.b64encode(pair.encode()).decode("ascii")
 
 
 async def read_limited(
