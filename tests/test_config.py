@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tokend import config, crypto
+from tokend.ebay import profile as ebay_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config.example.toml"
@@ -86,8 +87,8 @@ def test_example_loads_and_matches_the_defaults() -> None:
     assert cfg.crypto == config.CryptoConfig()
     assert cfg.server == config.ServerConfig()
     provider = cfg.providers["ebay-production"]
-    assert provider.token_url == config.EBAY_TOKEN_URLS["production"]
-    assert provider.daily_quota == config.EBAY_DAILY_QUOTA
+    assert provider.token_url == ebay_profile.TOKEN_URLS["production"]
+    assert provider.daily_quota == ebay_profile.REFRESH_DAILY_QUOTA
 
 
 def test_example_documents_every_key() -> None:
@@ -165,8 +166,8 @@ def test_ebay_provider_defaults(tmp_path: Path) -> None:
     assert (p.name, p.type, p.environment, p.client_auth) == ("p", "ebay", "production", "basic")
     assert p.token_url == "https://api.ebay.com/identity/v1/oauth2/token"
     assert sb.token_url == "https://api.sandbox.ebay.com/identity/v1/oauth2/token"
-    assert p.scopes == config.EBAY_DEFAULT_SCOPES
-    assert p.daily_quota == config.EBAY_DAILY_QUOTA
+    assert p.scopes == ebay_profile.DEFAULT_SCOPES
+    assert p.daily_quota == ebay_profile.REFRESH_DAILY_QUOTA
     assert p.client_id == "app-id"
     assert p.client_secret == "inline-client-secret"
 

@@ -4,7 +4,6 @@ answers, and what the schedule promises under clock skew and to the due selectio
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import time
 import urllib.parse
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from tokend import config, crypto, providers, schedule, store
-from tokend.providers import answer
+from tokend.providers import answer, client
 
 KNOWN_CODES = ["invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope",
                "invalid_request", "unsupported_grant_type", "server_error",
@@ -181,20 +180,9 @@ def _provider(secret: str) -> providers.Provider:
         request_timeout_seconds=5.0)
 
 
-def _account(token: str) -> store.Account:
-    now = datetime.now(UTC)
-    return store.Account(
-        id="acct-1", org="acme", provider="ebay-test", name="seller", scopes=(),
-        state=store.ACTIVE,
-        refresh_token=KEYRING.encrypt(token, account_id="acct-1", column="refresh_token"),
-        access_token=None, access_expires_at=None, refresh_expires_at=None,
-        last_refresh_at=None, consecutive_failures=0, next_attempt_at=now, lease_owner=None,
-        lease_expires_at=None, version=1, last_error=None, created_at=now, updated_at=now)
-
-
 def shapes(token: str, secret: str) -> dict[str, str]:
     """Every form of our secrets a provider (or a proxy in front of it) might echo."""
-    credentials = base64.b64encode(f"{CLIENT_ID}:{secret}".encode()).decode()
+    credentials = client.basic_credentials(CLIENT_ID, secret)  # what we send (RFC 6749 2.3.1)
     return {
         "token": token, "token_quoted": urllib.parse.quote(token, safe=""),
         "token_plus": urllib.parse.quote_plus(token), "secret": secret,
@@ -237,7 +225,7 @@ def test_our_echoed_secrets_never_reach_what_is_kept_of_the_exchange(
     token = "v^1.1#i^1#r^1#" + tail
     secret = "SECRET-" + secret_tail
     provider = _provider(secret)
-    prepared = provider.prepare(_account(token), KEYRING)
+    prepared = provider.prepare(token, account_id="acct-1")
     forms = shapes(token, secret)
     value = forms[shape]
     text = template.format(code=code, value=value.replace('"', ""))

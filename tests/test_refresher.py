@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from kit import Harness, refresh_token
 
-from tokend import clock, refresher, store
+from tokend import clock, crypto, refresher, store
 from tokend.testing import simulator
 
 
@@ -44,12 +44,22 @@ async def test_rotated_refresh_token_is_saved(harness: Harness) -> None:
     assert (await harness.worker.refresh_now("a1")).success
 
 
-@pytest.mark.parametrize("stored", ["undecryptable", "empty", "enc_plaintext", "not_ebay"])
+@pytest.mark.parametrize("stored", [
+    "undecryptable", "other_key", "unknown_kid", "garbage", "empty",
+    "enc_plaintext", "not_ebay",
+])
 async def test_bad_stored_token_sends_nothing(harness: Harness, stored: str) -> None:
     plain = {"empty": "", "enc_plaintext": "ENC:v1:k1:abc", "not_ebay": "abc123def456"}
+    other = crypto.Keyring.from_lines([crypto.generate_key_line(harness.keyring.primary_kid)])
     if stored == "undecryptable":  # sealed for another row
         sealed = harness.keyring.encrypt(refresh_token(), account_id="other",
                                          column="refresh_token")
+    elif stored == "other_key":
+        sealed = other.encrypt(refresh_token(), account_id="a1", column="refresh_token")
+    elif stored == "unknown_kid":
+        sealed = "ENC:v1:nokey:" + "A" * 40
+    elif stored == "garbage":
+        sealed = f"ENC:v1:{harness.keyring.primary_kid}:%%%not-b64"
     else:
         sealed = harness.keyring.encrypt(plain[stored], account_id="a1", column="refresh_token")
     await harness.add("a1", sealed=sealed)
@@ -176,3 +186,20 @@ async def test_lease_lost_result_is_not_applied(harness: Harness) -> None:
     outcome = await harness.worker.refresh_claimed(stale, "scheduled")
     assert not outcome.success and not outcome.applied
     assert (await harness.db.get_account("a1")).access_token is None
+
+
+async def test_the_refresh_token_is_decrypted_once_per_attempt(harness: Harness) -> None:
+    await harness.add("a1")
+    calls = []
+    real = harness.keyring.decrypt
+
+    def counting(value, *, account_id, column):
+        calls.append(column)
+        return real(value, account_id=account_id, column=column)
+
+    harness.keyring.decrypt = counting
+    try:
+        assert (await harness.worker.refresh_now("a1")).success
+    finally:
+        del harness.keyring.decrypt
+    assert calls == ["refresh_token"]

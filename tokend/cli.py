@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from tokend import clock, config, crypto, daemon, logs, refresher, rotation, store
+from tokend.ebay import profile as ebay_profile
 
 
 class UsageError(Exception):
@@ -182,8 +183,8 @@ def _read_refresh_token(cfg: config.Config, provider: str) -> str:
         raise UsageError("stdin: expected a refresh token, got nothing")
     if token.startswith(crypto.PREFIX[:4]):
         raise UsageError("stdin: that is an encrypted value; give the plain refresh token")
-    if cfg.providers[provider].type == "ebay" and not token.startswith("v^"):
-        raise UsageError("stdin: an eBay refresh token starts with 'v^'")
+    if cfg.providers[provider].type == "ebay" and not ebay_profile.looks_like_token(token):
+        raise UsageError(f"stdin: an eBay refresh token starts with {ebay_profile.TOKEN_PREFIX!r}")
     return token
 
 

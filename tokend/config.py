@@ -15,13 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tokend import crypto
-
-EBAY_TOKEN_URLS = {
-    "production": "https://api.ebay.com/identity/v1/oauth2/token",
-    "sandbox": "https://api.sandbox.ebay.com/identity/v1/oauth2/token",
-}
-EBAY_DEFAULT_SCOPES = ("https://api.ebay.com/oauth/api_scope",)
-EBAY_DAILY_QUOTA = 50_000
+from tokend.ebay import profile as ebay_profile
 
 
 class ConfigError(Exception):
@@ -77,17 +71,38 @@ class ServerConfig:
     drain_seconds: float = 1.0
 
 
+CLIENT_AUTHS = ("basic", "body", "none")
+DEFAULT_REAUTH_ERROR_CODES = ("invalid_grant",)
+# Elsewhere than eBay, one hour is the common lifetime of an access token.
+OAUTH2_DEFAULT_EXPIRES_IN_SECONDS = 3600.0
+
+
 @dataclasses.dataclass(frozen=True)
 class ProviderConfig:
     name: str
     type: str
-    environment: str
+    environment: str | None  # eBay's endpoint; None for a generic provider
     client_id: str
     client_secret: str = dataclasses.field(repr=False)
     scopes: tuple[str, ...]
     token_url: str
-    client_auth: str = "basic"
-    daily_quota: int | None = None
+    client_auth: str = "basic"  # basic | body | none (a public client: client_id only)
+    daily_quota: int | None = None  # eBay only
+    # Error codes from the token endpoint that mean "the user must sign in again".
+    reauth_error_codes: tuple[str, ...] = DEFAULT_REAUTH_ERROR_CODES
+    # The access token's lifetime when an answer has no expires_in; None: the type's own
+    # (eBay documents two hours, elsewhere one hour is common).
+    default_expires_in_seconds: float | None = None
+    # Some servers refuse `scope` on a refresh; the grant keeps its scopes without it.
+    refresh_sends_scope: bool = True
+
+    @property
+    def expires_in_fallback_seconds(self) -> float:
+        if self.default_expires_in_seconds is not None:
+            return self.default_expires_in_seconds
+        if self.type == "ebay":
+            return ebay_profile.ACCESS_TOKEN_LIFETIME_SECONDS
+        return OAUTH2_DEFAULT_EXPIRES_IN_SECONDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,27 +310,49 @@ def _server(t: _Table) -> ServerConfig:
 
 def _provider(name: str, t: _Table) -> ProviderConfig:
     kind = t.choice("type", ("ebay", "oauth2"), "ebay")
-    environment = t.choice("environment", ("production", "sandbox"), "production")
+    ebay = kind == "ebay"
+    if not ebay:
+        for only_ebay in ("environment", "daily_quota"):
+            if only_ebay in t.data:
+                raise ConfigError(t.key(only_ebay), "only means something for type ebay")
+    environment = t.choice("environment", ebay_profile.ENVIRONMENTS, "production") \
+        if ebay else None
     client_id = t.get("client_id", str, "")
-    client_secret = t.secret("client_secret", _env_name(name))
     if not client_id:
         raise ConfigError(t.key("client_id"), "is required")
-    if not isinstance(client_secret, str) or not client_secret:
-        raise ConfigError(t.key("client_secret"),
-                          f"is required (inline, client_secret_file or {_env_name(name)})")
-    default_url = EBAY_TOKEN_URLS[environment] if kind == "ebay" else ""
+    client_auth = t.choice("client_auth", CLIENT_AUTHS, "basic")
+    if client_auth == "none":
+        if ebay:
+            raise ConfigError(t.key("client_auth"), "eBay needs basic client authentication")
+        if "client_secret" in t.data or "client_secret_file" in t.data:
+            raise ConfigError(t.key("client_secret"), "is not sent with client_auth = none")
+        t.seen.update(("client_secret", "client_secret_file"))
+        client_secret = ""
+    else:
+        client_secret = t.secret("client_secret", _env_name(name))
+        if not isinstance(client_secret, str) or not client_secret:
+            raise ConfigError(t.key("client_secret"),
+                              f"is required (inline, client_secret_file or {_env_name(name)})")
+    default_url = ebay_profile.TOKEN_URLS[environment] if environment else ""
     token_url = t.get("token_url", str, default_url)
     if not token_url:
         raise ConfigError(t.key("token_url"), "is required for type oauth2")
     if not token_url.startswith(("https://", "http://")):
         raise ConfigError(t.key("token_url"), "must be an http(s) URL")
+    reauth_codes = t.strings("reauth_error_codes", DEFAULT_REAUTH_ERROR_CODES)
+    if not reauth_codes or any(not code.strip() for code in reauth_codes):
+        raise ConfigError(t.key("reauth_error_codes"), "expected a non-empty list of codes")
     out = ProviderConfig(
         name=name, type=kind, environment=environment, client_id=client_id,
         client_secret=client_secret,
-        scopes=t.strings("scopes", EBAY_DEFAULT_SCOPES if kind == "ebay" else ()),
+        scopes=t.strings("scopes", ebay_profile.DEFAULT_SCOPES if ebay else ()),
         token_url=token_url,
-        client_auth=t.choice("client_auth", ("basic", "body"), "basic"),
-        daily_quota=t.get("daily_quota", int, EBAY_DAILY_QUOTA if kind == "ebay" else None),
+        client_auth=client_auth,
+        daily_quota=t.get("daily_quota", int, ebay_profile.REFRESH_DAILY_QUOTA if ebay else None),
+        reauth_error_codes=tuple(code.strip() for code in reauth_codes),
+        default_expires_in_seconds=None if "default_expires_in_seconds" not in t.data
+        else t.number("default_expires_in_seconds", 0.0),
+        refresh_sends_scope=t.get("refresh_sends_scope", bool, True),
     )
     if out.daily_quota is not None and out.daily_quota < 1:
         raise ConfigError(t.key("daily_quota"), "must be at least 1")

@@ -10,7 +10,7 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
-from tokend import config, providers, schedule, store
+from tokend import config, schedule, store
 
 DAY_SECONDS = 86_400.0
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -34,8 +34,7 @@ class Projection:
 
 def period_seconds(provider: config.ProviderConfig, settings: config.RefreshConfig) -> float:
     """How often one account is refreshed, for a token of the provider's usual lifetime."""
-    lifetime = (providers.EBAY_DEFAULT_EXPIRES_IN_SECONDS if provider.type == "ebay"
-                else providers.OAUTH2_DEFAULT_EXPIRES_IN_SECONDS)
+    lifetime = provider.expires_in_fallback_seconds
     due = schedule.next_refresh_at(
         _EPOCH, lifetime, expiry_threshold_seconds=settings.expiry_threshold_seconds,
         max_age_seconds=settings.max_age_seconds)

@@ -20,7 +20,8 @@ SAVE_RETRY_SECONDS = 0.5
 METRIC_CODES = frozenset({
     providers.DECRYPT_FAILED, providers.INVALID_GRANT, providers.INVALID_CLIENT,
     providers.UNAUTHORIZED_CLIENT, providers.INVALID_SCOPE, providers.INVALID_REQUEST,
-    providers.UNSUPPORTED_GRANT_TYPE, providers.RATE_LIMITED, providers.SERVER_ERROR,
+    providers.UNSUPPORTED_GRANT_TYPE, providers.UNSUPPORTED_TOKEN_TYPE, providers.RATE_LIMITED,
+    providers.SERVER_ERROR,
     providers.TIMEOUT, providers.CONNECTION_ERROR, providers.BAD_RESPONSE, "provider_unknown",
 })
 
@@ -55,6 +56,11 @@ def decide(
         max_seconds=s.backoff_max_seconds, retry_after_seconds=result.retry_after_seconds,
         jitter=jitter)
     if result.kind == providers.REAUTH:
+        state = store.REAUTH_REQUIRED
+    elif (result.error_code == providers.INVALID_SCOPE
+          and account.last_error == providers.INVALID_SCOPE):
+        # Refused twice in a row: the scopes configured or consented are wrong, and retrying
+        # will not fix them. Stop until someone reconnects the account.
         state = store.REAUTH_REQUIRED
     elif result.kind == providers.PROVIDER:
         delay = s.provider_pause_seconds
@@ -147,10 +153,22 @@ class Refresher:
 
     async def _call(self, client: providers.Provider, account: store.Account) -> providers.Result:
         try:
-            prepared = client.prepare(account, self.keyring)
+            prepared = client.prepare(self._open_refresh_token(account), account.scopes,
+                                      account_id=account.id)
         except providers.RefreshError as exc:
             return self._refused(exc.code, exc.message, exc.kind)
         return await client.send(self.session, prepared)
+
+    def _open_refresh_token(self, account: store.Account) -> str:
+        """The plaintext refresh token, decrypted exactly once per attempt."""
+        if not isinstance(account.refresh_token, str) or not account.refresh_token:
+            raise providers.RefreshError(
+                providers.DECRYPT_FAILED, f"account {account.id!r} has no stored refresh_token")
+        try:
+            return self.keyring.decrypt(account.refresh_token, account_id=account.id,
+                                        column="refresh_token")
+        except crypto.DecryptError as exc:
+            raise providers.RefreshError(providers.DECRYPT_FAILED, str(exc)) from None
 
     def _refused(self, code: str, message: str, kind: str) -> providers.Result:
         """A refresh stopped before any HTTP: nothing was sent."""

@@ -2,7 +2,9 @@
 
 Concurrent callers for one account share a single refresh in this process. Across
 replicas the account's lease decides: a loser waits for the lease to be released, then
-reads what the winner stored.
+takes what the winner stored. A refresh is never spent only to refuse its result: when
+the provider's tokens live shorter than asked, the fresh one is returned with its real
+expiry, and a token in the first half of such a short life is not refreshed again.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Vendor:
         self.clock = clock
         self.wait_seconds = settings.request_timeout_seconds + LEASE_WAIT_MARGIN_SECONDS
         self._in_flight: dict[str, asyncio.Task[tuple[store.Account | None, str | None]]] = {}
+        self._short_lived: set[str] = set()  # ids whose fresh tokens came back shorter
 
     async def vend(
         self, account_id: str, *, min_valid_seconds: float, org: str | None = None,
@@ -79,13 +82,16 @@ class Vendor:
     async def _vend(self, account_id: str, min_valid_seconds: float, org: str | None) -> Vended:
         account = _visible(await self.db.get_account(account_id), org)
         refreshed = False
-        if not self._fresh(account, min_valid_seconds):
-            latest, error_code = await self._shared_refresh(account_id, min_valid_seconds)
+        if not self._good_enough(account, min_valid_seconds):
+            seen = account.access_token
+            latest, error_code = await self._shared_refresh(account_id, min_valid_seconds, seen)
             account = _visible(latest, org)
-            if not self._fresh(account, min_valid_seconds):
+            renewed = account.access_token != seen and self._valid(account)
+            if not (renewed or self._good_enough(account, min_valid_seconds)):
                 raise Unavailable(f"refresh failed: {error_code}" if error_code else
                                   f"no access token valid for {min_valid_seconds:g} s")
             refreshed = True
+            self._learn(account, min_valid_seconds)
         assert account.access_token is not None and account.access_expires_at is not None
         try:
             token = self.keyring.decrypt(account.access_token, account_id=account.id,
@@ -95,18 +101,40 @@ class Vendor:
         return Vended(access_token=token, expires_at=account.access_expires_at,
                       refreshed=refreshed)
 
-    def _fresh(self, account: store.Account, min_valid_seconds: float) -> bool:
-        if account.access_token is None or account.access_expires_at is None:
+    def _learn(self, account: store.Account, min_valid_seconds: float) -> None:
+        """Remember which accounts' providers hand out tokens shorter than apps ask for,
+        so the next vend does not refresh a token that a refresh could not better."""
+        assert account.access_expires_at is not None
+        if (account.access_expires_at - self.clock()).total_seconds() >= min_valid_seconds:
+            self._short_lived.discard(account.id)
+        else:
+            self._short_lived.add(account.id)
+
+    def _valid(self, account: store.Account) -> bool:
+        return (account.access_token is not None and account.access_expires_at is not None
+                and account.access_expires_at > self.clock())
+
+    def _good_enough(self, account: store.Account, min_valid_seconds: float) -> bool:
+        """Valid for `min_valid_seconds`, or as good as a refresh could make it: when the
+        provider's tokens live shorter than asked, one in the first half of its life."""
+        if not self._valid(account):
             return False
-        return (account.access_expires_at - self.clock()).total_seconds() >= min_valid_seconds
+        assert account.access_expires_at is not None
+        left = (account.access_expires_at - self.clock()).total_seconds()
+        if left >= min_valid_seconds:
+            return True
+        if account.last_refresh_at is None or account.id not in self._short_lived:
+            return False
+        lifetime = (account.access_expires_at - account.last_refresh_at).total_seconds()
+        return lifetime < min_valid_seconds and left >= lifetime / 2
 
     async def _shared_refresh(
-        self, account_id: str, min_valid_seconds: float,
+        self, account_id: str, min_valid_seconds: float, seen: str | None,
     ) -> tuple[store.Account | None, str | None]:
         """Join the refresh in flight for this account, or start one."""
         task = self._in_flight.get(account_id)
         if task is None:
-            task = asyncio.create_task(self._ensure_fresh(account_id, min_valid_seconds),
+            task = asyncio.create_task(self._ensure_fresh(account_id, min_valid_seconds, seen),
                                        name=f"vend-refresh:{account_id}")
             self._in_flight[account_id] = task
             task.add_done_callback(lambda t: self._finished(account_id, t))
@@ -120,15 +148,17 @@ class Vendor:
             task.exception()  # retrieved here so an unawaited failure is not reported twice
 
     async def _ensure_fresh(
-        self, account_id: str, min_valid_seconds: float,
+        self, account_id: str, min_valid_seconds: float, seen: str | None,
     ) -> tuple[store.Account | None, str | None]:
         """Refresh unless someone just did; wait out another owner's lease. Re-reads first,
-        so a caller arriving after the previous refresh finished does not start another."""
+        so a caller arriving after another refresh finished (here or on another replica)
+        takes its token instead of spending one more."""
         deadline = asyncio.get_running_loop().time() + self.wait_seconds
         while True:
             account = await self.db.get_account(account_id)
             if (account is None or account.state != store.ACTIVE
-                    or self._fresh(account, min_valid_seconds)):
+                    or self._good_enough(account, min_valid_seconds)
+                    or (account.access_token != seen and self._valid(account))):
                 return account, None
             try:
                 outcome = await self.worker.refresh_now(account_id, source=SOURCE)

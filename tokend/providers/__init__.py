@@ -2,12 +2,14 @@
 
 eBay and any RFC 6749 provider share one implementation (`client.Provider`); the eBay
 profile only changes the defaults and checks that a refresh token looks like eBay's.
-No database here: the refresher hands in an Account and stores what comes back.
+No database and no keys here: the refresher hands in the plaintext refresh token it
+opened and stores what comes back.
 """
 
 from __future__ import annotations
 
 from tokend import config
+from tokend.ebay import profile as ebay_profile
 from tokend.providers.client import BODY_LIMIT_BYTES, Provider
 from tokend.providers.result import (
     BAD_RESPONSE,
@@ -28,24 +30,20 @@ from tokend.providers.result import (
     TRANSIENT,
     UNAUTHORIZED_CLIENT,
     UNSUPPORTED_GRANT_TYPE,
+    UNSUPPORTED_TOKEN_TYPE,
     Grant,
     Prepared,
     RefreshError,
     Result,
 )
 
-# eBay user access tokens live two hours; its answers always say so, but if one does
-# not, assume the documented lifetime. Elsewhere one hour is the common default.
-EBAY_DEFAULT_EXPIRES_IN_SECONDS = 7200.0
-OAUTH2_DEFAULT_EXPIRES_IN_SECONDS = 3600.0
-EBAY_TOKEN_PREFIX = "v^"  # noqa: S105 - a shape, not a secret
-
 __all__ = [
     "BAD_RESPONSE", "BODY_LIMIT_BYTES", "CONFIG", "CONNECTION_ERROR", "DECRYPT",
-    "DECRYPT_FAILED", "EBAY_DEFAULT_EXPIRES_IN_SECONDS", "EBAY_TOKEN_PREFIX", "INVALID_CLIENT",
+    "DECRYPT_FAILED", "INVALID_CLIENT",
     "INVALID_GRANT", "INVALID_REQUEST", "INVALID_SCOPE", "KINDS",
-    "OAUTH2_DEFAULT_EXPIRES_IN_SECONDS", "PROVIDER", "RATE_LIMITED", "REAUTH", "SERVER_ERROR",
-    "TIMEOUT", "TRANSIENT", "UNAUTHORIZED_CLIENT", "UNSUPPORTED_GRANT_TYPE", "Grant",
+    "PROVIDER", "RATE_LIMITED", "REAUTH", "SERVER_ERROR",
+    "TIMEOUT", "TRANSIENT", "UNAUTHORIZED_CLIENT", "UNSUPPORTED_GRANT_TYPE",
+    "UNSUPPORTED_TOKEN_TYPE", "Grant",
     "Prepared", "Provider", "RefreshError", "Result", "build",
 ]
 
@@ -55,12 +53,11 @@ def build(provider_config: config.ProviderConfig, *, request_timeout_seconds: fl
     if provider_config.type == "ebay":
         return Provider(
             provider_config, request_timeout_seconds=request_timeout_seconds,
-            default_expires_in_seconds=EBAY_DEFAULT_EXPIRES_IN_SECONDS,
-            token_prefix=EBAY_TOKEN_PREFIX,
+            token_prefix=ebay_profile.TOKEN_PREFIX, token_types=ebay_profile.TOKEN_TYPES,
         )
     if provider_config.type == "oauth2":
         return Provider(
             provider_config, request_timeout_seconds=request_timeout_seconds,
-            default_expires_in_seconds=OAUTH2_DEFAULT_EXPIRES_IN_SECONDS, token_prefix=None,
+            token_prefix=None, token_types=("bearer",),
         )
     raise ValueError(f"provider {provider_config.name!r}: unknown type {provider_config.type!r}")

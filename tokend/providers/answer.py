@@ -144,9 +144,20 @@ def _http(status: int, reason: str | None, text: str, content_type: str | None) 
     return _clean(f"HTTP {status} {reason or ''}".rstrip() + f" ({shape})")
 
 
+def kind_of(code: str, reauth_codes: tuple[str, ...] = (result.INVALID_GRANT,)) -> str:
+    """Where an error code sends the refresher; `reauth_codes` are the provider's own
+    words for "sign in again" (they replace invalid_grant, not add to it)."""
+    if code in reauth_codes:
+        return result.REAUTH
+    kind = CODE_KINDS.get(code, result.CONFIG)
+    return result.CONFIG if kind == result.REAUTH else kind
+
+
 def interpret(
     status: int, reason: str | None, text: str, content_type: str | None, *,
     default_expires_in_seconds: float,
+    reauth_codes: tuple[str, ...] = (result.INVALID_GRANT,),
+    token_types: tuple[str, ...] = ("bearer",),
 ) -> result.Grant | Error:
     """Classify one answer. Never raises: every shape ends as a grant or an Error."""
     payload = parse_body(text, content_type)
@@ -158,17 +169,19 @@ def interpret(
     if status >= 500:
         # Keep the provider's own code, unless it would claim a lasting failure that a
         # server error cannot prove (a 503 saying invalid_grant must not cost a reauth).
-        if code is None or CODE_KINDS.get(code, result.TRANSIENT) != result.TRANSIENT:
+        if code is None or (code in reauth_codes or CODE_KINDS.get(
+                code, result.TRANSIENT) != result.TRANSIENT):
             code = result.SERVER_ERROR
         return Error(code, description, result.TRANSIENT)
     if 200 <= status < 300:
         if has_error:
             # An error dressed as success: believe the error.
             code = code or result.BAD_RESPONSE
-            return Error(code, description, CODE_KINDS.get(code, result.CONFIG))
-        return _grant(payload, default_expires_in_seconds, status, reason, text, content_type)
+            return Error(code, description, kind_of(code, reauth_codes))
+        return _grant(payload, default_expires_in_seconds, token_types, status, reason, text,
+                      content_type)
     if code is not None:
-        return Error(code, description, CODE_KINDS.get(code, result.CONFIG))
+        return Error(code, description, kind_of(code, reauth_codes))
     if status == 401:  # RFC 6749 5.2: client authentication failed
         return Error(result.INVALID_CLIENT, description, result.PROVIDER)
     if status == 408:
@@ -181,8 +194,8 @@ def interpret(
 
 
 def _grant(
-    payload: Any, default_expires_in_seconds: float, status: int, reason: str | None,
-    text: str, content_type: str | None,
+    payload: Any, default_expires_in_seconds: float, token_types: tuple[str, ...], status: int,
+    reason: str | None, text: str, content_type: str | None,
 ) -> result.Grant | Error:
     def bad(problem: str) -> Error:
         shape = _http(status, reason, text, content_type)
@@ -195,8 +208,18 @@ def _grant(
     access_token = payload.get("access_token")
     if not isinstance(access_token, str) or not access_token.strip():
         return bad("token response has no access_token")
+    token_type = payload.get("token_type")
+    if token_type is not None and (not isinstance(token_type, str)
+                                   or token_type.strip().lower() not in token_types):
+        # A MAC or DPoP-bound token is useless to an app that sends it as a bearer.
+        shown = _clean(token_type)[:40] if isinstance(token_type, str) else \
+            type(token_type).__name__
+        return Error(result.UNSUPPORTED_TOKEN_TYPE,
+                     f"token_type {shown!r} is not one this provider's tokens are used as "
+                     f"({', '.join(token_types)})", result.CONFIG)
     raw_expires = payload.get("expires_in")
-    if raw_expires is None or raw_expires == "":
+    assumed = raw_expires is None or raw_expires == ""
+    if assumed:
         expires_in = default_expires_in_seconds
     else:
         parsed = seconds(raw_expires)
@@ -219,4 +242,5 @@ def _grant(
         refresh_token=refresh_token.strip() if refresh_token else None,
         refresh_token_expires_in=seconds(refresh_expires),
         scope=scope if isinstance(scope, str) and scope else None,
+        expires_in_assumed=assumed,
     )

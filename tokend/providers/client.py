@@ -1,7 +1,8 @@
 """The RFC 6749 refresh_token grant: one request builder and one send, for every provider.
 
-`prepare` opens the stored refresh token exactly once and refuses unusable ones before
-anything is sent; `send` makes one bounded call and turns whatever happens into a Result.
+`prepare` takes the plaintext refresh token (the refresher opened it) and refuses an
+unusable one before anything is sent; `send` makes one bounded call and turns whatever
+happens into a Result.
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ from __future__ import annotations
 import base64
 import time
 import urllib.parse
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import structlog
 from multidict import CIMultiDictProxy
 
-from tokend import config, crypto, masking, store
+from tokend import config, masking
 from tokend.providers import answer, result
+
+log = structlog.get_logger("tokend.providers")
 
 FORM = "application/x-www-form-urlencoded"
 BODY_LIMIT_BYTES = 1024 * 1024
@@ -28,46 +33,51 @@ class Provider:
 
     def __init__(
         self, provider_config: config.ProviderConfig, *, request_timeout_seconds: float,
-        default_expires_in_seconds: float, token_prefix: str | None,
+        token_prefix: str | None, token_types: tuple[str, ...],
     ) -> None:
         self.config = provider_config
         self.name = provider_config.name
         self.type = provider_config.type
         self.environment = provider_config.environment
         self.request_timeout_seconds = request_timeout_seconds
-        self.default_expires_in_seconds = default_expires_in_seconds
+        self.default_expires_in_seconds = provider_config.expires_in_fallback_seconds
         self.token_prefix = token_prefix
+        self.token_types = token_types  # lower-cased token_type values we can use
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_seconds)
 
     def __repr__(self) -> str:
         return f"Provider(name={self.name!r}, type={self.type!r}, url={self.config.token_url!r})"
 
-    def scopes_for(self, account: store.Account) -> tuple[str, ...]:
+    def scopes_for(self, account_scopes: Sequence[str]) -> tuple[str, ...]:
         """The account's own consented scopes when it has them, else the provider's."""
-        return tuple(account.scopes) or tuple(self.config.scopes)
+        return tuple(account_scopes) or tuple(self.config.scopes)
 
-    def prepare(self, account: store.Account, keyring: crypto.Keyring) -> result.Prepared:
-        """Build the request, or raise RefreshError(decrypt_failed): then send nothing."""
-        token = self._refresh_token(account, keyring)
+    def prepare(
+        self, refresh_token: str, scopes: Sequence[str] = (), *, account_id: str | None = None,
+    ) -> result.Prepared:
+        """Build the request for this plaintext refresh token and the account's scopes
+        (empty: the provider's), or raise RefreshError(decrypt_failed): then send nothing."""
+        token = self._usable(refresh_token, account_id)
         form = [("grant_type", "refresh_token"), ("refresh_token", token)]
-        scopes = self.scopes_for(account)
-        if scopes:
+        scopes = self.scopes_for(scopes)
+        if scopes and self.config.refresh_sends_scope:
             form.append(("scope", " ".join(scopes)))
         headers = {"Content-Type": FORM, "Accept": "application/json"}
         secret = self.config.client_secret
         echoes = (token, secret)
         if self.config.client_auth == "body":
             form += [("client_id", self.config.client_id), ("client_secret", secret)]
+        elif self.config.client_auth == "none":  # a public client identifies itself only
+            form.append(("client_id", self.config.client_id))
         else:
-            credentials = f"{self.config.client_id}:{secret}".encode()
-            encoded = base64.b64encode(credentials).decode("ascii")
+            encoded = basic_credentials(self.config.client_id, secret)
             headers["Authorization"] = "Basic " + encoded
             # A proxy that echoes our request headers shows the secret base64-encoded.
             echoes += (encoded,)
         # %20 between scopes, the way eBay documents it.
         body = urllib.parse.urlencode(form, quote_via=urllib.parse.quote)
         return result.Prepared(
-            account_id=account.id, provider=self.name, method="POST",
+            account_id=account_id, provider=self.name, method="POST",
             url=self.config.token_url, headers=headers, body=body,
             secrets=echoes,
             request={
@@ -76,25 +86,20 @@ class Provider:
             },
         )
 
-    def _refresh_token(self, account: store.Account, keyring: crypto.Keyring) -> str:
+    def _usable(self, refresh_token: str, account_id: str | None) -> str:
         def refuse(message: str) -> result.RefreshError:
             return result.RefreshError(result.DECRYPT_FAILED, message)
 
-        if not isinstance(account.refresh_token, str) or not account.refresh_token:
-            raise refuse(f"account {account.id!r} has no stored refresh_token")
-        try:
-            token = keyring.decrypt(account.refresh_token, account_id=account.id,
-                                    column="refresh_token").strip()
-        except crypto.DecryptError as exc:
-            raise refuse(str(exc)) from None
+        whose = f"refresh_token of account {account_id!r}" if account_id else "refresh_token"
+        token = refresh_token.strip() if isinstance(refresh_token, str) else ""
         if not token:
-            raise refuse(f"refresh_token of account {account.id!r} decrypts to an empty value")
+            raise refuse(f"{whose} decrypts to an empty value")
         if token.startswith("ENC:"):
-            raise refuse(f"refresh_token of account {account.id!r} is still an ENC: envelope "
-                         "after decryption (encrypted twice)")
+            raise refuse(f"{whose} is still an ENC: envelope after decryption "
+                         "(encrypted twice)")
         if self.token_prefix and not token.startswith(self.token_prefix):
-            raise refuse(f"refresh_token of account {account.id!r} does not look like a "
-                         f"{self.type} token (expected it to start with {self.token_prefix!r})")
+            raise refuse(f"{whose} does not look like a {self.type} token "
+                         f"(expected it to start with {self.token_prefix!r})")
         return token
 
     async def send(
@@ -155,7 +160,11 @@ class Provider:
             outcome = answer.interpret(
                 status, reason, text, content_type,
                 default_expires_in_seconds=self.default_expires_in_seconds,
+                reauth_codes=self.config.reauth_error_codes, token_types=self.token_types,
             )
+            if isinstance(outcome, result.Grant) and outcome.expires_in_assumed:
+                log.warning("expires_in_missing", provider=self.name,
+                            assumed_seconds=outcome.expires_in)
         response = {
             "status": status, "reason": reason,
             "headers": {name: _safe_text(value, echoes) for name, value
@@ -176,6 +185,13 @@ class Provider:
             retry_after_seconds=answer.retry_after_seconds(headers.get("Retry-After")),
             **common,
         )
+
+
+def basic_credentials(client_id: str, secret: str) -> str:
+    """RFC 6749 2.3.1: each part form-urlencoded, then `id:secret` base64-encoded. Without
+    the encoding a secret holding `+`, `%` or `:` reaches the server as another secret."""
+    pair = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(secret)}"
+    return base64.b64encode(pair.encode()).decode("ascii")
 
 
 async def read_limited(

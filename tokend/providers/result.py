@@ -26,6 +26,7 @@ UNAUTHORIZED_CLIENT = "unauthorized_client"
 INVALID_SCOPE = "invalid_scope"
 INVALID_REQUEST = "invalid_request"
 UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
+UNSUPPORTED_TOKEN_TYPE = "unsupported_token_type"  # noqa: S105 - ours: not a bearer token
 RATE_LIMITED = "rate_limited"
 SERVER_ERROR = "server_error"
 TIMEOUT = "timeout"
@@ -84,7 +85,7 @@ class Prepared(_Secretive):
     __slots__ = ("account_id", "body", "headers", "method", "provider", "request", "secrets",
                  "url")
     _public = ("account_id", "provider", "method", "url", "request")
-    account_id: str
+    account_id: str | None
     provider: str
     method: str
     url: str
@@ -97,11 +98,12 @@ class Prepared(_Secretive):
 class Grant(_Secretive):
     """A successful answer. Expiries are seconds counted from `Result.sent_at`."""
 
-    __slots__ = ("access_token", "expires_in", "refresh_token", "refresh_token_expires_in",
-                 "scope")
-    _public = ("expires_in", "refresh_token_expires_in", "scope")
+    __slots__ = ("access_token", "expires_in", "expires_in_assumed", "refresh_token",
+                 "refresh_token_expires_in", "scope")
+    _public = ("expires_in", "expires_in_assumed", "refresh_token_expires_in", "scope")
     access_token: str
     expires_in: float
+    expires_in_assumed: bool  # the answer had no expires_in: the provider's default
     refresh_token: str | None
     refresh_token_expires_in: float | None
     scope: str | None

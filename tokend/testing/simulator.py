@@ -29,27 +29,17 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-TOKEN_PATH = "/identity/v1/oauth2/token"  # noqa: S105 - a path
-REFRESH_TOKEN_PREFIX = "v^1.1#"  # noqa: S105 - a shape, not a secret
+from tokend.ebay import profile as ebay_profile
+
+TOKEN_PATH = ebay_profile.TOKEN_PATH
+REFRESH_TOKEN_PREFIX = ebay_profile.TOKEN_PREFIX + "1.1#"
 FAIL_MODES = (None, "500", "502_html", "429", "reset", "hang", "huge")
 DEFAULT_CLIENT_ID = "tokend-sim"
 DEFAULT_CLIENT_SECRET = "tokend-sim-secret"  # noqa: S105 - the simulator's well-known fake
-# The scopes an eBay seller application typically holds; a token without its own
-# consented scopes may ask for any subset of these.
-DEFAULT_SCOPES = frozenset({
-    "https://api.ebay.com/oauth/api_scope",
-    "https://api.ebay.com/oauth/api_scope/sell.account",
-    "https://api.ebay.com/oauth/api_scope/sell.account.readonly",
-    "https://api.ebay.com/oauth/api_scope/sell.analytics.readonly",
-    "https://api.ebay.com/oauth/api_scope/sell.finances",
-    "https://api.ebay.com/oauth/api_scope/sell.fulfillment",
-    "https://api.ebay.com/oauth/api_scope/sell.fulfillment.readonly",
-    "https://api.ebay.com/oauth/api_scope/sell.inventory",
-    "https://api.ebay.com/oauth/api_scope/sell.inventory.readonly",
-    "https://api.ebay.com/oauth/api_scope/sell.marketing",
-    "https://api.ebay.com/oauth/api_scope/sell.marketing.readonly",
-    "https://api.ebay.com/oauth/api_scope/commerce.identity.readonly",
-})
+# A token without its own consented scopes may ask for any subset of these.
+DEFAULT_SCOPES = frozenset(ebay_profile.SELLER_SCOPES)
+DEFAULT_EXPIRES_IN = int(ebay_profile.ACCESS_TOKEN_LIFETIME_SECONDS)
+DEFAULT_REFRESH_TOKEN_EXPIRES_IN = int(ebay_profile.REFRESH_TOKEN_LIFETIME_SECONDS)
 HUGE_BODY_BYTES = 10 * 1024 * 1024
 _HUGE_CHUNK = b"x" * 65536
 _BAD_GATEWAY_HTML = (
@@ -58,7 +48,7 @@ _BAD_GATEWAY_HTML = (
 )
 _CONFIG_KEYS = (
     "latency_seconds", "error_rate", "fail_mode", "fail_times", "retry_after_seconds",
-    "rotate", "expires_in", "refresh_token_expires_in",
+    "rotate", "expires_in", "refresh_token_expires_in", "token_type",
 )
 
 
@@ -68,7 +58,7 @@ def fingerprint(token: str) -> str:
 
 
 def _new_token(kind: str) -> str:
-    return f"v^1.1#i^1#{kind}^1#f^0#I^3#p^3#t^{secrets.token_urlsafe(48)}"
+    return f"{REFRESH_TOKEN_PREFIX}i^1#{kind}^1#f^0#I^3#p^3#t^{secrets.token_urlsafe(48)}"
 
 
 class Simulator:
@@ -77,8 +67,8 @@ class Simulator:
     def __init__(
         self, *, client_id: str = DEFAULT_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET,
         allowed_scopes: Iterable[str] | None = DEFAULT_SCOPES, latency_seconds: float = 0.0,
-        rotate: bool = False, expires_in: int = 7200,
-        refresh_token_expires_in: int = 47_304_000, body_auth: bool = False,
+        rotate: bool = False, expires_in: int = DEFAULT_EXPIRES_IN,
+        refresh_token_expires_in: int = DEFAULT_REFRESH_TOKEN_EXPIRES_IN, body_auth: bool = False,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -96,6 +86,7 @@ class Simulator:
         self.refresh_token_expires_in = refresh_token_expires_in
         # RFC 6749 also allows credentials in the form body; eBay does not.
         self.body_auth = body_auth
+        self.token_type = "User Access Token"  # noqa: S105 - what eBay says; RFC 6749: Bearer
         self.hang_seconds = 3600.0
         self._revoked: set[str] = set()
         self._consent: dict[str, frozenset[str]] = {}
@@ -124,6 +115,9 @@ class Simulator:
             elif key == "rotate":
                 if not isinstance(value, bool):
                     raise ValueError("rotate must be a boolean")
+            elif key == "token_type":
+                if not isinstance(value, str) or not value:
+                    raise ValueError("token_type must be a non-empty string")
             elif key == "fail_times":
                 if value is not None and (not isinstance(value, int) or value < 0):
                     raise ValueError("fail_times must be a non-negative integer or null")
@@ -281,7 +275,7 @@ class Simulator:
         answer: dict[str, Any] = {
             "access_token": _new_token("r"),
             "expires_in": self.expires_in,
-            "token_type": "User Access Token",
+            "token_type": self.token_type,
         }
         if self.rotate:
             # The old token dies now: a second refresh of it is an invalid_grant.
@@ -310,7 +304,10 @@ class Simulator:
                 decoded = base64.b64decode(encoded.strip(), validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
                 return False
-            client_id, _, secret = decoded.partition(":")
+            # RFC 6749 2.3.1: each part was form-urlencoded before base64.
+            raw_id, _, raw_secret = decoded.partition(":")
+            client_id = urllib.parse.unquote_plus(raw_id)
+            secret = urllib.parse.unquote_plus(raw_secret)
         return hmac.compare_digest(client_id.encode(), self.client_id.encode()) and \
             hmac.compare_digest(secret.encode(), self.client_secret.encode())
 
@@ -458,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rotate", action="store_true",
                         help="issue a new refresh token on every refresh; the old one dies")
-    parser.add_argument("--expires-in", type=int, default=7200)
+    parser.add_argument("--expires-in", type=int, default=DEFAULT_EXPIRES_IN)
     parser.add_argument("--error-rate", type=float, default=0.0,
                         help="fraction of requests answered with a 500")
     parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID)

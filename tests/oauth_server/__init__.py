@@ -1,0 +1,1 @@
+"""A Django OAuth Toolkit authorization server for the interop tests, run on loopback."""

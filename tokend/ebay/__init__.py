@@ -1,0 +1,1 @@
+"""Everything eBay-specific: the profile now; the Identity call and notifications next."""
