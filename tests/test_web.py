@@ -18,7 +18,7 @@ import pytest
 import webstack
 from aiohttp import WSCloseCode
 
-from tokend import logclient
+from tokend import logclient, vocabulary
 
 ADMIN, ORG_ACME, CONSUMER = webstack.ADMIN, webstack.ORG_ACME, webstack.CONSUMER
 
@@ -525,7 +525,7 @@ async def wait_for_text(out, text, timeout=5.0):
 async def test_the_logs_client_prints_history_then_follows(stack):
     first = await webstack.add_entry(stack.db, stack.hub, account_id="acct-a")
     await webstack.add_entry(stack.db, stack.hub, source="manual", account_id="acct-b",
-                             error={"code": "invalid_grant", "message": "revoked"})
+                             error=vocabulary.error("invalid_grant", "revoked"))
     out = io.StringIO()
     await logclient.follow(stack.url, ADMIN, follow=False, out=out)
     text = out.getvalue()

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from tokend import config, crypto, daemon, logs, refresher, store
+from tokend import config, crypto, daemon, logs, refresher, store, vocabulary
 
 
 class UsageError(Exception):
@@ -273,7 +273,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     from tokend import manual  # the CLI's one-shot refresher, built like the daemon's
 
     outcome = asyncio.run(manual.refresh_once(
-        cfg, args.account_id, source="debug" if args.debug else "manual"))
+        cfg, args.account_id, source=vocabulary.DEBUG if args.debug else vocabulary.MANUAL))
     manual.print_outcome(outcome, sys.stdout)
     return 0 if outcome.success else 1
 

@@ -1,4 +1,5 @@
-"""The operator routes without a token: health, loop status, metrics, and the terminal page."""
+"""The operator routes without a token: health, loop status, metrics, the vocabulary and the
+terminal page."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import prometheus_client as prom
 import structlog
 from aiohttp import web
 
-from tokend import quota, status, store
+from tokend import quota, status, store, vocabulary
 from tokend.web import common
 
 log = structlog.get_logger("tokend.web")
@@ -115,6 +116,11 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"Content-Type": prom.CONTENT_TYPE_LATEST})
 
 
+async def vocabulary_json(_request: web.Request) -> web.Response:
+    """The entry vocabulary for pages and other clients; public, like the page itself."""
+    return common.json_response(vocabulary.served())
+
+
 @functools.cache
 def _page_template() -> str:
     return (STATIC_DIR / "terminal.html").read_text()
@@ -142,5 +148,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/loop-status", loop_status)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/vocabulary", vocabulary_json)
     app.router.add_get("/terminal", terminal)
     app.router.add_get("/terminal/{name}", asset)
