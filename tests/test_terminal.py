@@ -10,6 +10,8 @@ import orjson
 import pytest
 import webstack
 
+from tokend import vocabulary
+
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
 
@@ -61,7 +63,7 @@ async def test_the_terminal_end_to_end(store, keyring, browser):
         scheduled = await webstack.add_entry(s.db, s.hub, source="scheduled", account_id="acme-1")
         manual = await webstack.add_entry(
             s.db, s.hub, source="manual", account_id="acme-2", action="token_refresh_failed",
-            error={"code": "invalid_grant", "message": "the refresh token was revoked"})
+            error=vocabulary.error("invalid_grant", "the refresh token was revoked"))
         await expect(entry_locator(page, scheduled).locator(".badge")).to_have_text("SCHEDULED")
         await expect(entry_locator(page, manual).locator(".badge")).to_have_text("MANUAL")
         await expect(entry_locator(page, manual).locator(".error")).to_contain_text(
@@ -175,3 +177,53 @@ async def test_the_terminal_keeps_the_newest_entries_and_follows_only_at_the_bot
         await expect(page.locator("#jump")).to_be_hidden()
         assert await log.evaluate("n => n.scrollHeight - n.scrollTop - n.clientHeight") < 24
         await page.close()
+
+
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+async def serious_violations(page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now (CSP untouched:
+    the script goes in through the debugging protocol, not a script tag)."""
+    if not await page.evaluate("typeof window.axe !== 'undefined'"):
+        await page.evaluate(AXE.read_text())
+    results = await page.evaluate("""async () => {
+        const r = await axe.run(document, {resultTypes: ["violations"]});
+        return r.violations.map(v => ({id: v.id, impact: v.impact,
+            nodes: v.nodes.map(n => n.target.join(" ") + " " + n.failureSummary)}));
+    }""")
+    return [f"{v['id']} ({v['impact']}): {node}" for v in results
+            if v["impact"] in ("serious", "critical") for node in v["nodes"]]
+
+
+async def real_entries(s) -> None:
+    """What an operator sees: a refresh, a revoked token, a debug refresh, a heartbeat."""
+    await webstack.add_account(s.db, s.keyring, "acme-ok")
+    await s.worker.refresh_now("acme-ok")
+    revoked = webstack.refresh_token()
+    s.sim.revoke(revoked)
+    await webstack.add_account(s.db, s.keyring, "acme-revoked", token=revoked)
+    await s.worker.refresh_now("acme-revoked")
+    await s.loop.cycle()
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+async def test_the_terminal_passes_axe(store, keyring, browser, viewport):
+    async with webstack.running(store, keyring) as s:
+        page = await browser.new_page(viewport=VIEWPORTS[viewport])
+        await page.goto(s.url + "/terminal")
+        await expect(page.locator("#login")).to_be_visible()
+        found = {"login": await serious_violations(page)}
+        await page.screenshot(path=str(ARTIFACTS / f"terminal-login-{viewport}.png"))
+        await page.fill("#token", webstack.ADMIN)
+        await page.press("#token", "Enter")
+        await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+        await real_entries(s)
+        await expect(page.locator(".entry")).to_have_count(3)
+        await page.click('#sources [data-source="vend"]')  # a source switched off
+        found["log"] = await serious_violations(page)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / f"terminal-{viewport}.png"))
+        await page.close()
+    assert found == {"login": [], "log": []}

@@ -21,7 +21,8 @@ log = structlog.get_logger("tokend.web")
 DB_TIMEOUT_SECONDS = 2.0
 HEALTH_JSON = "application/health+json"
 STATIC_DIR = Path(__file__).parent / "static"
-ASSETS = frozenset({"terminal.js", "terminal.css"})
+# The page's modules and style sheet; the HTML template is served by `terminal` only.
+ASSETS = frozenset(p.name for p in STATIC_DIR.iterdir() if p.suffix in (".js", ".css"))
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
