@@ -68,12 +68,14 @@ def render(entry: Mapping[str, Any], *, color: bool = False) -> str:
     if entry.get("duration_ms") is not None:
         head.append(f"{entry['duration_ms']:.0f} ms")
     lines = ["  ".join(head)]
-    if entry.get("message"):
+    error = entry.get("error")
+    described = error.get("description") if isinstance(error, Mapping) else None
+    if entry.get("message") and entry["message"] != described:  # said once, on the ERROR line
         lines.append(str(entry["message"]))
     details = entry.get("details")
     if isinstance(details, Mapping) and details.get("error_count"):
         lines.append(_paint(f"{details['error_count']} account(s) failed", "31", color))
-    request, response, error = entry.get("request"), entry.get("response"), entry.get("error")
+    request, response = entry.get("request"), entry.get("response")
     if request:
         lines.append(_paint("=== HTTP REQUEST ===", "36", color))
         lines.append(f"{request.get('method', '')} {request.get('url', '')}".strip())

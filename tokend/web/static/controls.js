@@ -91,6 +91,12 @@ export function setup({ list, vocabulary, session }) {
 
   $("jump").addEventListener("click", () => list.follow());
 
+  // The controls scroll sideways on a phone; Chromium leaves a half-visible control where
+  // it is when Tab reaches it, so bring the whole of it into view.
+  $("tools").addEventListener("focusin", (event) => {
+    event.target.scrollIntoView({ block: "nearest", inline: "nearest" });
+  });
+
   // On a narrow screen the debug form folds away behind its own button.
   const debugToggle = $("debug-toggle");
   debugToggle.addEventListener("click", () => {

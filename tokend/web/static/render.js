@@ -38,6 +38,11 @@ export function errorText(error) {
   return error.description ? `${code}: ${error.description}` : code;
 }
 
+// A failure's message is its error's description: say it once, on the ERROR line.
+function errorDescription(entry) {
+  return entry.error && typeof entry.error === "object" ? entry.error.description : undefined;
+}
+
 // The server's vocabulary.failed rule: an error, a 4xx/5xx answer, or a cycle with failures.
 export function isFailure(entry) {
   const status = entry.response && entry.response.status;
@@ -74,7 +79,7 @@ function model(entry, knownSources) {
   const errors = entry.details && entry.details.error_count;
   return {
     source, head,
-    message: entry.message || "",
+    message: entry.message !== errorDescription(entry) ? entry.message || "" : "",
     failedCount: errors ? `${errors} account(s) failed` : "",
     exchange: exchange(entry.request, entry.response),
     error: entry.error ? `ERROR ${errorText(entry.error)}` : "",
