@@ -247,6 +247,7 @@ async def test_failures_only_and_the_error_text_search(store, keyring, browser):
         await expect(page.locator(".entry:visible")).to_have_count(1)
         await expect(entry_locator(page, revoked)).to_be_visible()
         await expect(page.locator("#count")).to_have_text("1 of 3 entries")
+        assert await serious_violations(page) == []  # the pressed toggle reads well too
         # Live entries obey it too: a new failure shows, a new success does not.
         await s.db.add_account(store_module.NewAccount(  # sealed for another account: no HTTP
             id="acme-broken", org="acme", provider=webstack.PROVIDER, name="broken", scopes=(),
