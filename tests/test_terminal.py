@@ -75,6 +75,7 @@ async def test_the_terminal_end_to_end(store, keyring, browser):
 
         # A debug refresh from the form: the exchange shows inline, and in the stream.
         await webstack.add_account(s.db, s.keyring, "acme-3")
+        await page.click("#debug-toggle")
         await page.fill("#debug-account", "acme-3")
         await page.click("#debug-run")
         await expect(page.locator("#debug-result")).to_be_visible()

@@ -97,7 +97,7 @@ export function setup({ list, vocabulary, session }) {
     event.target.scrollIntoView({ block: "nearest", inline: "nearest" });
   });
 
-  // On a narrow screen the debug form folds away behind its own button.
+  // The debug form stays folded until asked for: the log keeps the room.
   const debugToggle = $("debug-toggle");
   debugToggle.addEventListener("click", () => {
     const open = $("debug-form").classList.toggle("open");
