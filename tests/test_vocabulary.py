@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 import orjson
 import pytest
 import webstack
 from kit import Harness, refresh_token
 
-from tokend import logclient, vocabulary
+from tokend import logclient, vocabulary, web
 
 
 async def refresh_revoked(harness: Harness, account_id: str) -> dict:
@@ -75,3 +77,15 @@ async def test_the_server_serves_the_vocabulary_without_a_token(store, keyring) 
         assert vocabulary.WORKER_HEARTBEAT in out.getvalue()
         (heartbeat,) = await s.db.list_entries(action=vocabulary.WORKER_HEARTBEAT)
         assert heartbeat.action in body["actions"] and heartbeat.source in body["sources"]
+
+
+def test_the_page_keeps_no_copy_of_the_vocabulary() -> None:
+    """The terminal's scripts and markup name no source, action or close code: they get them
+    from /api/vocabulary. (Its style sheet may colour known sources.)"""
+    static = Path(web.__file__).parent / "static"
+    for path in sorted(static.glob("*.js")) + sorted(static.glob("*.html")):
+        text = path.read_text()
+        named = [w for w in (*vocabulary.SOURCES, *vocabulary.ACTIONS)
+                 if re.search(rf"""["'`]{w}["'`]""", text)]
+        named += [c for c in map(str, vocabulary.CLOSE_CODES.values()) if c in text]
+        assert named == [], f"{path.name} names {named}"

@@ -3,10 +3,11 @@
 import { el, entryNode, isFailure, searchText } from "./render.js";
 
 export class EntryList {
-  constructor({ log, maxEntries, sources, onChange }) {
+  constructor({ log, maxEntries, vocabulary, onChange }) {
     this.log = log;
     this.maxEntries = maxEntries;
-    this.knownSources = sources;
+    this.knownSources = vocabulary.sources;
+    this.errorFields = vocabulary.error_fields;
     this.onChange = onChange;
     this.lastId = null;
     this.seen = new Set();
@@ -17,7 +18,7 @@ export class EntryList {
     this.following = true;
     this.unseenBelow = 0;
     this.interactiveHeads = false;
-    this.filter = { sources: new Set(sources), text: "", failuresOnly: false };
+    this.filter = { sources: new Set(this.knownSources), text: "", failuresOnly: false };
     log.addEventListener("scroll", () => this.checkBottom());
   }
 
@@ -43,7 +44,7 @@ export class EntryList {
       this.seen.add(entry.id);
       if (this.lastId === null || entry.id > this.lastId) this.lastId = entry.id;
     }
-    this.hold({ kind: "entry", data: entry, el: null, hay: searchText(entry) });
+    this.hold({ kind: "entry", data: entry, el: null, hay: searchText(entry, this.errorFields) });
   }
 
   receiveDropped(count) { this.hold({ kind: "dropped", data: { count }, el: null }); }

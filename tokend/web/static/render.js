@@ -50,14 +50,16 @@ export function isFailure(entry) {
     Boolean(entry.details && entry.details.error_count);
 }
 
-// What the text filter looks through: who, what, and why it failed.
-export function searchText(entry) {
+// What the text filter looks through: who, what, and why it failed (every field of the
+// error as the server's vocabulary lists them, and the accounts a cycle counted as failed).
+export function searchText(entry, errorFields) {
   const error = entry.error && typeof entry.error === "object" ? entry.error : {};
   const failedCodes = ((entry.details && entry.details.errors) || [])
     .map((e) => `${e.account_id || ""} ${e.error_code || ""}`);
   return [entry.account_id, entry.org_id, entry.action, entry.source, entry.provider,
-    entry.message, typeof entry.error === "string" ? entry.error : "", error.code,
-    error.description, entry.response && entry.response.status, ...failedCodes]
+    entry.message, typeof entry.error === "string" ? entry.error : "",
+    ...errorFields.map((name) => error[name]), entry.response && entry.response.status,
+    ...failedCodes]
     .filter((v) => v !== undefined && v !== null && v !== "").join(" ").toLowerCase();
 }
 

@@ -21,7 +21,7 @@ setConn("offline", "offline");
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 const list = new EntryList({
-  log: $("log"), maxEntries, sources: vocabulary.sources, onChange: () => updateStatus(list),
+  log: $("log"), maxEntries, vocabulary, onChange: () => updateStatus(list),
 });
 const stream = new Stream({
   closeCodes: vocabulary.close_codes,
