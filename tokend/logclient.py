@@ -60,7 +60,7 @@ def render(entry: Mapping[str, Any], *, color: bool = False) -> str:
     if entry.get("org_id"):
         where = f"{entry['org_id']} > {where}"
     context = " ".join(str(v) for v in (entry.get("provider"), entry.get("environment")) if v)
-    action_color = "31;1" if vocabulary.failed(dict(entry)) else "1"
+    action_color = "31;1" if vocabulary.failed(entry) else "1"
     head = [_paint(_time(entry.get("created_at")), "2", color), f"#{entry.get('id')}",
             _paint(str(entry.get("action")), action_color, color), label, where]
     if context:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 # Who asked for the exchange.
@@ -46,21 +47,21 @@ def error(code: str, description: str | None, *, kind: str | None = None,
 
 def error_text(value: Any) -> str:
     """`code: description`, the way every renderer shows an entry's error."""
-    if not isinstance(value, dict):
+    if not isinstance(value, Mapping):
         return str(value)
     description = value.get("description")
     return f"{value.get('code') or 'error'}: {description}" if description else str(
         value.get("code") or "error")
 
 
-def failed(entry: dict[str, Any]) -> bool:
+def failed(entry: Mapping[str, Any]) -> bool:
     """A failure: the entry carries an error, the provider answered 4xx/5xx, or a cycle
     counted failed accounts. The page's "failures only" uses the same rule."""
     response = entry.get("response") or {}
-    status = response.get("status") if isinstance(response, dict) else None
+    status = response.get("status") if isinstance(response, Mapping) else None
     details = entry.get("details") or {}
     return (bool(entry.get("error")) or (isinstance(status, int) and status >= 400)
-            or bool(isinstance(details, dict) and details.get("error_count")))
+            or bool(isinstance(details, Mapping) and details.get("error_count")))
 
 
 def served() -> dict[str, Any]:
