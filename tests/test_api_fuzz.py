@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
+from tokend import vocabulary
 from tokend.web import websocket
 
 pytestmark = pytest.mark.timeout(60)
@@ -250,21 +251,21 @@ def expected_close(raw: str | bytes) -> int | None:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return websocket.CLOSE_BAD_HELLO
+        return vocabulary.CLOSE_BAD_HELLO
     if not isinstance(data, dict) or data.get("type") != "hello":
-        return websocket.CLOSE_BAD_HELLO
+        return vocabulary.CLOSE_BAD_HELLO
     if data.get("token") not in (webstack.ADMIN, webstack.ORG_ACME):
-        return websocket.CLOSE_UNAUTHORIZED
+        return vocabulary.CLOSE_UNAUTHORIZED
     since = data.get("since")
     if since is not None and (type(since) is not int or since < 0):
-        return websocket.CLOSE_BAD_HELLO
+        return vocabulary.CLOSE_BAD_HELLO
     sources = data.get("sources")
     if sources is not None and (not isinstance(sources, list) or any(
             s not in ("scheduled", "manual", "debug", "admin", "vend") for s in sources)):
-        return websocket.CLOSE_BAD_HELLO
+        return vocabulary.CLOSE_BAD_HELLO
     account_id = data.get("account_id")
     if account_id is not None and not isinstance(account_id, str):
-        return websocket.CLOSE_BAD_HELLO
+        return vocabulary.CLOSE_BAD_HELLO
     return None
 
 
@@ -295,7 +296,7 @@ async def test_a_since_beyond_64_bits_is_a_bad_hello_not_an_internal_error(stack
         msg = await ws.receive(timeout=5)
         while msg.type == WSMsgType.TEXT:
             msg = await ws.receive(timeout=5)
-        assert ws.close_code == websocket.CLOSE_BAD_HELLO, ws.close_code
+        assert ws.close_code == vocabulary.CLOSE_BAD_HELLO, ws.close_code
 
 
 async def _ready(stack: webstack.Stack) -> aiohttp.ClientWebSocketResponse:
@@ -347,4 +348,4 @@ async def test_a_silent_client_is_closed_after_the_hello_timeout(stack, monkeypa
     async with stack.http.ws_connect(stack.url + "/ws/logs") as ws:
         msg = await ws.receive(timeout=5)
         assert msg.type == WSMsgType.CLOSE
-        assert ws.close_code == websocket.CLOSE_HELLO_TIMEOUT
+        assert ws.close_code == vocabulary.CLOSE_HELLO_TIMEOUT

@@ -18,7 +18,7 @@ import pytest
 import webstack
 from aiohttp import WSCloseCode
 
-from tokend import logclient
+from tokend import logclient, vocabulary
 
 ADMIN, ORG_ACME, CONSUMER = webstack.ADMIN, webstack.ORG_ACME, webstack.CONSUMER
 
@@ -245,6 +245,7 @@ async def test_refresh_of_a_busy_or_unknown_account(stack):
     ("GET", "/api/accounts/nope/access-token", None, 404),
     ("GET", "/terminal/../../etc/passwd", None, 404),
     ("GET", "/terminal/terminal.py", None, 404),
+    ("GET", "/terminal/terminal.html", None, 404),
 ])
 async def test_bad_input_is_a_4xx_json_error(stack, method, path, body, status):
     await webstack.add_account(stack.db, stack.keyring, "acct-1")
@@ -282,7 +283,9 @@ async def test_the_terminal_page_and_its_assets(stack):
     assert 'data-max-entries="2000"' in page
     async with stack.http.get(stack.url + "/", allow_redirects=False) as response:
         assert (response.status, response.headers["Location"]) == (302, "/terminal")
-    for name, kind in (("terminal.js", "javascript"), ("terminal.css", "text/css")):
+    modules = ("terminal.js", "vocabulary.js", "render.js", "entries.js", "connection.js",
+               "controls.js")
+    for name, kind in (*((m, "javascript") for m in modules), ("terminal.css", "text/css")):
         async with stack.http.get(f"{stack.url}/terminal/{name}") as response:
             assert response.status == 200
             assert kind in response.headers["Content-Type"]
@@ -525,7 +528,7 @@ async def wait_for_text(out, text, timeout=5.0):
 async def test_the_logs_client_prints_history_then_follows(stack):
     first = await webstack.add_entry(stack.db, stack.hub, account_id="acct-a")
     await webstack.add_entry(stack.db, stack.hub, source="manual", account_id="acct-b",
-                             error={"code": "invalid_grant", "message": "revoked"})
+                             error=vocabulary.error("invalid_grant", "revoked"))
     out = io.StringIO()
     await logclient.follow(stack.url, ADMIN, follow=False, out=out)
     text = out.getvalue()

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from tokend import clock, config, crypto, daemon, logs, refresher, rotation, store
+from tokend import clock, config, crypto, daemon, logs, refresher, rotation, store, vocabulary
 from tokend.ebay import profile as ebay_profile
 
 
@@ -258,7 +258,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     from tokend import manual  # the CLI's one-shot refresher, built like the daemon's
 
     outcome = asyncio.run(manual.refresh_once(
-        cfg, args.account_id, source="debug" if args.debug else "manual"))
+        cfg, args.account_id, source=vocabulary.DEBUG if args.debug else vocabulary.MANUAL))
     manual.print_outcome(outcome, sys.stdout)
     return 0 if outcome.success else 1
 

@@ -12,11 +12,15 @@ from typing import Any, TextIO
 import aiohttp
 import orjson
 
+from tokend import vocabulary
+
 PAGE = 1000
 HISTORY = 200
 RECONNECT_MAX_SECONDS = 15.0
 SEEN_MAX = 10_000
-SOURCE_COLORS = {"scheduled": "32", "manual": "34", "debug": "34", "admin": "33", "vend": "35"}
+SOURCE_COLORS = {  # ANSI colours close to the page's
+    vocabulary.SCHEDULED: "32", vocabulary.MANUAL: "34", vocabulary.DEBUG: "34",
+    vocabulary.ADMIN: "33", vocabulary.VEND: "35", vocabulary.CONNECT: "36", vocabulary.EBAY: "33"}
 
 
 class LogsError(Exception):
@@ -48,21 +52,30 @@ def _headers(headers: Mapping[str, str] | None) -> list[str]:
 
 
 def render(entry: Mapping[str, Any], *, color: bool = False) -> str:
-    """One entry as the terminal shows it: a head line, then the HTTP exchange, masked."""
+    """One entry as the terminal page shows it, from the same fields: a head line, the
+    message, the HTTP exchange (masked), then the error."""
     source = str(entry.get("source") or "-")
     label = _paint(f"[{source.upper()}]", SOURCE_COLORS.get(source, "37") + ";1", color)
-    where = entry.get("account_id") or "-"
+    where = str(entry.get("account_id") or "-")
+    if entry.get("org_id"):
+        where = f"{entry['org_id']} > {where}"
     context = " ".join(str(v) for v in (entry.get("provider"), entry.get("environment")) if v)
+    action_color = "31;1" if vocabulary.failed(entry) else "1"
     head = [_paint(_time(entry.get("created_at")), "2", color), f"#{entry.get('id')}",
-            _paint(str(entry.get("action")), "1", color), label, str(where)]
+            _paint(str(entry.get("action")), action_color, color), label, where]
     if context:
         head.append(f"({context})")
     if entry.get("duration_ms") is not None:
         head.append(f"{entry['duration_ms']:.0f} ms")
     lines = ["  ".join(head)]
-    if entry.get("message"):
+    error = entry.get("error")
+    described = error.get("description") if isinstance(error, Mapping) else None
+    if entry.get("message") and entry["message"] != described:  # said once, on the ERROR line
         lines.append(str(entry["message"]))
-    request, response, error = entry.get("request"), entry.get("response"), entry.get("error")
+    details = entry.get("details")
+    if isinstance(details, Mapping) and details.get("error_count"):
+        lines.append(_paint(f"{details['error_count']} account(s) failed", "31", color))
+    request, response = entry.get("request"), entry.get("response")
     if request:
         lines.append(_paint("=== HTTP REQUEST ===", "36", color))
         lines.append(f"{request.get('method', '')} {request.get('url', '')}".strip())
@@ -74,9 +87,7 @@ def render(entry: Mapping[str, Any], *, color: bool = False) -> str:
         lines.append(_paint(status, "31", color and failed))
         lines += _headers(response.get("headers")) + _body(response.get("body"))
     if error:
-        text = f"{error.get('code', 'error')}: {error.get('message', '')}" if isinstance(
-            error, Mapping) else str(error)
-        lines.append(_paint(f"ERROR {text}", "31;1", color))
+        lines.append(_paint(f"ERROR {vocabulary.error_text(error)}", "31;1", color))
     return "\n".join(lines) + "\n"
 
 
@@ -159,8 +170,9 @@ async def _stream(
                 data.pop("type")
                 _emit(out, orjson.dumps(data).decode() + "\n" if json_lines
                       else render(data, color=color))
-        if ws.close_code in (4400, 4401, 4408):
-            raise LogsError("tokend refused the token" if ws.close_code == 4401
+        if ws.close_code in vocabulary.CLOSE_CODES.values():
+            raise LogsError("tokend refused the token"
+                            if ws.close_code == vocabulary.CLOSE_UNAUTHORIZED
                             else "tokend refused the stream request")
     return last_id
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from tokend import clock, config, metrics, refresher, store, stream
+from tokend import clock, config, metrics, refresher, store, stream, vocabulary
 
 log = structlog.get_logger("tokend.loop")
 
@@ -112,8 +112,9 @@ class Loop:
                 if not batch:
                     break
                 checked += len(batch)
-                in_flight |= {asyncio.create_task(self.worker.refresh_claimed(a, "scheduled"),
-                                                  name=f"refresh:{a.id}") for a in batch}
+                in_flight |= {asyncio.create_task(
+                    self.worker.refresh_claimed(a, vocabulary.SCHEDULED),
+                    name=f"refresh:{a.id}") for a in batch}
         finally:
             # On a stop or a database failure the claimed accounts still finish.
             if in_flight:
@@ -129,12 +130,13 @@ class Loop:
     async def _announce(self, summary: dict[str, Any]) -> None:
         if summary["status"] == "idle":
             log.info("worker_heartbeat", message=QUIET_MESSAGE, instance=self.instance)
-            entry = store.Entry(action="worker_heartbeat", source="scheduled",
+            entry = store.Entry(action=vocabulary.WORKER_HEARTBEAT, source=vocabulary.SCHEDULED,
                                 created_at=self.clock(), message=QUIET_MESSAGE, details=summary)
         else:
             log.info("cycle_summary", **summary)
             entry = store.Entry(
-                action="cycle_summary", source="scheduled", created_at=self.clock(),
+                action=vocabulary.CYCLE_SUMMARY, source=vocabulary.SCHEDULED,
+                created_at=self.clock(),
                 message=f"{summary['accounts_refreshed']} of {summary['accounts_checked']} "
                         "accounts refreshed", details=summary)
         self.hub.publish(await self.db.add_entry(entry))

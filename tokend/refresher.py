@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from tokend import clock, config, crypto, metrics, providers, schedule, store, stream
+from tokend import clock, config, crypto, metrics, providers, schedule, store, stream, vocabulary
 
 log = structlog.get_logger("tokend.refresher")
 
@@ -104,7 +104,7 @@ class Refresher:
         self.clock = clock
         self._saves: set[asyncio.Task] = set()
 
-    async def refresh_now(self, account_id: str, *, source: str = "manual") -> Outcome:
+    async def refresh_now(self, account_id: str, *, source: str = vocabulary.MANUAL) -> Outcome:
         """A manual refresh through the same path as the loop's, under its own lease."""
         claimed = await self.db.claim_account(
             account_id, self.owner, self.clock(), lease_seconds=self.settings.lease_seconds)
@@ -213,10 +213,10 @@ class Refresher:
         self, account: store.Account, source: str, result: providers.Result,
         client: providers.Provider | None,
     ) -> store.Entry:
-        if source == "debug":
-            action = "token_refresh_debug"
+        if source == vocabulary.DEBUG:
+            action = vocabulary.TOKEN_REFRESH_DEBUG
         else:
-            action = "token_refreshed" if result.ok else "token_refresh_failed"
+            action = vocabulary.TOKEN_REFRESHED if result.ok else vocabulary.TOKEN_REFRESH_FAILED
         if result.ok:
             message = f"access token refreshed, valid for {result.grant.expires_in:g} s"
             error = None

@@ -16,11 +16,10 @@ from datetime import datetime
 
 import structlog
 
-from tokend import clock, config, crypto, metrics, refresher, store
+from tokend import clock, config, crypto, metrics, refresher, store, vocabulary
 
 log = structlog.get_logger("tokend.vending")
 
-SOURCE = "vend"
 POLL_SECONDS = 0.1
 LEASE_WAIT_MARGIN_SECONDS = 5.0  # beyond the provider call: the holder's save and release
 
@@ -161,7 +160,7 @@ class Vendor:
                     or (account.access_token != seen and self._valid(account))):
                 return account, None
             try:
-                outcome = await self.worker.refresh_now(account_id, source=SOURCE)
+                outcome = await self.worker.refresh_now(account_id, source=vocabulary.VEND)
             except refresher.NotFound:
                 return None, None
             except refresher.Busy:

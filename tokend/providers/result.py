@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from tokend import vocabulary
+
 # What the refresher does about a failure.
 REAUTH = "reauth"  # the refresh token is dead: the account needs a new one
 PROVIDER = "provider"  # our client credentials are refused: pause the whole provider
@@ -132,5 +134,5 @@ class Result:
         """The failure as the HTTP log entry's `error` field; None on success."""
         if self.grant is not None:
             return None
-        return {"code": self.error_code, "description": self.error_description,
-                "kind": self.kind, "retry_after_seconds": self.retry_after_seconds}
+        return vocabulary.error(self.error_code or "error", self.error_description,
+                                kind=self.kind, retry_after_seconds=self.retry_after_seconds)

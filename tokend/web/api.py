@@ -8,10 +8,9 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
-from tokend import clock, refresher, store, vending
+from tokend import clock, refresher, store, vending, vocabulary
 from tokend.web import auth, common
 
-SOURCES = ("scheduled", "manual", "debug", "admin", "vend")
 LOGS_LIMIT_MAX = 1000
 LOGS_LIMIT_DEFAULT = 200
 MIN_VALID_DEFAULT_SECONDS = 300
@@ -81,7 +80,7 @@ async def refresh(request: web.Request) -> web.Response:
     await _visible_account(request, principal, account_id)
     try:
         outcome = await request.app[common.REFRESHER].refresh_now(
-            account_id, source="debug" if debug else "manual")
+            account_id, source=vocabulary.DEBUG if debug else vocabulary.MANUAL)
     except refresher.NotFound:
         raise common.ApiError(404, "unknown account") from None
     except refresher.Busy as exc:
@@ -103,9 +102,9 @@ async def logs(request: web.Request) -> web.Response:
     sources = None
     if "source" in query:
         sources = [s.strip() for s in query["source"].split(",") if s.strip()]
-        bad = [s for s in sources if s not in SOURCES]
+        bad = [s for s in sources if s not in vocabulary.SOURCES]
         if bad or not sources:
-            raise _bad(f"source must be a comma list of {', '.join(SOURCES)}")
+            raise _bad(f"source must be a comma list of {', '.join(vocabulary.SOURCES)}")
     action = query.get("action")
     if action is not None and not _ACTION.match(action):
         raise _bad("action must be a snake_case name")

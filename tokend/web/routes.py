@@ -1,4 +1,5 @@
-"""The operator routes without a token: health, probes, loop status, metrics, the terminal."""
+"""The operator routes without a token: health, probes, loop status, metrics, the
+vocabulary and the terminal page."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import prometheus_client as prom
 import structlog
 from aiohttp import web
 
-from tokend import probes, quota, status, store
+from tokend import probes, quota, status, store, vocabulary
 from tokend.web import common
 
 log = structlog.get_logger("tokend.web")
@@ -20,7 +21,8 @@ log = structlog.get_logger("tokend.web")
 DB_TIMEOUT_SECONDS = 2.0
 HEALTH_JSON = "application/health+json"
 STATIC_DIR = Path(__file__).parent / "static"
-ASSETS = frozenset({"terminal.js", "terminal.css"})
+# The page's modules and style sheet; the HTML template is served by `terminal` only.
+ASSETS = frozenset(p.name for p in STATIC_DIR.iterdir() if p.suffix in (".js", ".css"))
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -140,6 +142,11 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"Content-Type": prom.CONTENT_TYPE_LATEST})
 
 
+async def vocabulary_json(_request: web.Request) -> web.Response:
+    """The entry vocabulary for pages and other clients; public, like the page itself."""
+    return common.json_response(vocabulary.served())
+
+
 @functools.cache
 def _page_template() -> str:
     return (STATIC_DIR / "terminal.html").read_text()
@@ -169,5 +176,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/loop-status", loop_status)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/vocabulary", vocabulary_json)
     app.router.add_get("/terminal", terminal)
     app.router.add_get("/terminal/{name}", asset)

@@ -15,8 +15,8 @@ import orjson
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from tokend import store, stream
-from tokend.web import api, auth, common
+from tokend import store, stream, vocabulary
+from tokend.web import auth, common
 
 log = structlog.get_logger("tokend.web")
 
@@ -24,9 +24,6 @@ HELLO_TIMEOUT_SECONDS = 10.0
 HEARTBEAT_SECONDS = 20.0
 MAX_MESSAGE_BYTES = 64 * 1024
 CATCH_UP_PAGE = 500
-CLOSE_BAD_HELLO = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_HELLO_TIMEOUT = 4408
 # A sender with a backlog yields after this many frames, so 100 busy subscribers cannot hold
 # the event loop (and the refresh loop's database calls) for a whole backlog each.
 FRAMES_PER_TURN = 16
@@ -65,25 +62,26 @@ def parse_hello(raw: str | bytes, server: Any) -> Hello:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise BadHello(CLOSE_BAD_HELLO, "hello must be JSON") from None
+        raise BadHello(vocabulary.CLOSE_BAD_HELLO, "hello must be JSON") from None
     if not isinstance(data, dict) or data.get("type") != "hello":
-        raise BadHello(CLOSE_BAD_HELLO, "first message must be a hello")
+        raise BadHello(vocabulary.CLOSE_BAD_HELLO, "first message must be a hello")
     token = data.get("token")
     principal = auth.match(token, auth.admin_tokens(server)) if isinstance(token, str) else None
     if principal is None:
-        raise BadHello(CLOSE_UNAUTHORIZED, "invalid token")
+        raise BadHello(vocabulary.CLOSE_UNAUTHORIZED, "invalid token")
     since = data.get("since")
     if since is not None and (isinstance(since, bool) or not isinstance(since, int)
                               or not 0 <= since <= store.MAX_ENTRY_ID):
-        raise BadHello(CLOSE_BAD_HELLO, "since must be an entry id or null")
+        raise BadHello(vocabulary.CLOSE_BAD_HELLO, "since must be an entry id or null")
     sources = data.get("sources")
     if sources is not None:
-        if not isinstance(sources, list) or any(s not in api.SOURCES for s in sources):
-            raise BadHello(CLOSE_BAD_HELLO, f"sources must be a list of {', '.join(api.SOURCES)}")
+        if not isinstance(sources, list) or any(s not in vocabulary.SOURCES for s in sources):
+            raise BadHello(vocabulary.CLOSE_BAD_HELLO,
+                           f"sources must be a list of {', '.join(vocabulary.SOURCES)}")
         sources = frozenset(sources) or None  # an empty list asks for no filter
     account_id = data.get("account_id")
     if account_id is not None and not isinstance(account_id, str):
-        raise BadHello(CLOSE_BAD_HELLO, "account_id must be a string")
+        raise BadHello(vocabulary.CLOSE_BAD_HELLO, "account_id must be a string")
     return Hello(principal, since, sources, account_id)
 
 
@@ -199,9 +197,9 @@ async def _hello(ws: web.WebSocketResponse, server: Any) -> Hello:
     try:
         msg = await ws.receive(timeout=HELLO_TIMEOUT_SECONDS)
     except TimeoutError:
-        raise BadHello(CLOSE_HELLO_TIMEOUT, "no hello received in time") from None
+        raise BadHello(vocabulary.CLOSE_HELLO_TIMEOUT, "no hello received in time") from None
     if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-        raise BadHello(CLOSE_BAD_HELLO, "hello expected")
+        raise BadHello(vocabulary.CLOSE_BAD_HELLO, "hello expected")
     return parse_hello(msg.data, server)
 
 

@@ -1,0 +1,70 @@
+"""The words every log entry is written in: its sources, its actions, the shape of its
+`error`, and the stream's close codes. Written once here; the page reads them from
+`GET /api/vocabulary`, so nothing the server emits has to be copied into a script."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Who asked for the exchange.
+SCHEDULED = "scheduled"  # the refresh loop
+MANUAL = "manual"  # `tokend refresh`, the admin API
+DEBUG = "debug"  # a manual refresh that returns the whole exchange
+ADMIN = "admin"  # other operator actions
+VEND = "vend"  # a token vended to an app had to be refreshed first
+CONNECT = "connect"  # the authorization-code grant: authorize, code exchange, identity
+EBAY = "ebay"  # notifications eBay sends us
+SOURCES = (SCHEDULED, MANUAL, DEBUG, ADMIN, VEND, CONNECT, EBAY)
+
+# What happened. (Event names, not secrets: S105 mistakes `TOKEN_*` for passwords.)
+TOKEN_REFRESHED = "token_refreshed"  # noqa: S105
+TOKEN_REFRESH_FAILED = "token_refresh_failed"  # noqa: S105
+TOKEN_REFRESH_DEBUG = "token_refresh_debug"  # noqa: S105 (a debug refresh, either outcome)
+WORKER_HEARTBEAT = "worker_heartbeat"  # a cycle that found nothing due
+CYCLE_SUMMARY = "cycle_summary"  # a cycle that refreshed something
+ACTIONS = (TOKEN_REFRESHED, TOKEN_REFRESH_FAILED, TOKEN_REFRESH_DEBUG, WORKER_HEARTBEAT,
+           CYCLE_SUMMARY)
+
+# An entry's `error`: what failed (`code`, snake_case), the provider's or our words for it
+# (`description`), what tokend does about it (`kind`) and the wait the provider asked for.
+ERROR_FIELDS = ("code", "description", "kind", "retry_after_seconds")
+
+# WebSocket close codes of `/ws/logs` (4000-4999 is the application's range).
+CLOSE_BAD_HELLO = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_HELLO_TIMEOUT = 4408
+CLOSE_CODES = {"bad_hello": CLOSE_BAD_HELLO, "unauthorized": CLOSE_UNAUTHORIZED,
+               "hello_timeout": CLOSE_HELLO_TIMEOUT}
+
+
+def error(code: str, description: str | None, *, kind: str | None = None,
+          retry_after_seconds: float | None = None) -> dict[str, Any]:
+    """An entry's `error` field; the one place that builds it."""
+    return {"code": code, "description": description, "kind": kind,
+            "retry_after_seconds": retry_after_seconds}
+
+
+def error_text(value: Any) -> str:
+    """`code: description`, the way every renderer shows an entry's error."""
+    if not isinstance(value, Mapping):
+        return str(value)
+    description = value.get("description")
+    return f"{value.get('code') or 'error'}: {description}" if description else str(
+        value.get("code") or "error")
+
+
+def failed(entry: Mapping[str, Any]) -> bool:
+    """A failure: the entry carries an error, the provider answered 4xx/5xx, or a cycle
+    counted failed accounts. The page's "failures only" uses the same rule."""
+    response = entry.get("response") or {}
+    status = response.get("status") if isinstance(response, Mapping) else None
+    details = entry.get("details") or {}
+    return (bool(entry.get("error")) or (isinstance(status, int) and status >= 400)
+            or bool(isinstance(details, Mapping) and details.get("error_count")))
+
+
+def served() -> dict[str, Any]:
+    """What `GET /api/vocabulary` answers."""
+    return {"sources": list(SOURCES), "actions": list(ACTIONS),
+            "error_fields": list(ERROR_FIELDS), "close_codes": dict(CLOSE_CODES)}
