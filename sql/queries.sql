@@ -83,7 +83,7 @@ SET access_token = :access_token, access_expires_at = :access_expires_at,
     refresh_token = coalesce(:refresh_token, refresh_token),
     refresh_expires_at = coalesce(:refresh_expires_at, refresh_expires_at),
     last_refresh_at = :refreshed_at, consecutive_failures = 0, last_error = NULL,
-    next_attempt_at = :next_attempt_at,
+    state_reason = NULL, next_attempt_at = :next_attempt_at,
     lease_owner = NULL, lease_expires_at = NULL, version = version + 1, updated_at = :now
 WHERE id = :id AND version = :version AND lease_owner = :owner
 RETURNING id
@@ -92,6 +92,8 @@ RETURNING id
 UPDATE accounts
 SET consecutive_failures = consecutive_failures + 1, last_error = :error_code,
     next_attempt_at = :next_attempt_at, state = coalesce(:state, state),
+    state_reason = CASE WHEN CAST(:state AS text) IS NULL THEN state_reason
+                        ELSE :error_code END,
     lease_owner = NULL, lease_expires_at = NULL, version = version + 1, updated_at = :now
 WHERE id = :id AND version = :version AND lease_owner = :owner
 RETURNING id
@@ -189,3 +191,11 @@ SELECT * FROM http_log WHERE {{id_in}} ORDER BY id
 -- name: list_attempts
 SELECT account_id, source, started_at, finished_at, success, error_code, error_message
 FROM refresh_log WHERE account_id = :account_id ORDER BY id DESC LIMIT :limit
+
+-- name: insert_event
+INSERT INTO events (type, data, created_at) VALUES (:type, :data, :created_at)
+RETURNING id
+
+-- name: list_events
+SELECT id, type, data, created_at FROM events
+WHERE id > :after_id ORDER BY id LIMIT :limit

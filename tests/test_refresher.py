@@ -203,3 +203,63 @@ async def test_the_refresh_token_is_decrypted_once_per_attempt(harness: Harness)
     finally:
         del harness.keyring.decrypt
     assert calls == ["refresh_token"]
+
+
+# -- outbox events: written with the change that causes them, and only when it applies ------
+
+
+async def test_a_revoked_grant_and_its_recovery_are_events(harness: Harness) -> None:
+    token = refresh_token()
+    harness.sim.revoke(token)
+    await harness.add("a1", token=token)
+    await harness.worker.refresh_now("a1")
+    (event,) = await harness.db.list_events()
+    assert event.type == "account.reauth_required"
+    assert event.data == {"account_id": "a1", "org": "acme", "provider": harness.provider,
+                          "state": "reauth_required", "reason": "invalid_grant"}
+    assert (await harness.db.get_account("a1")).state_reason == "invalid_grant"
+
+    fresh = refresh_token()
+    await harness.db.reauth_account("a1", harness.keyring.encrypt(
+        fresh, account_id="a1", column="refresh_token"), None, clock.now())
+    assert (await harness.worker.refresh_now("a1")).success
+    events = await harness.db.list_events(after_id=event.id)
+    assert [(e.type, e.data["reason"]) for e in events] == [("account.recovered", "invalid_grant")]
+    assert (await harness.db.get_account("a1")).state_reason is None
+    for e in (event, *events):
+        assert token not in str(e.data) and fresh not in str(e.data) and "ENC:" not in str(e.data)
+
+
+async def test_a_success_after_transient_failures_is_a_recovery(harness: Harness) -> None:
+    await harness.add("a1")
+    harness.sim.configure(fail_mode="500")
+    assert not (await harness.worker.refresh_now("a1")).success
+    assert await harness.db.list_events() == []  # a transient failure is no event
+    harness.sim.configure(fail_mode=None)
+    assert (await harness.worker.refresh_now("a1")).success
+    assert [e.type for e in await harness.db.list_events()] == ["account.recovered"]
+    assert (await harness.worker.refresh_now("a1")).success
+    assert len(await harness.db.list_events()) == 1  # healthy: nothing more to say
+
+
+async def test_a_paused_provider_is_an_event(harness: Harness) -> None:
+    harness.sim.client_secret = "rotated-by-someone"
+    await harness.add("a1")
+    await harness.worker.refresh_now("a1")
+    (event,) = await harness.db.list_events()
+    assert event.type == "provider.paused"
+    assert event.data["provider"] == harness.provider
+    assert event.data["reason"] == "invalid_client"
+
+
+async def test_a_result_that_does_not_apply_writes_no_event(harness: Harness) -> None:
+    token = refresh_token()
+    harness.sim.revoke(token)
+    await harness.add("a1", token=token)
+    claimed = await harness.db.claim_account("a1", harness.worker.owner, clock.now(),
+                                             lease_seconds=60)
+    await harness.db.reauth_account("a1", harness.keyring.encrypt(
+        refresh_token(), account_id="a1", column="refresh_token"), None, clock.now())
+    outcome = await harness.worker.refresh_claimed(claimed, "scheduled")
+    assert not outcome.applied
+    assert await harness.db.list_events() == []

@@ -37,6 +37,7 @@ def decide(
     token somebody replaced meanwhile."""
     if result.ok:
         grant = result.grant
+        recovered = account.consecutive_failures > 0 or account.state_reason is not None
         return store.Success(
             access_token=seal(grant.access_token, "access_token"),
             access_expires_at=result.sent_at + timedelta(seconds=grant.expires_in),
@@ -49,6 +50,9 @@ def decide(
                 result.sent_at, grant.expires_in,
                 expiry_threshold_seconds=s.expiry_threshold_seconds,
                 max_age_seconds=s.max_age_seconds),
+            events=(store.Event.about(vocabulary.ACCOUNT_RECOVERED, account, state=store.ACTIVE,
+                                      reason=account.last_error or account.state_reason),
+                    ) if recovered else (),
         )
     state, pause_until = None, None
     delay = schedule.backoff_seconds(
@@ -67,9 +71,18 @@ def decide(
         pause_until = now + timedelta(seconds=delay)
     elif result.kind in (providers.CONFIG, providers.DECRYPT):
         delay = s.backoff_max_seconds
+    code = result.error_code or "error"
+    events = []
+    if state is not None:
+        events.append(store.Event.about(vocabulary.ACCOUNT_REAUTH_REQUIRED, account,
+                                        state=state, reason=code))
+    if pause_until is not None:
+        events.append(store.Event(vocabulary.PROVIDER_PAUSED, {
+            "provider": account.provider, "until": pause_until.isoformat(), "reason": code}))
     return store.Failure(
-        error_code=result.error_code or "error", error_message=result.error_description or "",
-        next_attempt_at=now + timedelta(seconds=delay), state=state, pause_until=pause_until)
+        error_code=code, error_message=result.error_description or "",
+        next_attempt_at=now + timedelta(seconds=delay), state=state, pause_until=pause_until,
+        events=tuple(events))
 
 
 class NotFound(Exception):

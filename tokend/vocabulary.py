@@ -26,6 +26,21 @@ CYCLE_SUMMARY = "cycle_summary"  # a cycle that refreshed something
 ACTIONS = (TOKEN_REFRESHED, TOKEN_REFRESH_FAILED, TOKEN_REFRESH_DEBUG, WORKER_HEARTBEAT,
            CYCLE_SUMMARY)
 
+# Outbound events (webhooks, SPEC 10.2): what changed, for the operator's own systems.
+ACCOUNT_REAUTH_REQUIRED = "account.reauth_required"
+ACCOUNT_RECOVERED = "account.recovered"  # a failing or reauth account refreshes again
+ACCOUNT_REFRESH_TOKEN_EXPIRING = "account.refresh_token_expiring"  # noqa: S105 (30, 7, 1 days)
+ACCOUNT_DELETED = "account.deleted"
+ACCOUNT_CONNECTED = "account.connected"
+PROVIDER_PAUSED = "provider.paused"
+PROVIDER_RESUMED = "provider.resumed"
+LOOP_STALE = "loop.stale"
+LOOP_RECOVERED = "loop.recovered"
+BUDGET_WARNING = "budget.warning"
+EVENT_TYPES = (ACCOUNT_REAUTH_REQUIRED, ACCOUNT_RECOVERED, ACCOUNT_REFRESH_TOKEN_EXPIRING,
+               ACCOUNT_DELETED, ACCOUNT_CONNECTED, PROVIDER_PAUSED, PROVIDER_RESUMED,
+               LOOP_STALE, LOOP_RECOVERED, BUDGET_WARNING)
+
 # An entry's `error`: what failed (`code`, snake_case), the provider's or our words for it
 # (`description`), what tokend does about it (`kind`) and the wait the provider asked for.
 ERROR_FIELDS = ("code", "description", "kind", "retry_after_seconds")
@@ -67,4 +82,5 @@ def failed(entry: Mapping[str, Any]) -> bool:
 def served() -> dict[str, Any]:
     """What `GET /api/vocabulary` answers."""
     return {"sources": list(SOURCES), "actions": list(ACTIONS),
-            "error_fields": list(ERROR_FIELDS), "close_codes": dict(CLOSE_CODES)}
+            "error_fields": list(ERROR_FIELDS), "close_codes": dict(CLOSE_CODES),
+            "event_types": list(EVENT_TYPES)}

@@ -89,6 +89,23 @@ class NewAccount:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """An outbox row (SPEC 10.2): `type` from `vocabulary.EVENT_TYPES`; `data` carries ids,
+    org, provider, state and reason, never a token."""
+
+    type: str
+    data: Mapping[str, Any]
+    id: int | None = None
+    created_at: datetime | None = None
+
+    @classmethod
+    def about(cls, type: str, account: Account, *, state: str, reason: str | None,
+              ) -> Event:
+        return cls(type, {"account_id": account.id, "org": account.org,
+                          "provider": account.provider, "state": state, "reason": reason})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Success:
     """A provider answer to persist: tokens are envelopes; `refresh_token` None keeps the old."""
 
@@ -98,6 +115,7 @@ class Success:
     refresh_expires_at: datetime | None
     refreshed_at: datetime
     next_attempt_at: datetime
+    events: tuple[Event, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -110,6 +128,7 @@ class Failure:
     next_attempt_at: datetime
     state: str | None = None
     pause_until: datetime | None = None
+    events: tuple[Event, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -188,6 +207,12 @@ def due_params(now: datetime, expiry_threshold_seconds: float, max_age_seconds: 
     return {"now": now, "far_future": _FAR_FUTURE, "far_past": _FAR_PAST,
             "expiring_before": now + timedelta(seconds=expiry_threshold_seconds),
             "refreshed_before": now - timedelta(seconds=max_age_seconds)}
+
+
+async def emit(tx: Session, events: Sequence[Event], now: datetime) -> None:
+    """Write `events` to the outbox inside the transaction `tx` that makes their change."""
+    for event in events:
+        await tx.one("insert_event", type=event.type, data=event.data, created_at=now)
 
 
 def _account(row: Mapping[str, Any]) -> Account:
@@ -326,8 +351,12 @@ class Store:
         guard = {"id": claimed.id, "version": claimed.version, "owner": owner, "now": now}
         async with self._db.transaction() as tx:
             if isinstance(outcome, Success):
-                applied = await tx.one("finish_success", **guard,
-                                       **dataclasses.asdict(outcome))
+                applied = await tx.one(
+                    "finish_success", **guard, access_token=outcome.access_token,
+                    access_expires_at=outcome.access_expires_at,
+                    refresh_token=outcome.refresh_token,
+                    refresh_expires_at=outcome.refresh_expires_at,
+                    refreshed_at=outcome.refreshed_at, next_attempt_at=outcome.next_attempt_at)
             else:
                 applied = await tx.one(
                     "finish_failure", **guard, error_code=outcome.error_code,
@@ -335,6 +364,8 @@ class Store:
                 if applied is not None and outcome.pause_until is not None:
                     await tx.one("pause_provider", provider=claimed.provider,
                                  until=outcome.pause_until, reason=outcome.error_code)
+            if applied is not None:
+                await emit(tx, outcome.events, now)
             await tx.one("insert_attempt", **dataclasses.asdict(attempt))
             row = await tx.one("insert_entry", **_entry_params(entry))
         return applied is not None, dataclasses.replace(entry, id=row["id"])
@@ -389,6 +420,11 @@ class Store:
             entries = await tx.all("prune_http_log", before=before, limit=limit)
             attempts = await tx.all("prune_refresh_log", before=before, limit=limit)
         return len(entries) + len(attempts)
+
+    async def list_events(self, *, after_id: int = 0, limit: int = 100) -> list[Event]:
+        """Outbox events after `after_id`, oldest first."""
+        rows = await self._db.all("list_events", after_id=after_id, limit=limit)
+        return [Event(**row) for row in rows]
 
     @property
     def can_listen(self) -> bool:

@@ -25,7 +25,8 @@ from tokend.store import queries
 BUSY_TIMEOUT_SECONDS = 10.0
 
 _STATEMENTS = queries.load("sqlite")
-_JSON_COLUMNS = frozenset({"scopes", "request", "response", "error", "details", "last_summary"})
+_JSON_COLUMNS = frozenset({"scopes", "request", "response", "error", "details", "last_summary",
+                           "data"})
 _BOOL_COLUMNS = frozenset({"success", "present"})
 
 
