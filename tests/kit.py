@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import inspect
 import secrets
 import sqlite3
+from collections.abc import Callable
 from datetime import timedelta
 
 import asyncpg
@@ -94,6 +97,19 @@ async def seed_postgres(pg_url: str, keyring: crypto.Keyring, count: int) -> dic
     finally:
         await conn.close()
     return tokens
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float,
+                     interval: float = 0.05) -> None:
+    """Poll `predicate` (plain or async) until it is true; TimeoutError after `timeout`."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(interval)
 
 
 async def execute_sql(db_url: str, sql: str) -> None:

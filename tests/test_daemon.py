@@ -15,7 +15,7 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
-from kit import seed, seed_postgres
+from kit import seed, seed_postgres, wait_until
 from proc import ADMIN_TOKEN, Daemon, acli, cli, daemon_config, env
 
 from tokend import crypto, store
@@ -30,12 +30,6 @@ async def refreshed(db_url: str) -> list[store.Account]:
         return [a for a in await db.list_accounts() if a.access_token is not None]
     finally:
         await db.close()
-
-
-async def wait_until(predicate, timeout: float, interval: float = 0.1) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(interval)
 
 
 async def test_run_refuses_an_unmigrated_database(tmp_path: Path, key_lines) -> None:
@@ -55,7 +49,7 @@ async def test_sigterm_lets_in_flight_refreshes_persist(tmp_path: Path, sqlite_u
         daemon = Daemon(config_path, tmp_path / "daemon.log")
         try:
             await daemon.url()
-            await wait_until(lambda: _true(sim.stats()["in_flight"] >= 10), 15, 0.01)
+            await wait_until(lambda: sim.stats()["in_flight"] >= 10, 15, 0.01)
             daemon.signal(signal.SIGTERM)
             assert await daemon.wait() == 0
         finally:
@@ -77,7 +71,7 @@ async def test_kill_9_mid_cycle_another_process_finishes_after_the_lease(
         first = Daemon(config_path, tmp_path / "first.log")
         try:
             await first.url()
-            await wait_until(lambda: _true(sim.stats()["in_flight"] >= 5), 15, 0.01)
+            await wait_until(lambda: sim.stats()["in_flight"] >= 5, 15, 0.01)
         finally:
             first.kill()  # SIGKILL: no cleanup, five leases left behind
         sim.configure(latency_seconds=0.0)
@@ -216,8 +210,6 @@ async def test_canaries_never_leave_the_vault(tmp_path: Path, key_lines) -> None
     assert "ENC:v1:" in dump and "Basic ****" in texts["cli 2"]
 
 
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def _len_is(coro, n: int) -> bool:
@@ -280,6 +272,34 @@ async def test_sigterm_the_moment_ready_arrives_is_a_clean_stop(
                 except BlockingIOError:
                     await asyncio.sleep(0.005)
         daemon.signal(signal.SIGTERM)  # what a supervisor stopping a fresh service does
+        assert await daemon.wait() == 0
+    finally:
+        daemon.kill()
+        receiver.close()
+
+
+async def test_each_cycle_tells_systemd_what_it_did(
+        tmp_path: Path, sqlite_url: str, key_lines) -> None:
+    """`systemctl status tokend` shows the last cycle: STATUS= after every one."""
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(tmp_path / "notify.sock"))
+    receiver.setblocking(False)
+    config_path = daemon_config(tmp_path, db_url=sqlite_url, key_line=key_lines[0],
+                                token_url="http://127.0.0.1:9/token")
+    daemon = Daemon(config_path, tmp_path / "daemon.log",
+                    NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    message = receiver.recv(4096).decode()
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+                    continue
+                if message.startswith("STATUS="):
+                    break
+        assert message.endswith(": no accounts need token refresh"), message
+        daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
     finally:
         daemon.kill()

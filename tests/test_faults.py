@@ -8,7 +8,7 @@ import dataclasses
 import signal
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from kit import Harness, seed, seed_postgres
+from kit import Harness, seed, seed_postgres, wait_until
 from pgproxy import PgProxy
 from proc import Daemon, daemon_config
 
@@ -24,17 +24,6 @@ from tokend import clock, loop, providers, store
 from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float,
-                     interval: float = 0.1) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(interval)
-
-
-async def true(value: bool) -> bool:
-    return value
 
 
 class Watch:
@@ -215,7 +204,7 @@ async def test_postgres_outage_mid_cycle_loses_no_answered_refresh(
         try:
             url = await daemon.url()
             assert await _health(http, url) == (200, "pass")
-            await wait_until(lambda: true(sim.in_flight >= concurrency), 15, 0.01)
+            await wait_until(lambda: sim.in_flight >= concurrency, 15, 0.01)
             await asyncio.sleep(0.2)  # mid-cycle: answers are on their way back
             during = []
             async with proxy.outage():
@@ -291,7 +280,7 @@ async def test_a_briefly_locked_sqlite_file_delays_but_loses_nothing(
         daemon = Daemon(config_path, tmp_path / "daemon.log")
         try:
             url = await daemon.url()
-            await wait_until(lambda: true(sim.in_flight >= 6), 15, 0.01)
+            await wait_until(lambda: sim.in_flight >= 6, 15, 0.01)
             holder = asyncio.create_task(asyncio.to_thread(hold_the_write_lock))
             await asyncio.to_thread(locked.wait, 5)
             during = [await _health(http, url)]

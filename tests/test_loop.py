@@ -73,21 +73,21 @@ def test_stale_is_three_intervals() -> None:
 
 async def test_loop_sleeps_until_the_earliest_due_time(harness: Harness) -> None:
     cycle = make_loop(harness, interval_seconds=600)
-    assert await cycle._sleep_seconds() == 600  # nothing stored at all
+    assert await cycle.seconds_until_next_cycle() == 600  # nothing stored at all
     await harness.add("a1")
     assert (await harness.worker.refresh_now("a1")).success
     # Due again after max_age (3600 s): the interval is sooner.
-    assert await cycle._sleep_seconds() == 600
+    assert await cycle.seconds_until_next_cycle() == 600
     cycle.interval_seconds = cycle.settings.interval_seconds
     short = make_loop(harness, interval_seconds=10_000)
-    due_in = await short._sleep_seconds()
+    due_in = await short.seconds_until_next_cycle()
     assert 3590 <= due_in <= 3600
 
 
 async def test_wake_and_stop_end_a_sleep_at_once(harness: Harness) -> None:
     stop = asyncio.Event()
     cycle = make_loop(harness, stop)
-    sleeper = asyncio.create_task(cycle._sleep(60))
+    sleeper = asyncio.create_task(cycle.sleep(60))
     await asyncio.sleep(0.01)
     cycle.wake()
     await asyncio.wait_for(sleeper, 1)
@@ -157,4 +157,4 @@ async def test_old_log_rows_are_pruned_in_batches(harness: Harness, monkeypatch)
     assert await harness.db.list_attempts("a1") == []
     entries = await harness.db.list_entries()
     assert [e.action for e in entries] == ["worker_heartbeat"]  # written after the prune
-    assert cycle._next_prune > time.monotonic() + 3000  # not again for an hour
+    assert cycle.next_prune > time.monotonic() + 3000  # not again for an hour

@@ -233,7 +233,7 @@ def test_our_echoed_secrets_never_reach_what_is_kept_of_the_exchange(
     if in_header:
         headers["WWW-Authenticate"] = f'Basic realm="you sent {value}"'
         headers["X-Debug-Request"] = f"refresh_token={value}"
-    outcome = provider._classify(prepared, datetime.now(UTC), time.monotonic(), status,
+    outcome = provider.classify(prepared, datetime.now(UTC), time.monotonic(), status,
                                  "Reason", CIMultiDictProxy(headers), text.encode(), False,
                                  None)
     kept = orjson.dumps([outcome.error_code, outcome.error_description, outcome.request,

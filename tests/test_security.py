@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp import web
+from kit import wait_until
 from proc import Daemon, write_config
 
 from tokend import clock, crypto, store
@@ -182,6 +183,7 @@ class Listener:
         self.close_code: int | None = None
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
+        self._arrived = asyncio.Event()
 
     async def __aenter__(self) -> Listener:
         self._task = asyncio.create_task(self._listen())
@@ -201,6 +203,7 @@ class Listener:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     self.frames.append(msg.data)
+                    self._arrived.set()
                     if orjson.loads(msg.data)["type"] == "ready":
                         self._ready.set()
             self.close_code = ws.close_code
@@ -208,7 +211,19 @@ class Listener:
 
     @property
     def entries(self) -> list[dict[str, Any]]:
-        return [m for m in map(orjson.loads, self.frames) if m["type"] == "entry"]
+        out = []
+        for message in map(orjson.loads, self.frames):
+            if message["type"] == "entry":
+                out.append(message)
+            elif message["type"] == "entries":
+                out.extend(message["entries"])
+        return out
+
+    async def until_entry(self, entry_id: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while entry_id not in {e["id"] for e in self.entries}:
+                self._arrived.clear()
+                await self._arrived.wait()
 
 
 async def dump_tables(pg_url: str) -> str:
@@ -275,10 +290,16 @@ async def test_no_secret_leaves_and_no_org_sees_another(tmp_path: Path, pg_url: 
                 await _exercise(api, provider, sim)
                 await _org_isolation(api, http, url)
                 await _authentication(api, http, url)
-                await asyncio.sleep(0.5)  # the stream catches up with the last entries
+                # An entry written last, that every stream above may see: once it arrives,
+                # each has everything before it.
+                sentinel = await db.add_entry(store.Entry(
+                    action="worker_heartbeat", source="scheduled", created_at=clock.now(),
+                    org_id="acme", account_id="globex-1", message="sentinel"))
+                for listener in (admin_ws, acme_ws, nosy_ws):
+                    await listener.until_entry(sentinel.id)
             # A late subscriber asking for all of history sees the same as the live one.
             async with Listener(http, url, ORG_ACME, since=0) as history_ws:
-                await asyncio.sleep(0.5)
+                await history_ws.until_entry(sentinel.id)
         stdout = daemon.log_path.read_text()
         tables = await dump_tables(pg_url)
         accounts = {a.id: a for a in await db.list_accounts()}
@@ -288,8 +309,9 @@ async def test_no_secret_leaves_and_no_org_sees_another(tmp_path: Path, pg_url: 
     for listener in (acme_ws, history_ws):
         assert listener.entries, "the org stream saw nothing at all"
         assert {e["org_id"] for e in listener.entries} == {"acme"}
-        assert not any("globex" in frame for frame in listener.frames)
-    assert nosy_ws.entries == []
+        own = [f for f in listener.frames if orjson.loads(f).get("id") != sentinel.id]
+        assert not any("globex" in frame for frame in own)
+    assert [e["id"] for e in nosy_ws.entries] == [sentinel.id]  # nothing of globex's own
     assert {e["org_id"] for e in admin_ws.entries} >= {"acme", "globex"}
 
     # Every vend answer carries exactly that account's own current access token.
@@ -326,9 +348,10 @@ async def test_no_secret_leaves_and_no_org_sees_another(tmp_path: Path, pg_url: 
 
 
 async def _wait_for_fresh_tokens(db: store.Store) -> None:
-    async with asyncio.timeout(15):
-        while not all(a.access_token for a in await db.list_accounts()):
-            await asyncio.sleep(0.1)
+    async def fresh() -> bool:
+        return all(a.access_token for a in await db.list_accounts())
+
+    await wait_until(fresh, 15)
 
 
 async def _exercise(api: Client, provider: Provider, sim: simulator.Simulator) -> None:

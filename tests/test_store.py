@@ -452,12 +452,16 @@ async def test_listen_entries_hears_every_replica(pg_url, keyring):
 
 
 async def assert_stopped_listener_hears_nothing(url: str, heard: asyncio.Queue[int]) -> None:
+    """A new listener hears the entry: had the stopped one still listened, it would have too."""
     db = await st.connect(url)
+    sentinel: asyncio.Queue[int] = asyncio.Queue()
+    stop = await db.listen_entries(sentinel.put_nowait)
     try:
-        await db.add_entry(entry(None, action="worker_heartbeat"))
-        await asyncio.sleep(0.2)
+        written = await db.add_entry(entry(None, action="worker_heartbeat"))
+        assert await asyncio.wait_for(sentinel.get(), 5) == written.id
         assert heard.empty()
     finally:
+        await stop()
         await db.close()
 
 

@@ -66,9 +66,9 @@ async def test_publish_skips_an_id_it_has_seen():
     hub.publish(entry(7))
     hub.publish(entry(None))  # unsaved entries have nothing to compare
     hub.publish(entry(None))
-    items = await take(sub, 3)
-    assert [e.id for e in items] == [7, None, None]
-    assert sub._queue.empty()
+    hub.publish(entry(8))  # the sentinel: whatever came before it has arrived
+    items = await take(sub, 4)
+    assert [e.id for e in items] == [7, None, None, 8]
 
 
 async def test_close_ends_iteration_and_updates_the_gauge():
@@ -121,9 +121,11 @@ async def test_entries_of_another_replica_arrive_once_via_notify(db_url):
         ids = [e.id for e in written]
         assert [e.id for e in await take(sub_a, 5)] == ids
         assert [e.id for e in await take(sub_b, 5)] == ids
-        await asyncio.sleep(0.3)  # the NOTIFYs for replica A's own writes have arrived by now
-        assert sub_a._queue.empty()
-        assert sub_b._queue.empty()
+        # NOTIFYs reach a listener in commit order: once B's sentinel arrives, the echoes of
+        # A's own writes have come and gone, and none of them came through twice.
+        sentinel = await webstack.add_entry(replica_b)
+        assert [e.id for e in await take(sub_a, 1)] == [sentinel.id]
+        assert [e.id for e in await take(sub_b, 1)] == [sentinel.id]
     finally:
         for task in feeds:
             task.cancel()

@@ -57,7 +57,7 @@ async def wait_for_datagram(sock: socket.socket, timeout_seconds: float = 5.0) -
 
 def test_ready_stopping_watchdog_status_arrive(receiver):
     notifier = systemd.Notifier.from_env()
-    assert notifier.enabled
+    assert notifier.address is not None
     assert notifier.ready()
     assert notifier.watchdog()
     assert notifier.status("3 accounts due\nsecond line")
@@ -80,7 +80,7 @@ def test_abstract_socket_name(monkeypatch):
 def test_absent_notify_socket_is_a_no_op(monkeypatch):
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     notifier = systemd.Notifier.from_env()
-    assert not notifier.enabled
+    assert notifier.address is None
     assert notifier.ready() is False
     assert notifier.watchdog() is False
     assert notifier.status("anything") is False
@@ -89,13 +89,13 @@ def test_absent_notify_socket_is_a_no_op(monkeypatch):
 
 def test_unsupported_address_is_a_no_op():
     notifier = systemd.Notifier.from_env({"NOTIFY_SOCKET": "vsock:2:1234"})
-    assert not notifier.enabled
+    assert notifier.address is None
     assert notifier.ready() is False
 
 
 def test_send_errors_never_raise(tmp_path):
     notifier = systemd.Notifier.from_env({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
-    assert notifier.enabled
+    assert notifier.address is not None
     assert notifier.ready() is False
 
 

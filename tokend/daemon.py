@@ -80,6 +80,7 @@ class Parts:
     cfg: config.Config
     instance: str
     stop: asyncio.Event
+    notifier: systemd.Notifier
     keyring: crypto.Keyring
     stats: metrics.Metrics
     db: store.Store
@@ -107,6 +108,7 @@ async def assemble(
     stop = stop or asyncio.Event()
     keyring = keyring or cfg.crypto.keyring()
     stats = metrics.Metrics()
+    notifier = systemd.Notifier.from_env()
     async with contextlib.AsyncExitStack() as stack:
         if db is None:
             db = await stack.enter_async_context(store.open(
@@ -121,14 +123,16 @@ async def assemble(
         stack.push_async_callback(worker.drain)
         refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats,
                                  settings=cfg.refresh, instance=instance, stop=stop,
-                                 log_retention_seconds=cfg.database.log_retention_seconds)
+                                 log_retention_seconds=cfg.database.log_retention_seconds,
+                                 status=notifier.status)
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=cfg.refresh)
         readiness = probes.Readiness(db, drain_seconds=cfg.server.drain_seconds)
         app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
                              loop=refresh_loop, metrics=stats, instance=instance,
                              readiness=readiness)
-        yield Parts(cfg=cfg, instance=instance, stop=stop, keyring=keyring, stats=stats, db=db,
+        yield Parts(cfg=cfg, instance=instance, stop=stop, notifier=notifier, keyring=keyring,
+                    stats=stats, db=db,
                     session=session, hub=hub, refresher=worker, loop=refresh_loop,
                     vendor=vendor, readiness=readiness, app=app)
 
@@ -166,20 +170,20 @@ async def run(
 ) -> None:
     """Run until `stop` is set (or a signal sets it); raise if a side task dies."""
     stop = stop or asyncio.Event()
-    notifier = systemd.Notifier.from_env()
     # Handlers go in first: a supervisor may stop us the moment READY=1 arrives.
     with stop_on_signals(stop):
         async with assemble(cfg, stop=stop) as parts:
             await _warn_over_quota(parts.db, cfg)
             async with listening(parts, cfg.server.host, cfg.server.port) as listener:
-                await _serve(parts, listener.url, notifier, on_ready)
+                await _serve(parts, listener.url, on_ready)
     log.info("daemon_stopped", instance=parts.instance)
 
 
 async def _serve(
-    parts: Parts, url: str, notifier: systemd.Notifier,
+    parts: Parts, url: str,
     on_ready: Callable[[str], Awaitable[None] | None] | None,
 ) -> None:
+    notifier = parts.notifier
     tasks = [asyncio.create_task(parts.loop.run(), name="refresh-loop")]
     # The stream feed runs until cancelled: it is not waited on during the grace.
     feeds = [asyncio.create_task(t, name=n) for n, t in parts.hub.side_tasks(parts.db)]

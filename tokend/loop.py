@@ -30,8 +30,10 @@ class Loop:
         stats: metrics.Metrics, settings: config.RefreshConfig, instance: str,
         stop: asyncio.Event, clock: Callable[[], datetime] = clock.now,
         log_retention_seconds: float | None = None,
+        status: Callable[[str], object] = lambda text: None,
     ) -> None:
         self.db, self.worker, self.hub, self.stats = db, worker, hub, stats
+        self.status = status  # one line per cycle for the supervisor (systemd's STATUS=)
         self.settings, self.instance, self.stop, self.clock = settings, instance, stop, clock
         self.interval_seconds = settings.interval_seconds
         self.started_at = clock()
@@ -39,7 +41,7 @@ class Loop:
         self.last_turned_at: datetime | None = None  # the last cycle that ended at all
         self._wake = asyncio.Event()
         self.log_retention_seconds = log_retention_seconds
-        self._next_prune = time.monotonic()
+        self.next_prune = time.monotonic()  # monotonic time of the next log prune
 
     def healthy(self, now: datetime) -> bool:
         """Not wedged: a cycle ended within three intervals (or the loop is that young).
@@ -57,7 +59,7 @@ class Loop:
         log.info("loop_started", instance=self.instance, interval_seconds=self.interval_seconds)
         while not self.stop.is_set():
             ok = await self.cycle()
-            await self._sleep(await self._sleep_seconds() if ok else self._retry_seconds())
+            await self.sleep(await self.seconds_until_next_cycle() if ok else self._retry_seconds())
         log.info("loop_stopped", instance=self.instance)
 
     async def cycle(self) -> bool:
@@ -130,22 +132,24 @@ class Loop:
     async def _announce(self, summary: dict[str, Any]) -> None:
         if summary["status"] == "idle":
             log.info("worker_heartbeat", message=QUIET_MESSAGE, instance=self.instance)
+            message = QUIET_MESSAGE
             entry = store.Entry(action=vocabulary.WORKER_HEARTBEAT, source=vocabulary.SCHEDULED,
-                                created_at=self.clock(), message=QUIET_MESSAGE, details=summary)
+                                created_at=self.clock(), message=message, details=summary)
         else:
             log.info("cycle_summary", **summary)
+            message = (f"{summary['accounts_refreshed']} of {summary['accounts_checked']} "
+                       "accounts refreshed")
             entry = store.Entry(
                 action=vocabulary.CYCLE_SUMMARY, source=vocabulary.SCHEDULED,
-                created_at=self.clock(),
-                message=f"{summary['accounts_refreshed']} of {summary['accounts_checked']} "
-                        "accounts refreshed", details=summary)
+                created_at=self.clock(), message=message, details=summary)
         self.hub.publish(await self.db.add_entry(entry))
+        self.status(f"{summary['timestamp']}: {message}")
 
     async def _prune_if_due(self) -> None:
         """Drop log rows past retention, a batch at a time, about once an hour."""
-        if self.log_retention_seconds is None or time.monotonic() < self._next_prune:
+        if self.log_retention_seconds is None or time.monotonic() < self.next_prune:
             return
-        self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+        self.next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
         before = self.clock() - timedelta(seconds=self.log_retention_seconds)
         deleted = 0
         for _ in range(PRUNE_MAX_BATCHES):
@@ -159,7 +163,7 @@ class Loop:
     def _retry_seconds(self) -> float:
         return min(ERROR_RETRY_SECONDS, self.interval_seconds)
 
-    async def _sleep_seconds(self) -> float:
+    async def seconds_until_next_cycle(self) -> float:
         now = self.clock()
         try:
             next_due = await self.db.next_due_at(now)
@@ -171,7 +175,7 @@ class Loop:
         until_due = (next_due - now).total_seconds()
         return min(self.interval_seconds, max(MIN_SLEEP_SECONDS, until_due))
 
-    async def _sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float) -> None:
         """Sleep, waking at once for a stop or a wake-up call."""
         waiters = {asyncio.ensure_future(self.stop.wait()),
                    asyncio.ensure_future(self._wake.wait())}

@@ -35,10 +35,6 @@ class Notifier:
             log.warning("notify_socket_unsupported", notify_socket=value)
         return cls(None)
 
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
-
     def send(self, message: str) -> bool:
         """Send one datagram; True when it left. Never raises: systemd is a bystander."""
         if self.address is None:

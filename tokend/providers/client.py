@@ -137,14 +137,16 @@ class Provider:
             return failed(result.BAD_RESPONSE, _exception(exc), result.TRANSIENT)
         except (aiohttp.ClientError, OSError) as exc:
             return failed(result.CONNECTION_ERROR, _exception(exc), result.TRANSIENT)
-        return self._classify(prepared, sent_at, started, status, reason, headers, raw,
+        return self.classify(prepared, sent_at, started, status, reason, headers, raw,
                               too_big, charset)
 
-    def _classify(
+    def classify(
         self, prepared: result.Prepared, sent_at: datetime, started: float, status: int,
         reason: str | None, headers: CIMultiDictProxy[str], raw: bytes, too_big: bool,
         charset: str | None,
     ) -> result.Result:
+        """What an HTTP answer means: pure, so every answer shape can be tried without a
+        server (tests/test_properties.py)."""
         content_type = headers.get("Content-Type")
         text = _decode(raw, charset)
         echoes = _echoes(prepared.secrets)
