@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -254,53 +255,46 @@ async def test_logs_command_prints_history_and_follows(tmp_path: Path, sqlite_ur
             daemon.kill()
 
 
-async def test_sigterm_the_moment_ready_arrives_is_a_clean_stop(
-        tmp_path: Path, sqlite_url: str, key_lines) -> None:
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(str(tmp_path / "notify.sock"))
-    receiver.setblocking(False)
+async def next_notification(receiver: socket.socket, prefix: str) -> str:
+    """The next datagram on a non-blocking notify socket that starts with `prefix`."""
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                message = receiver.recv(4096).decode()
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+                continue
+            if message.startswith(prefix):
+                return message
+
+
+@pytest.fixture
+def notified(tmp_path: Path, sqlite_url: str, key_lines) -> Iterator[tuple[Daemon, socket.socket]]:
+    """A quiet `tokend run` whose systemd notifications arrive on a socket of the test's."""
     config_path = daemon_config(tmp_path, db_url=sqlite_url, key_line=key_lines[0],
                                 token_url="http://127.0.0.1:9/token")
-    daemon = Daemon(config_path, tmp_path / "daemon.log",
-                    NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
-    try:
-        async with asyncio.timeout(20):
-            while True:
-                try:
-                    if receiver.recv(4096) == b"READY=1":
-                        break
-                except BlockingIOError:
-                    await asyncio.sleep(0.005)
-        daemon.signal(signal.SIGTERM)  # what a supervisor stopping a fresh service does
-        assert await daemon.wait() == 0
-    finally:
-        daemon.kill()
-        receiver.close()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(tmp_path / "notify.sock"))
+        receiver.setblocking(False)
+        daemon = Daemon(config_path, tmp_path / "daemon.log",
+                        NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+        try:
+            yield daemon, receiver
+        finally:
+            daemon.kill()
 
 
-async def test_each_cycle_tells_systemd_what_it_did(
-        tmp_path: Path, sqlite_url: str, key_lines) -> None:
+async def test_sigterm_the_moment_ready_arrives_is_a_clean_stop(notified) -> None:
+    daemon, receiver = notified
+    await next_notification(receiver, "READY=1")
+    daemon.signal(signal.SIGTERM)  # what a supervisor stopping a fresh service does
+    assert await daemon.wait() == 0
+
+
+async def test_each_cycle_tells_systemd_what_it_did(notified) -> None:
     """`systemctl status tokend` shows the last cycle: STATUS= after every one."""
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(str(tmp_path / "notify.sock"))
-    receiver.setblocking(False)
-    config_path = daemon_config(tmp_path, db_url=sqlite_url, key_line=key_lines[0],
-                                token_url="http://127.0.0.1:9/token")
-    daemon = Daemon(config_path, tmp_path / "daemon.log",
-                    NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
-    try:
-        async with asyncio.timeout(20):
-            while True:
-                try:
-                    message = receiver.recv(4096).decode()
-                except BlockingIOError:
-                    await asyncio.sleep(0.01)
-                    continue
-                if message.startswith("STATUS="):
-                    break
-        assert message.endswith(": no accounts need token refresh"), message
-        daemon.signal(signal.SIGTERM)
-        assert await daemon.wait() == 0
-    finally:
-        daemon.kill()
-        receiver.close()
+    daemon, receiver = notified
+    message = await next_notification(receiver, "STATUS=")
+    assert message.endswith(": no accounts need token refresh"), message
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait() == 0

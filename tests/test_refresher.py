@@ -99,6 +99,7 @@ async def test_invalid_grant_after_a_lost_race_is_not_a_revocation(harness: Harn
     outcome = await harness.worker.refresh_claimed(claimed, "scheduled")
     assert outcome.error_code == "invalid_grant" and not outcome.applied
     assert (await harness.db.get_account("a1")).state == store.ACTIVE
+    assert await harness.db.list_events() == []  # no change applied, so no event
 
 
 @pytest.mark.parametrize(("fail_mode", "code"), [
@@ -250,16 +251,3 @@ async def test_a_paused_provider_is_an_event(harness: Harness) -> None:
     assert event.type == "provider.paused"
     assert event.data["provider"] == harness.provider
     assert event.data["reason"] == "invalid_client"
-
-
-async def test_a_result_that_does_not_apply_writes_no_event(harness: Harness) -> None:
-    token = refresh_token()
-    harness.sim.revoke(token)
-    await harness.add("a1", token=token)
-    claimed = await harness.db.claim_account("a1", harness.worker.owner, clock.now(),
-                                             lease_seconds=60)
-    await harness.db.reauth_account("a1", harness.keyring.encrypt(
-        refresh_token(), account_id="a1", column="refresh_token"), None, clock.now())
-    outcome = await harness.worker.refresh_claimed(claimed, "scheduled")
-    assert not outcome.applied
-    assert await harness.db.list_events() == []
