@@ -53,6 +53,11 @@ SELECT state, count(*) AS n FROM accounts GROUP BY state
 -- name: active_by_provider
 SELECT provider, count(*) AS n FROM accounts WHERE state = 'active' GROUP BY provider
 
+-- name: failing_counts
+-- Active accounts whose last attempts failed, by the last error's code.
+SELECT coalesce(last_error, 'error') AS error_code, count(*) AS n FROM accounts
+WHERE state = 'active' AND consecutive_failures > 0 GROUP BY coalesce(last_error, 'error')
+
 -- name: claim_due
 -- One statement under BEGIN IMMEDIATE (the write lock): pick due rows in scheduling order
 -- and lease them. next_attempt_at moves to the lease expiry, so the rows of an owner that

@@ -205,6 +205,10 @@ class Store(abc.ABC):
     async def active_by_provider(self) -> dict[str, int]:
         """Active accounts by provider."""
 
+    @abc.abstractmethod
+    async def failing_counts(self) -> dict[str, int]:
+        """Active accounts with consecutive failures, by their last error code."""
+
     # -- the refresh cycle ------------------------------------------------------------
     @abc.abstractmethod
     async def claim_due(
