@@ -112,7 +112,10 @@ async def _log_refused(request: web.Request, principal: auth.Principal, asked: s
         error={"code": code, "description": error.message, "kind": None,
                "retry_after_seconds": None},
         message=f"debug refresh refused ({error.status}): {error.message}",
-        details={"status": error.status, "account_id": asked[:200]}))
+        # The id asked for is kept for the admin only: in an org's view another org's
+        # account id must not appear, not even as something that was asked for.
+        details={"status": error.status,
+                 **({"account_id": asked[:200]} if principal.org is None else {})}))
     request.app[common.HUB].publish(entry)
 
 
