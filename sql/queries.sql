@@ -199,3 +199,8 @@ RETURNING id
 -- name: list_events
 SELECT id, type, data, created_at FROM events
 WHERE id > :after_id ORDER BY id LIMIT :limit
+
+-- name: failing_counts
+-- Active accounts whose last attempts failed, by the last error's code.
+SELECT coalesce(last_error, 'error') AS error_code, count(*) AS n FROM accounts
+WHERE state = 'active' AND consecutive_failures > 0 GROUP BY coalesce(last_error, 'error')

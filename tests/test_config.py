@@ -624,7 +624,8 @@ def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 def test_cli_bad_config_exits_2_with_one_line(tmp_path: Path, before: bool) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(f"[database]\nurl = 'sqlite://{tmp_path}/x.db'\n[refresh]\nbogus = 1\n")
-    args = ["--config", str(bad), "migrate"] if before else ["migrate", "--config", str(bad)]
+    # status reads the whole configuration (migrate reads only [database]).
+    args = ["--config", str(bad), "status"] if before else ["status", "--config", str(bad)]
     result = run_cli(*args, tmp_path=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -69,6 +69,7 @@ async def test_the_server_serves_the_vocabulary_without_a_token(store, keyring) 
         assert body == {"sources": list(vocabulary.SOURCES),
                         "actions": list(vocabulary.ACTIONS),
                         "error_fields": list(vocabulary.ERROR_FIELDS),
+                        "event_types": list(vocabulary.EVENT_TYPES),
                         "close_codes": {"bad_hello": 4400, "unauthorized": 4401,
                                         "hello_timeout": 4408}}
         await s.loop.cycle()  # a heartbeat, as the loop writes it

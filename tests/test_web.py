@@ -91,7 +91,8 @@ async def test_loop_status_shows_the_worker_and_no_secret(stack):
     assert worker["instance"] == webstack.INSTANCE
     assert worker["stale"] is False
     assert worker["last_summary"]["accounts_refreshed"] == 1
-    assert body["accounts"] == {"active": 1, "reauth_required": 0, "disabled": 0, "deleted": 0}
+    assert body["accounts"] == {"active": 1, "failing": 0, "reauth_required": 0,
+                                "disabled": 0, "deleted": 0}
     text = orjson.dumps(body).decode()
     assert "ENC:" not in text and "v^1.1#" not in text
 

@@ -9,10 +9,12 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import importlib.metadata
 import secrets
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,9 +22,15 @@ import orjson
 from tokend import clock, config, crypto, daemon, logs, refresher, rotation, store, vocabulary
 from tokend.ebay import profile as ebay_profile
 
+HISTORY_ENTRIES = 200
+
 
 class UsageError(Exception):
     """Bad input on the command line or stdin: exit 2 with this line."""
+
+
+class RuntimeFailure(Exception):
+    """Something outside the command line failed: exit 1 with this line."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,11 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tokend: {exc}", file=sys.stderr)
         return 2
-    except daemon.StartupError as exc:
-        print(f"tokend: {exc}", file=sys.stderr)
+    except refresher.NotFound as exc:
+        print(f"tokend: no account {str(exc)!r}", file=sys.stderr)
         return 1
-    except (store.StoreError, refresher.NotFound, refresher.Busy) as exc:
-        print(f"tokend: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except (daemon.StartupError, store.StoreError, refresher.Busy, RuntimeFailure) as exc:
+        print(f"tokend: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -50,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
         common.add_argument("--config", metavar="PATH",
                             help="TOML configuration (default: $TOKEND_CONFIG)")
-        common.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+        common.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                            help="least severe log level shown (default: info)")
         common.set_defaults(**defaults)
         return common
 
@@ -60,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokend", parents=[options(config=None,
                                                                      log_level="info")],
                                      description="Keeps OAuth access tokens fresh.")
+    parser.add_argument("--version", action="version", version=f"tokend {_version()}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Any, help_text: str,
@@ -69,44 +80,66 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     command("run", cmd_run, "run the daemon")
-    command("migrate", cmd_migrate, "apply the database migrations")
+    command("migrate", cmd_migrate,
+            "apply the database migrations (needs only the [database] section)")
     command("keygen", cmd_keygen, "print a new key line for [crypto].keys").add_argument(
         "--kid", help="key id (default: random)")
     command("rotate-keys", cmd_rotate_keys,
             "re-encrypt every stored secret under the primary key").add_argument(
-        "--batch-size", type=int, default=500)
+        "--batch-size", type=int, default=500, metavar="N",
+        help="accounts re-encrypted per transaction (default: 500)")
 
     accounts = command("accounts", None, "manage accounts")
     acc = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
     add = command("add", cmd_accounts_add, "store an account; refresh token on stdin", acc)
-    add.add_argument("--provider", required=True)
-    add.add_argument("--org", required=True)
-    add.add_argument("--name", required=True)
-    add.add_argument("--id", dest="account_id")
-    add.add_argument("--scopes", nargs="+", default=[])
-    add.add_argument("--refresh-token-expires-in", type=float, metavar="SECONDS")
+    add.add_argument("--provider", required=True, help="a [providers.NAME] of the configuration")
+    add.add_argument("--org", required=True, help="the organisation the account belongs to")
+    add.add_argument("--name", required=True, help="a name unique per provider and org")
+    add.add_argument("--id", dest="account_id", help="the account id (default: random)")
+    add.add_argument("--scopes", nargs="+", default=[], metavar="SCOPE",
+                     help="the scopes the seller consented to (default: the provider's)")
+    add.add_argument("--refresh-token-expires-in", type=float, metavar="SECONDS",
+                     help="how long the refresh token lives, when known")
     command("list", cmd_accounts_list, "list accounts (never a token)", acc).add_argument(
-        "--json", action="store_true")
+        "--json", action="store_true", help="JSON instead of a table")
     command("reauth", cmd_accounts_reauth,
-            "new refresh token from stdin for an account", acc).add_argument("account_id")
+            "new refresh token from stdin for an account", acc).add_argument(
+        "account_id", help="the account's id")
 
     refresh = command("refresh", cmd_refresh, "refresh one account now")
-    refresh.add_argument("account_id")
-    refresh.add_argument("--debug", action="store_true", help="source debug, full exchange")
+    refresh.add_argument("account_id", help="the account's id")
+    refresh.add_argument("--debug", action="store_true",
+                         help="log as source debug and print the whole exchange, masked")
     command("status", cmd_status, "loop status from the database").add_argument(
-        "--json", action="store_true")
+        "--json", action="store_true", help="JSON instead of text")
 
-    logs_cmd = command("logs", cmd_logs, "the terminal in a shell")
-    logs_cmd.add_argument("--follow", "-f", action="store_true")
-    logs_cmd.add_argument("--source", action="append")
-    logs_cmd.add_argument("--account", dest="account_id")
+    logs_cmd = command("logs", cmd_logs, "the terminal in a shell (history from the database "
+                       "when the daemon is not running)")
+    logs_cmd.add_argument("--follow", "-f", action="store_true",
+                          help="keep printing new entries as they happen")
+    logs_cmd.add_argument("--source", action="append", metavar="SOURCE[,SOURCE]",
+                          help=f"only these sources ({', '.join(_sources())}); repeatable")
+    logs_cmd.add_argument("--account", dest="account_id", metavar="ID",
+                          help="only this account's entries")
     logs_cmd.add_argument("--json", action="store_true", help="JSON lines")
     logs_cmd.add_argument("--url", help="daemon URL (default: from [server])")
 
     demo = command("demo", cmd_demo, "run the whole daemon against a built-in simulator")
-    demo.add_argument("--port", type=int, default=8765)
+    demo.add_argument("--port", type=int, default=8765,
+                      help="port of the demo's web server (default: 8765)")
     demo.add_argument("--seconds", type=float, help="stop by itself after this long")
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tokend")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _sources() -> tuple[str, ...]:
+    return vocabulary.SOURCES
 
 
 def _load(args: argparse.Namespace) -> config.Config:
@@ -114,10 +147,19 @@ def _load(args: argparse.Namespace) -> config.Config:
     return config.load(args.config)
 
 
-def _open(cfg: config.Config, *, check_schema: bool = True,
-          ) -> contextlib.AbstractAsyncContextManager[store.Store]:
-    return store.open(cfg.database.url, pool_max_size=cfg.database.pool_max_size,
-                      check_schema=check_schema)
+def require_database(database: config.DatabaseConfig) -> None:
+    """Commands that only read or change rows must not create an empty SQLite file (the
+    default path is /var/lib/tokend) as a side effect; `tokend migrate` creates it."""
+    if database.url.startswith("sqlite://"):
+        path = database.url.removeprefix("sqlite://")
+        if path != ":memory:" and not Path(path).exists():
+            raise RuntimeFailure(f"no database at {path} (run `tokend migrate`, or give "
+                                 "--config / TOKEND_CONFIG)")
+
+
+def _open(cfg: config.Config) -> contextlib.AbstractAsyncContextManager[store.Store]:
+    require_database(cfg.database)
+    return store.open(cfg.database.url, pool_max_size=cfg.database.pool_max_size)
 
 
 def _emit(data: Any) -> None:
@@ -138,10 +180,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    logs.setup(level=args.log_level, stream=sys.stderr)
+    database = config.load_database(args.config)
 
     async def go() -> list[str]:
-        async with _open(cfg, check_schema=False) as db:
+        async with store.open(database.url, pool_max_size=database.pool_max_size,
+                              check_schema=False) as db:
             return await db.migrate()
 
     applied = asyncio.run(go())
@@ -173,7 +217,9 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
 
 def _read_refresh_token(cfg: config.Config, provider: str) -> str:
     if provider not in cfg.providers:
-        raise UsageError(f"--provider: no provider {provider!r} in the configuration")
+        known = ", ".join(sorted(cfg.providers)) or "none is configured"
+        raise UsageError(f"--provider: no provider {provider!r} in the configuration "
+                         f"(providers: {known})")
     if sys.stdin.isatty():
         token = getpass.getpass("refresh token (not echoed): ")
     else:
@@ -210,10 +256,21 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
 
     try:
         account = asyncio.run(go())
-    except store.DuplicateAccount as exc:
-        raise UsageError(f"--id/--name: {exc}") from None
+    except store.DuplicateAccount:
+        raise UsageError(asyncio.run(_duplicate(cfg, args, account_id))) from None
     print(account.id)
     return 0
+
+
+async def _duplicate(cfg: config.Config, args: argparse.Namespace, account_id: str) -> str:
+    """Which existing account the new one collides with, by the id it really has."""
+    async with _open(cfg) as db:
+        accounts = await db.list_accounts()
+    for other in accounts:
+        if (other.provider, other.org, other.name) == (args.provider, args.org, args.name):
+            return (f"--name: account {other.id} already has provider/org/name "
+                    f"{other.provider}/{other.org}/{other.name}")
+    return f"--id: an account with id {account_id!r} already exists"
 
 
 def cmd_accounts_list(args: argparse.Namespace) -> int:
@@ -255,6 +312,7 @@ def cmd_accounts_reauth(args: argparse.Namespace) -> int:
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    require_database(cfg.database)
     from tokend import manual  # the CLI's one-shot refresher, built like the daemon's
 
     outcome = asyncio.run(manual.refresh_once(
@@ -265,6 +323,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    require_database(cfg.database)
     from tokend import status
 
     report = asyncio.run(status.collect(cfg))
@@ -279,13 +338,47 @@ def cmd_logs(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from tokend import logclient
 
+    sources = None
+    if args.source:
+        sources = [s.strip() for item in args.source for s in item.split(",") if s.strip()]
+        unknown = [s for s in sources if s not in _sources()]
+        if unknown or not sources:
+            raise UsageError(f"--source: unknown source {(unknown or [''])[0]!r} "
+                             f"(one of {', '.join(_sources())})")
     url = args.url or f"http://{cfg.server.host}:{cfg.server.port}"
     if not cfg.server.admin_token:
         raise config.ConfigError("server.admin_token", "is required to read the log stream")
-    asyncio.run(logclient.follow(
-        url, cfg.server.admin_token, sources=args.source, account_id=args.account_id,
-        follow=args.follow, json_lines=args.json, out=sys.stdout))
+    try:
+        asyncio.run(logclient.follow(
+            url, cfg.server.admin_token, sources=sources, account_id=args.account_id,
+            follow=args.follow, json_lines=args.json, out=sys.stdout))
+    except logclient.Unreachable as exc:
+        # No daemon: the history is in the database all the same.
+        try:
+            entries = asyncio.run(_history(cfg, sources, args.account_id))
+        except (store.StoreError, RuntimeFailure) as db_exc:
+            raise RuntimeFailure(f"{exc}, and {db_exc}") from None
+        if not args.follow:
+            print(f"tokend: {exc}; the history below is from the database", file=sys.stderr)
+        color = not args.json and sys.stdout.isatty()
+        for entry in entries:
+            data = entry.to_dict()
+            sys.stdout.write(orjson.dumps(data).decode() + "\n" if args.json
+                             else logclient.render(data, color=color) + "\n")
+        if args.follow:
+            raise RuntimeFailure(f"{exc}; the history above is from the database, and "
+                                 "following needs a running daemon") from None
+    except logclient.LogsError as exc:
+        raise RuntimeFailure(str(exc)) from None
     return 0
+
+
+async def _history(cfg: config.Config, sources: list[str] | None,
+                   account_id: str | None) -> list[store.Entry]:
+    async with _open(cfg) as db:
+        entries = await db.list_entries(source=sources, account_id=account_id,
+                                        limit=HISTORY_ENTRIES)
+    return sorted(entries, key=lambda e: e.id or 0)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -307,6 +400,6 @@ def _cell(value: Any) -> str:
 
 
 def _table(columns: Sequence[str], rows: list[list[str]]) -> None:
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
     for row in (list(columns), *rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

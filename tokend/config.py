@@ -211,7 +211,10 @@ def _read_secret_file(key: str, path: str, base_dir: Path) -> str:
             raise ConfigError(key, f"cannot read {candidate}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise ConfigError(key, f"{candidate} is not UTF-8 text") from None
-    raise ConfigError(key, f"file not found: {path}")
+    searched = ", ".join(str(c.parent) for c in candidates)
+    hint = "" if Path(path).is_absolute() or os.environ.get("CREDENTIALS_DIRECTORY") \
+        else "; $CREDENTIALS_DIRECTORY is not set"
+    raise ConfigError(key, f"file not found: {path} (looked in {searched}{hint})")
 
 
 def _env_name(provider: str) -> str:
@@ -379,9 +382,21 @@ def parse(data: Mapping[str, Any], base_dir: Path) -> Config:
 
 def load(path: str | os.PathLike[str] | None) -> Config:
     """Read `path` (or `$TOKEND_CONFIG`; none at all means defaults plus environment)."""
+    data, base_dir = _read(path)
+    return parse(data, base_dir)
+
+
+def load_database(path: str | os.PathLike[str] | None) -> DatabaseConfig:
+    """Only the [database] section: a migration job needs nothing else, so a provider's
+    missing secret file must not stop it. Other sections are not even validated."""
+    data, base_dir = _read(path)
+    return _database(_Table("", data, base_dir).table("database"))
+
+
+def _read(path: str | os.PathLike[str] | None) -> tuple[dict[str, Any], Path]:
     path = path or os.environ.get("TOKEND_CONFIG")
     if not path:
-        return parse({}, Path.cwd())
+        return {}, Path.cwd()
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -391,4 +406,4 @@ def load(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"invalid TOML in {path}: {exc}") from None
-    return parse(data, Path(path).resolve().parent)
+    return data, Path(path).resolve().parent

@@ -27,6 +27,10 @@ class LogsError(Exception):
     """tokend refused or could not be reached; the message is one line for the operator."""
 
 
+class Unreachable(LogsError):
+    """No daemon answers at the URL (the database still has the history)."""
+
+
 def _paint(text: str, code: str, color: bool) -> str:
     return f"\033[{code}m{text}\033[0m" if color else text
 
@@ -137,6 +141,12 @@ async def history(
         since = page[-1]["id"]
 
 
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return exc.os_error.strerror or type(exc.os_error).__name__
+    return type(exc).__name__
+
+
 def _emit(out: TextIO, text: str) -> None:
     out.write(text)
     out.flush()
@@ -191,7 +201,7 @@ async def follow(
                 entries = await history(session, base_url, token, since=since, sources=sources,
                                         account_id=account_id)
             except aiohttp.ClientError as exc:
-                raise LogsError(f"cannot reach tokend at {base_url}: {exc}") from None
+                raise Unreachable(f"no daemon answers at {base_url} ({_reason(exc)})") from None
             for entry in entries:
                 _emit(out, orjson.dumps(entry).decode() + "\n" if json_lines
                       else render(entry, color=color))
@@ -207,7 +217,7 @@ async def follow(
                 connected, delay = True, 0.5
             except aiohttp.ClientError as exc:
                 if not connected:
-                    raise LogsError(f"cannot reach tokend at {base_url}: {exc}") from None
+                    raise Unreachable(f"no daemon answers at {base_url} ({_reason(exc)})") from None
             print(f"tokend: stream lost; reconnecting in {delay:g} s", file=sys.stderr)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)

@@ -57,20 +57,25 @@ class Loop:
 
     async def run(self) -> None:
         log.info("loop_started", instance=self.instance, interval_seconds=self.interval_seconds)
+        woken = False
         while not self.stop.is_set():
-            ok = await self.cycle()
-            await self.sleep(await self.seconds_until_next_cycle() if ok else self._retry_seconds())
+            ok = await self.cycle(woken=woken)
+            woken = await self.sleep(
+                await self.seconds_until_next_cycle() if ok else self._retry_seconds())
         log.info("loop_stopped", instance=self.instance)
 
-    async def cycle(self) -> bool:
-        """One cycle; False when the database failed it."""
+    async def cycle(self, *, woken: bool = False) -> bool:
+        """One cycle; False when the database failed it. A cycle run because a manual
+        refresh woke the loop writes no heartbeat entry when it finds nothing due: the
+        manual refresh has its own entry, and the schedule did not tick."""
         began = time.perf_counter()
         try:
             await self.db.worker_started(NAME, self.instance, self.interval_seconds, self.clock())
             summary = await self._refresh_due()
             status = summary["status"]
             await self.db.worker_finished(NAME, self.instance, self.clock(), status, summary)
-            await self._announce(summary)
+            if not (woken and status == "idle"):
+                await self._announce(summary)
             await self._prune_if_due()
         except store.StoreError as exc:
             self.stats.cycles.labels("error").inc()
@@ -175,12 +180,13 @@ class Loop:
         until_due = (next_due - now).total_seconds()
         return min(self.interval_seconds, max(MIN_SLEEP_SECONDS, until_due))
 
-    async def sleep(self, seconds: float) -> None:
-        """Sleep, waking at once for a stop or a wake-up call."""
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep, waking at once for a stop or a wake-up call; True when woken."""
         waiters = {asyncio.ensure_future(self.stop.wait()),
                    asyncio.ensure_future(self._wake.wait())}
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            return self._wake.is_set()
         finally:
             for waiter in waiters:
                 waiter.cancel()

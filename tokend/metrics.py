@@ -14,7 +14,8 @@ class Metrics:
             "tokend_refreshes", "Refresh attempts by outcome (success or error code).",
             ["provider", "source", "outcome"], registry=r)
         self.refresh_seconds = prom.Histogram(
-            "tokend_refresh_duration_seconds", "Provider call latency.", ["provider"],
+            "tokend_refresh_duration_seconds",
+            "Provider call latency (attempts that made an HTTP call).", ["provider"],
             buckets=LATENCY_BUCKETS, registry=r)
         self.cycles = prom.Counter(
             "tokend_cycles", "Refresh cycles by status.", ["status"], registry=r)
@@ -22,7 +23,11 @@ class Metrics:
             "tokend_cycle_duration_seconds", "Duration of one refresh cycle.",
             buckets=LATENCY_BUCKETS, registry=r)
         self.accounts = prom.Gauge(
-            "tokend_accounts", "Accounts by state.", ["state"], registry=r)
+            "tokend_accounts", "Accounts by state; active ones that keep failing are "
+            "counted as failing, not active.", ["state"], registry=r)
+        self.failing_accounts = prom.Gauge(
+            "tokend_failing_accounts", "Active accounts whose last attempts failed, by the "
+            "last error code.", ["error_code"], registry=r)
         self.due_backlog = prom.Gauge(
             "tokend_due_backlog", "Accounts due now and not yet claimed.", registry=r)
         self.provider_paused = prom.Gauge(

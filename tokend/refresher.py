@@ -251,7 +251,7 @@ class Refresher:
         else:  # a provider's own codes are unbounded: keep the metric's label set small
             outcome = result.error_code if result.error_code in METRIC_CODES else "other"
         self.stats.refreshes.labels(account.provider, source, outcome).inc()
-        if result.duration_ms is not None:
+        if result.request is not None:  # refused before any HTTP: no latency to count
             self.stats.refresh_seconds.labels(account.provider).observe(result.duration_ms / 1000)
         if result.ok:
             log.info("token_refreshed", provider=account.provider,

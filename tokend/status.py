@@ -7,11 +7,14 @@ from typing import IO, Any
 
 from tokend import clock, config, quota, store
 
+FAILING = "failing"  # not a stored state: active accounts whose last attempts failed
+
 
 async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str, Any]:
     workers = await db.list_workers()
     paused = await db.paused_providers(now)
     projections = await quota.project(db, cfg)
+    accounts, failing = await account_health(db)
     return {
         "loops": [{
             "name": w.name, "instance": w.instance, "interval_seconds": w.interval_seconds,
@@ -20,11 +23,23 @@ async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str
             "last_status": w.last_status, "stale": w.stale(now),
             "last_summary": w.last_summary,
         } for w in workers],
-        "accounts": await db.account_counts(),
+        "accounts": accounts,
+        # Active but failing (decrypt_failed, invalid_scope, ...), by last error: these
+        # are not counted as active above.
+        "failing_accounts": failing,
         "paused_providers": {name: until.isoformat() for name, until in paused.items()},
         "quota": {p.provider: p.to_dict() for p in projections},
         "checked_at": now.isoformat(),
     }
+
+
+async def account_health(db: store.Store) -> tuple[dict[str, int], dict[str, int]]:
+    """Accounts by state, with `active` split into healthy `active` and `failing`."""
+    counts = await db.account_counts()
+    failing = await db.failing_counts()
+    counts[FAILING] = sum(failing.values())
+    counts[store.ACTIVE] = counts.get(store.ACTIVE, 0) - counts[FAILING]
+    return counts, failing
 
 
 async def collect(cfg: config.Config) -> dict[str, Any]:
@@ -47,6 +62,8 @@ def print_report(data: dict[str, Any], out: IO[str]) -> None:
                       f"{summary.get('error_count', len(summary.get('errors', [])))}\n")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(data["accounts"].items()))
     out.write(f"accounts: {counts or 'none'}\n")
+    for code, n in sorted(data["failing_accounts"].items()):
+        out.write(f"  failing with {code}: {n}\n")
     for name, until in data["paused_providers"].items():
         out.write(f"provider {name} paused until {until}\n")
     for name, q in data["quota"].items():

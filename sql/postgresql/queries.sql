@@ -14,6 +14,7 @@ SELECT pg_advisory_xact_lock(hashtext('tokend migrate'))
 -- name: migrations_table_exists
 SELECT to_regclass('schema_migrations') IS NOT NULL AS present
 
+
 -- name: claim_due
 -- One statement: pick due rows in scheduling order, skipping rows another claimer holds,
 -- and lease them. next_attempt_at moves to the lease expiry, so the rows of an owner that

@@ -14,6 +14,7 @@ SELECT 1
 SELECT count(*) > 0 AS present FROM sqlite_master
 WHERE type = 'table' AND name = 'schema_migrations'
 
+
 -- name: claim_due
 -- One statement under the write lock: pick due rows in scheduling order and lease them.
 UPDATE accounts

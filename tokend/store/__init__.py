@@ -305,6 +305,10 @@ class Store:
     async def active_by_provider(self) -> dict[str, int]:
         return {row["provider"]: row["n"] for row in await self._db.all("active_by_provider")}
 
+    async def failing_counts(self) -> dict[str, int]:
+        """Active accounts with consecutive failures, by their last error code."""
+        return {row["error_code"]: row["n"] for row in await self._db.all("failing_counts")}
+
     # -- the refresh cycle ------------------------------------------------------------
     async def claim_due(
         self, owner: str, now: datetime, *, limit: int, lease_seconds: float,

@@ -77,20 +77,44 @@ async def refresh(request: web.Request) -> web.Response:
     principal = auth.admin(request)
     debug = await _debug_flag(request)
     account_id = request.match_info["id"]
-    await _visible_account(request, principal, account_id)
+    account, error = None, None
     try:
+        account = await _visible_account(request, principal, account_id)
         outcome = await request.app[common.REFRESHER].refresh_now(
             account_id, source=vocabulary.DEBUG if debug else vocabulary.MANUAL)
+    except common.ApiError as exc:
+        error = exc
     except refresher.NotFound:
-        raise common.ApiError(404, "unknown account") from None
+        error = common.ApiError(404, "unknown account")
     except refresher.Busy as exc:
-        raise common.ApiError(409, str(exc)) from None
+        error = common.ApiError(409, str(exc))
+    if error is not None:
+        if debug:  # whoever debugs a refresh looks for it in the log
+            await _log_refused(request, principal, account_id, account, error)
+        raise error
     request.app[common.LOOP].wake()  # the schedule changed: let the loop re-plan its sleep
     answer = {"success": outcome.success, "error": outcome.error_code,
               "error_description": outcome.error_description, "entry_id": outcome.entry.id}
     if debug:
         answer.update(request=outcome.request, response=outcome.response)
     return common.json_response(answer)
+
+
+async def _log_refused(request: web.Request, principal: auth.Principal, asked: str,
+                       account: store.Account | None, error: common.ApiError) -> None:
+    code = "unknown_account" if error.status == 404 else "account_busy"
+    entry = await request.app[common.STORE].add_entry(store.Entry(
+        action=vocabulary.TOKEN_REFRESH_DEBUG, source=vocabulary.DEBUG, created_at=clock.now(),
+        account_id=account.id if account else None,
+        org_id=account.org if account else principal.org,
+        provider=account.provider if account else None,
+        error=vocabulary.error(code, error.message),
+        message=f"debug refresh refused ({error.status}): {error.message}",
+        # The id asked for is kept for the admin only: in an org's view another org's
+        # account id must not appear, not even as something that was asked for.
+        details={"status": error.status,
+                 **({"account_id": asked[:200]} if principal.org is None else {})}))
+    request.app[common.HUB].publish(entry)
 
 
 async def logs(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ import prometheus_client as prom
 import structlog
 from aiohttp import web
 
-from tokend import probes, quota, status, store, vocabulary
+from tokend import probes, quota, refresher, status, store, vocabulary
 from tokend.web import common
 
 log = structlog.get_logger("tokend.web")
@@ -115,9 +115,13 @@ async def loop_status(request: web.Request) -> web.Response:
 async def _refresh_gauges(app: web.Application) -> None:
     db, stats, cfg = app[common.STORE], app[common.METRICS], app[common.CONFIG]
     now = _now()
-    counts = await db.account_counts()
-    for state in store.STATES:
+    counts, failing = await status.account_health(db)
+    for state in (*store.STATES, status.FAILING):
         stats.accounts.labels(state).set(counts.get(state, 0))
+    stats.failing_accounts.clear()
+    for code, n in failing.items():  # a provider's own codes are unbounded: fold them
+        label = code if code in refresher.METRIC_CODES else "other"
+        stats.failing_accounts.labels(label).inc(n)
     stats.due_backlog.set(await db.count_due(
         now, expiry_threshold_seconds=cfg.refresh.expiry_threshold_seconds,
         max_age_seconds=cfg.refresh.max_age_seconds))
