@@ -104,6 +104,8 @@ def test_example_documents_every_key() -> None:
         # Every documented key is one the loader knows (or a secret's `_file` form).
         known = field_names(cls) | {f"{k}_file" for k in field_names(cls) & SECRET_KEYS}
         assert docs[name] <= known, f"[{name}] documents unknown keys: {docs[name] - known}"
+    notifications = field_names(config.EbayNotificationsConfig)
+    assert docs["ebay_notifications"] == notifications | {"verification_token_file"}
     provider_docs = set().union(*(keys for table, keys in docs.items()
                                   if table.startswith("providers.")))
     missing = field_names(config.ProviderConfig) - {"name"} - provider_docs
