@@ -237,6 +237,12 @@ RETURNING notification_id
 UPDATE ebay_notifications SET outcome = :outcome, account_ids = :account_ids
 WHERE notification_id = :notification_id
 
+-- name: prune_ebay_notifications
+WITH old AS (SELECT notification_id FROM ebay_notifications WHERE received_at < :before
+             ORDER BY received_at LIMIT :limit)
+DELETE FROM ebay_notifications WHERE notification_id IN (SELECT notification_id FROM old)
+RETURNING notification_id
+
 -- name: accounts_of_provider_user
 SELECT * FROM accounts
 WHERE provider = :provider AND provider_user_id = :provider_user_id

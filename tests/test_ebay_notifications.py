@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from datetime import timedelta
 
 import orjson
 import pytest
@@ -330,3 +331,17 @@ def test_signed_bytes_match_javascripts_json_stringify():
     parsed = notifications.parse_message(json.dumps(message, indent=4).encode())
     assert notifications.signed_bytes(parsed) == \
         '{"b":1,"a":[true,null,1,2.5],"é":"ü/\\"\\n"}'.encode()
+
+
+async def test_applied_ids_are_pruned_with_the_logs_and_a_late_copy_changes_nothing(stack):
+    await seller(stack, "acct-1", "ebayUser1")
+    message = stack.sim.notification(DELETION, "ebayUser1")
+    assert await stack.sim.deliver(endpoint(stack), message) == 204
+    after = await stack.db.get_account("acct-1")
+    pruned = await stack.db.prune_logs(webstack.now() + timedelta(days=1), 1000)
+    assert pruned >= 1 and await ebay_entries(stack) == []
+    # The id is forgotten, the tombstone is not: eBay's user id is gone from the account.
+    assert await stack.sim.deliver(endpoint(stack), message) == 204
+    assert await stack.db.get_account("acct-1") == after
+    assert (await ebay_entries(stack))[0].details["outcome"] == "no_account"
+    assert len(await events(stack)) == 1

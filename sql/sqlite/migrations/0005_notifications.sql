@@ -25,3 +25,6 @@ CREATE TABLE ebay_notifications (
     account_ids TEXT NOT NULL,
     received_at REAL NOT NULL
 );
+
+-- Pruned with the logs: a notificationId older than the log retention is not replayed.
+CREATE INDEX ebay_notifications_received ON ebay_notifications (received_at);
