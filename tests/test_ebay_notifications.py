@@ -4,6 +4,7 @@ way a signature can fail (nothing changes), replays, and what the log keeps."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -345,3 +346,15 @@ async def test_applied_ids_are_pruned_with_the_logs_and_a_late_copy_changes_noth
     assert await stack.db.get_account("acct-1") == after
     assert (await ebay_entries(stack))[0].details["outcome"] == "no_account"
     assert len(await events(stack)) == 1
+
+
+async def test_ten_copies_at_once_apply_once(stack):
+    await seller(stack, "acct-1", "ebayUser1")
+    message = stack.sim.notification(DELETION, "ebayUser1")
+    statuses = await asyncio.gather(*(stack.sim.deliver(endpoint(stack), message)
+                                      for _ in range(10)))
+    assert statuses == [204] * 10
+    assert len(await events(stack)) == 1
+    outcomes = sorted(e.details["outcome"] for e in await ebay_entries(stack))
+    assert outcomes == ["deleted"] + ["replay"] * 9
+    assert stack.sim.public_key_calls == 1 and stack.sim.app_token_grants == 1

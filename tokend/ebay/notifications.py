@@ -197,8 +197,15 @@ class PublicKeys:
         if task is None:
             task = asyncio.create_task(self._fetch(kid), name=f"ebay-public-key:{kid}")
             self._in_flight[kid] = task
-            task.add_done_callback(lambda t: self._in_flight.pop(kid, None))
+            task.add_done_callback(lambda t: self._finished(kid, t))
+        # A caller that goes away must not cancel the lookup the others wait for.
         return await asyncio.shield(task)
+
+    def _finished(self, kid: str, task: asyncio.Task) -> None:
+        if self._in_flight.get(kid) is task:
+            del self._in_flight[kid]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so a failure nobody awaited is not reported
 
     async def _fetch(self, kid: str) -> PublicKey | None:
         try:
