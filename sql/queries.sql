@@ -204,3 +204,85 @@ WHERE id > :after_id ORDER BY id LIMIT :limit
 -- Active accounts whose last attempts failed, by the last error's code.
 SELECT coalesce(last_error, 'error') AS error_code, count(*) AS n FROM accounts
 WHERE state = 'active' AND consecutive_failures > 0 GROUP BY coalesce(last_error, 'error')
+
+-- -- application tokens and eBay notifications ------------------------------------------
+
+-- name: get_app_token
+SELECT * FROM app_tokens WHERE id = :id
+
+-- name: claim_app_token
+-- The row is created on first use; the lease is taken only when nobody else holds it.
+INSERT INTO app_tokens (id, provider, scope, lease_owner, lease_expires_at, updated_at)
+VALUES (:id, :provider, :scope, :owner, :lease_until, :now)
+ON CONFLICT (id) DO UPDATE SET lease_owner = excluded.lease_owner,
+                               lease_expires_at = excluded.lease_expires_at,
+                               updated_at = excluded.updated_at
+WHERE app_tokens.lease_expires_at IS NULL OR app_tokens.lease_expires_at <= :now
+RETURNING *
+
+-- name: finish_app_token
+-- A new token (or none, after a failure) and the lease released, only by its holder.
+UPDATE app_tokens
+SET access_token = coalesce(:access_token, access_token),
+    expires_at = coalesce(:expires_at, expires_at),
+    issued_at = CASE WHEN CAST(:access_token AS text) IS NULL THEN issued_at ELSE :now END,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id AND lease_owner = :owner
+RETURNING id
+
+-- name: record_ebay_notification
+-- The first delivery of a notificationId wins; a replay inserts nothing and changes nothing.
+INSERT INTO ebay_notifications (notification_id, topic, provider, outcome, account_ids,
+                                received_at)
+VALUES (:notification_id, :topic, :provider, 'received', :account_ids, :now)
+ON CONFLICT (notification_id) DO NOTHING
+RETURNING notification_id
+
+-- name: finish_ebay_notification
+UPDATE ebay_notifications SET outcome = :outcome, account_ids = :account_ids
+WHERE notification_id = :notification_id
+
+-- name: prune_ebay_notifications
+WITH old AS (SELECT notification_id FROM ebay_notifications WHERE received_at < :before
+             ORDER BY received_at LIMIT :limit)
+DELETE FROM ebay_notifications WHERE notification_id IN (SELECT notification_id FROM old)
+RETURNING notification_id
+
+-- name: accounts_of_provider_user
+SELECT * FROM accounts
+WHERE provider = :provider AND provider_user_id = :provider_user_id
+ORDER BY id
+
+-- name: purge_account
+-- eBay's account deletion: tokens and personal fields gone, the row kept as a tombstone
+-- under its own id, and any lease void (a refresh in flight finds the version moved on).
+UPDATE accounts
+SET refresh_token = NULL, access_token = NULL, access_expires_at = NULL,
+    refresh_expires_at = NULL, provider_user_id = NULL, provider_user_name = NULL,
+    name = '(deleted) ' || id, state = 'deleted', state_reason = :reason, last_error = NULL,
+    lease_owner = NULL, lease_expires_at = NULL, version = version + 1, updated_at = :now
+WHERE id = :id
+RETURNING *
+
+-- name: purge_account_entries
+-- What the HTTP log kept of a deleted seller's exchanges (identity answers carry the
+-- username) goes too; the entries' ids, times, actions and errors stay for the audit.
+UPDATE http_log
+SET request = NULL, response = NULL, details = NULL,
+    message = CASE WHEN source = 'connect' THEN NULL ELSE message END
+WHERE account_id = :account_id
+RETURNING id
+
+-- name: revoke_account
+UPDATE accounts
+SET state = 'reauth_required', state_reason = :reason, lease_owner = NULL,
+    lease_expires_at = NULL, version = version + 1, updated_at = :now
+WHERE id = :id AND state <> 'deleted'
+RETURNING *
+
+-- name: set_provider_user
+UPDATE accounts
+SET provider_user_id = :provider_user_id, provider_user_name = :provider_user_name,
+    version = version + 1, updated_at = :now
+WHERE id = :id
+RETURNING *

@@ -104,6 +104,8 @@ def test_example_documents_every_key() -> None:
         # Every documented key is one the loader knows (or a secret's `_file` form).
         known = field_names(cls) | {f"{k}_file" for k in field_names(cls) & SECRET_KEYS}
         assert docs[name] <= known, f"[{name}] documents unknown keys: {docs[name] - known}"
+    notifications = field_names(config.EbayNotificationsConfig)
+    assert docs["ebay_notifications"] == notifications | {"verification_token_file"}
     provider_docs = set().union(*(keys for table, keys in docs.items()
                                   if table.startswith("providers.")))
     missing = field_names(config.ProviderConfig) - {"name"} - provider_docs
@@ -641,3 +643,60 @@ def test_cli_missing_config_file_exits_2(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert "--config" in lines[0]
     assert "absent.toml" in lines[0]
+
+
+# -- [ebay_notifications] -------------------------------------------------------------------
+
+VERIFY = "v" * 32
+NOTIFICATIONS = PROVIDER + """
+[ebay_notifications]
+endpoint = "https://tokend.example.com/ebay/notifications"
+provider = "p"
+"""
+
+
+def test_ebay_notifications_are_off_without_the_table(tmp_path: Path) -> None:
+    assert load_text(tmp_path, PROVIDER).ebay_notifications is None
+
+
+def test_ebay_notifications_defaults_and_secret_sources(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_text(tmp_path, NOTIFICATIONS + f'verification_token = "{VERIFY}"\n')
+    notes = cfg.ebay_notifications
+    assert notes.verification_token == VERIFY and notes.provider == "p"
+    assert notes.public_key_url == "https://api.ebay.com/commerce/notification/v1/public_key/"
+    assert VERIFY not in repr(cfg)
+    sandbox = NOTIFICATIONS.replace('client_id = "app-id"',
+                                    'client_id = "app-id"\nenvironment = "sandbox"')
+    (tmp_path / "verify").write_text("f" * 80 + "\n")
+    cfg = load_text(tmp_path, sandbox + 'verification_token_file = "verify"\n')
+    assert cfg.ebay_notifications.verification_token == "f" * 80
+    assert cfg.ebay_notifications.public_key_url.startswith("https://api.sandbox.ebay.com/")
+    monkeypatch.setenv("TOKEND_EBAY_VERIFICATION_TOKEN", "e-_" * 11)
+    assert load_text(tmp_path, NOTIFICATIONS).ebay_notifications.verification_token == \
+        "e-_" * 11
+
+
+@pytest.mark.parametrize("text, key", [
+    (NOTIFICATIONS, "ebay_notifications.verification_token"),
+    (NOTIFICATIONS + f'verification_token = "{"v" * 31}"\n',
+     "ebay_notifications.verification_token"),
+    (NOTIFICATIONS + f'verification_token = "{"v" * 81}"\n',
+     "ebay_notifications.verification_token"),
+    (NOTIFICATIONS + f'verification_token = "{"v" * 31}!"\n',
+     "ebay_notifications.verification_token"),
+    (NOTIFICATIONS.replace("https://tokend", "tokend") + f'verification_token = "{VERIFY}"\n',
+     "ebay_notifications.endpoint"),
+    (NOTIFICATIONS.replace('provider = "p"', 'provider = "q"')
+     + f'verification_token = "{VERIFY}"\n', "ebay_notifications.provider"),
+    (NOTIFICATIONS.replace('client_id = "app-id"', 'client_id = "app-id"\ntype = "oauth2"\n'
+                           'token_url = "https://a.example/t"')
+     + f'verification_token = "{VERIFY}"\n', "ebay_notifications.provider"),
+    (NOTIFICATIONS + f'verification_token = "{VERIFY}"\npublic_key_url = "ftp://x/"\n',
+     "ebay_notifications.public_key_url"),
+    (NOTIFICATIONS + f'verification_token = "{VERIFY}"\nextra = 1\n',
+     "ebay_notifications.extra"),
+])
+def test_ebay_notifications_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    error = expect_error(tmp_path, text, key)
+    assert "v" * 31 not in str(error)  # the message never repeats the token

@@ -13,16 +13,19 @@ import pytest
 from proc import env
 
 pytestmark = pytest.mark.timeout(120)
-WANTED = {"token_refreshed", "worker_heartbeat", "invalid_grant", "decrypt_failed"}
+WANTED = {"token_refreshed", "worker_heartbeat", "invalid_grant", "decrypt_failed",
+          "reauth_required", "deleted"}
 
 
 def kind_of(entry: dict) -> str | None:
     if entry["action"] in ("token_refreshed", "worker_heartbeat"):
         return entry["action"]
+    if entry["action"] == "ebay_notification":  # what a signed notification did
+        return (entry.get("details") or {}).get("outcome")
     return (entry.get("error") or {}).get("code")
 
 
-async def test_demo_shows_refreshes_heartbeat_invalid_grant_and_decrypt_failed() -> None:
+async def test_demo_shows_refreshes_heartbeat_failures_and_ebay_notifications() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tokend", "demo", "--port", "0", "--seconds", "90",
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env())
@@ -38,7 +41,7 @@ async def test_demo_shows_refreshes_heartbeat_invalid_grant_and_decrypt_failed()
                 f"{url}/ws/logs", headers={"Origin": url}) as ws:
             await ws.send_json({"type": "hello", "token": token, "since": None, "sources": []})
             async with asyncio.timeout(85):
-                while len(seen) < 4:
+                while len(seen) < len(WANTED):
                     message = await ws.receive_json()
                     if message.get("type") != "entry":
                         continue
@@ -52,6 +55,10 @@ async def test_demo_shows_refreshes_heartbeat_invalid_grant_and_decrypt_failed()
                                headers={"Authorization": f"Bearer {token}"}) as response:
             states = {a["id"]: a["state"] for a in (await response.json())["accounts"]}
         assert states["acct_03"] == "reauth_required"
+        assert seen["reauth_required"]["account_id"] == "acct_08"
+        assert seen["reauth_required"]["details"]["revoke_reason"] == "REVOKED_BY_USER"
+        assert seen["deleted"]["account_id"] == "acct_11"
+        assert (states["acct_08"], states["acct_11"]) == ("reauth_required", "deleted")
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)

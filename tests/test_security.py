@@ -1,7 +1,8 @@
-"""Secrets and tenants against a real `tokend run`: planted canaries (refresh and access
-tokens, the client secret, every bearer token, the encryption key) never leave the vault
-by any route, stream, metric, log line or table, even when the provider echoes them back;
-and an org token never reaches another org's accounts, entries or stream messages."""
+"""Secrets and tenants against a real `tokend run`: planted canaries (refresh, access and
+application tokens, the client secret, every bearer token, the encryption key, eBay's
+verification token) never leave the vault by any route, stream, metric, log line or
+table, even when the provider echoes them back or eBay notifies; and an org token never
+reaches another org's accounts, entries or stream messages."""
 
 from __future__ import annotations
 
@@ -39,11 +40,14 @@ ORG_GLOBEX = canary("ORG-GLOBEX")
 CONSUMER = canary("CONSUMER")
 CONSUMER_ACME = canary("CONSUMER-ACME")
 CLIENT_SECRET = canary("CLIENT-SECRET")
+VERIFICATION_TOKEN = canary("VERIFY")  # eBay's rule: 32-80 of A-Z a-z 0-9 _ -
 CLIENT_ID = simulator.DEFAULT_CLIENT_ID
 ACCOUNTS = {"acme-1": "acme", "acme-2": "acme", "globex-1": "globex", "globex-2": "globex"}
 ADMIN_ROUTES = [("GET", "/api/accounts"), ("POST", "/api/accounts/acme-1/refresh"),
                 ("GET", "/api/logs"), ("GET", "/api/logs?account_id=acme-1")]
 VEND = "/api/accounts/{}/access-token"
+APP_TOKEN = "/api/providers/ebay-sandbox/app-token"
+REVOKED_USER = "ebayRevokedUser"  # acme-2's eBay user id
 
 
 class Provider:
@@ -118,12 +122,14 @@ async def seed(pg_url: str, keyring: crypto.Keyring) -> dict[str, str]:
                 refresh_token=keyring.encrypt(tokens[account], account_id=account,
                                               column="refresh_token"),
                 refresh_expires_at=None), clock.now())
+        await db.set_provider_user("acme-2", REVOKED_USER, "acme two", clock.now())
     finally:
         await db.close()
     return tokens
 
 
-def config_file(tmp_path: Path, pg_url: str, key_line: str, token_url: str) -> Path:
+def config_file(tmp_path: Path, pg_url: str, key_line: str, token_url: str,
+                public_key_url: str) -> Path:
     return write_config(tmp_path / "tokend.toml", {
         "database": {"url": pg_url},
         "refresh": {"interval_seconds": 0.5, "request_timeout_seconds": 2,
@@ -136,6 +142,9 @@ def config_file(tmp_path: Path, pg_url: str, key_line: str, token_url: str) -> P
         "providers.ebay-sandbox": {"type": "ebay", "environment": "sandbox",
                                    "token_url": token_url, "client_id": CLIENT_ID,
                                    "client_secret": CLIENT_SECRET},
+        "ebay_notifications": {"verification_token": VERIFICATION_TOKEN,
+                               "endpoint": "https://tokend.example.com/ebay/notifications",
+                               "provider": "ebay-sandbox", "public_key_url": public_key_url},
     })
 
 
@@ -146,6 +155,7 @@ class Client:
         self.http, self.url = http, url
         self.answers: list[tuple[str, str]] = []
         self.vended: list[tuple[str, str]] = []
+        self.app_tokens: list[str] = []  # application-token answers
 
     async def call(self, method: str, path: str, token: str | None = None, *,
                    json: Any = None, headers: dict[str, str] | None = None,
@@ -160,6 +170,8 @@ class Client:
         label = f"{method} {path}"
         if urllib.parse.urlsplit(path).path.endswith("/access-token") and status == 200:
             self.vended.append((label, text))
+        elif urllib.parse.urlsplit(path).path.endswith("/app-token") and status == 200:
+            self.app_tokens.append(text)
         else:
             self.answers.append((label, text))
         body = orjson.loads(text) if "json" in content_type else text
@@ -280,7 +292,8 @@ async def test_no_secret_leaves_and_no_org_sees_another(tmp_path: Path, pg_url: 
     async with simulator.Simulator(client_secret=CLIENT_SECRET, rotate=True) as sim, \
             aiohttp.ClientSession() as http:
         provider = Provider(sim, seeded)
-        config_path = config_file(tmp_path, pg_url, key_lines[0], sim.token_url)
+        config_path = config_file(tmp_path, pg_url, key_lines[0], sim.token_url,
+                                  sim.public_key_url)
         async with running_daemon(config_path, tmp_path / "daemon.log") as (daemon, url):
             api = Client(http, url)
             async with Listener(http, url, ADMIN) as admin_ws, \
@@ -290,6 +303,7 @@ async def test_no_secret_leaves_and_no_org_sees_another(tmp_path: Path, pg_url: 
                 await _exercise(api, provider, sim)
                 await _org_isolation(api, http, url)
                 await _authentication(api, http, url)
+                await _app_tokens_and_notifications(api, sim, url)
                 # An entry written last, that every stream above may see: once it arrives,
                 # each has everything before it.
                 sentinel = await db.add_entry(store.Entry(
@@ -327,6 +341,9 @@ async def test_no_secret_leaves_and_no_org_sees_another(tmp_path: Path, pg_url: 
                    f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()}
     planted |= {f"seeded refresh token of {a}": t for a, t in seeded.items()}
     planted |= {f"issued token {n}": t for n, t in enumerate(sorted(provider.issued))}
+    planted["verification token"] = VERIFICATION_TOKEN
+    planted |= {f"application token {n}": t for n, t in enumerate(sorted(sim._app_tokens))}
+    assert len(sim._app_tokens) == 1 and accounts["acme-2"].state == "reauth_required"
     for account in accounts.values():  # what is stored now, decrypted
         planted[f"stored refresh token of {account.id}"] = keyring.decrypt(
             account.refresh_token, account_id=account.id, column="refresh_token")
@@ -339,6 +356,10 @@ async def test_no_secret_leaves_and_no_org_sees_another(tmp_path: Path, pg_url: 
                            ("history stream", history_ws)):
         texts[name] = "\n".join(listener.frames)
     assert_nowhere(planted, texts)
+    for text in api.app_tokens:  # an app-token answer holds that token and no other secret
+        own = orjson.loads(text)["access_token"]
+        assert own in sim._app_tokens
+        assert_nowhere({k: v for k, v in planted.items() if v != own}, {"app token": text})
     for label, text in api.vended:
         account = label.split("/")[3]
         own = orjson.loads(text)["access_token"]
@@ -393,6 +414,27 @@ async def _exercise(api: Client, provider: Provider, sim: simulator.Simulator) -
     status, _ = await api.get(VEND.format("acme-1"), CONSUMER_ACME)
     assert status == 200
     await sweep()
+
+
+async def _app_tokens_and_notifications(api: Client, sim: simulator.Simulator,
+                                        url: str) -> None:
+    """An application token vended twice (one grant), the endpoint challenge, and a signed
+    revocation, plus refused ones, with every answer kept for the sweep."""
+    for token in (CONSUMER, CONSUMER_ACME):
+        assert (await api.get(APP_TOKEN, token))[0] == 200
+    for token in (ADMIN, ORG_ACME, None):
+        assert (await api.get(APP_TOKEN, token))[0] == 401
+    status, body = await api.get("/ebay/notifications?challenge_code=abc")
+    assert status == 200 and len(body["challengeResponse"]) == 64
+    message = sim.notification("AUTHORIZATION_REVOCATION", REVOKED_USER,
+                               revokeReason="REVOKED_BY_USER")
+    body = orjson.dumps(message)
+    for signature in ("", sim.sign({**message, "x": 1})):
+        status, _ = await api.call("POST", "/ebay/notifications", headers={
+            "X-EBAY-SIGNATURE": signature, "Content-Type": "application/json"},
+            json=message)
+        assert status == 412
+    assert await sim.deliver(url + "/ebay/notifications", message, body=body) == 204
 
 
 async def _org_isolation(api: Client, http: aiohttp.ClientSession, url: str) -> None:

@@ -399,3 +399,43 @@ async def test_it_keeps_up_with_a_burst(sim, session, keyring):
     assert all(r.ok for r in results)
     assert time.monotonic() - started < 10
     assert sim.max_in_flight_per_token == 1
+
+
+# -- the client_credentials grant and the Notification API -----------------------------------
+
+
+async def test_client_credentials_grant_through_the_provider_client(sim, session) -> None:
+    provider = client_for(sim)
+    result = await provider.send(session, provider.prepare_client_credentials([SCOPE]))
+    assert result.ok and result.grant.refresh_token is None
+    assert result.grant.access_token.startswith(simulator.APP_TOKEN_PREFIX)
+    assert sim.app_token_valid(result.grant.access_token)
+    assert "client_credentials" in result.request["body"]
+    assert result.response["body"]["access_token"] != result.grant.access_token  # masked
+    refused = await provider.send(session, provider.prepare_client_credentials([INVENTORY]))
+    assert refused.error_code == "invalid_scope"  # a user scope is no application's
+    wrong = client_for(sim, client_secret="not-the-secret")
+    result = await wrong.send(session, wrong.prepare_client_credentials([SCOPE]))
+    assert result.error_code == "invalid_client"
+    assert sim.app_token_grants == 1
+
+
+async def test_get_public_key_wants_a_live_application_token(sim, session) -> None:
+    provider = client_for(sim)
+    app_token = (await provider.send(session, provider.prepare_client_credentials([SCOPE]))
+                 ).grant.access_token
+    user_token = (await refresh(provider, session, None)).grant.access_token
+    url = sim.public_key_url + sim.default_kid
+    for headers in ({}, {"Authorization": f"Bearer {user_token}"},
+                    {"Authorization": f"Basic {app_token}"}):
+        async with session.get(url, headers=headers) as response:
+            assert response.status == 401
+            assert (await response.json())["errors"][0]["errorId"] == 1001
+    bearer = {"Authorization": f"Bearer {app_token}"}
+    async with session.get(sim.public_key_url + "nope", headers=bearer) as response:
+        assert response.status == 404
+    async with session.get(url, headers=bearer) as response:
+        body = await response.json()
+    assert (body["algorithm"], body["digest"]) == ("ECDSA", "SHA1")
+    assert body["key"].startswith("-----BEGIN PUBLIC KEY-----M") and "\n" not in body["key"]
+    assert sim.public_key_calls == 5

@@ -16,6 +16,7 @@ from aiohttp import web as aioweb
 from kit import refresh_token
 
 from tokend import (
+    apptokens,
     config,
     crypto,
     daemon,
@@ -41,9 +42,18 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+VERIFICATION_TOKEN = "verify-" + secrets.token_hex(16)
+ENDPOINT = "https://tokend.example.com/ebay/notifications"
+
+
 def make_config(token_url: str, *, server: Mapping[str, Any] | None = None,
-                refresh: Mapping[str, Any] | None = None) -> config.Config:
+                refresh: Mapping[str, Any] | None = None,
+                public_key_url: str | None = None) -> config.Config:
+    """`public_key_url` turns on `[ebay_notifications]` against that getPublicKey."""
     return config.Config(
+        ebay_notifications=None if public_key_url is None else config.EbayNotificationsConfig(
+            verification_token=VERIFICATION_TOKEN, endpoint=ENDPOINT, provider=PROVIDER,
+            public_key_url=public_key_url),
         refresh=config.RefreshConfig(**{"request_timeout_seconds": 5.0, **(refresh or {})}),
         server=config.ServerConfig(**{
             "host": "127.0.0.1", "port": 0, "admin_token": ADMIN,
@@ -102,6 +112,7 @@ class Stack:
     worker: refresher.Refresher
     loop: loop.Loop
     vendor: vending.Vendor
+    app_tokens: apptokens.AppTokens
     readiness: probes.Readiness
     app: aioweb.Application
     runner: aioweb.AppRunner
@@ -127,13 +138,14 @@ class Stack:
 async def running(
     db: store.Store, keyring: crypto.Keyring, *, server: Mapping[str, Any] | None = None,
     refresh: Mapping[str, Any] | None = None, sim: simulator.Simulator | None = None,
-    port: int = 0,
+    port: int = 0, notifications: bool = False,
 ) -> AsyncIterator[Stack]:
     """The web app of a daemon on `db`; the refresh loop is built but not run."""
     async with contextlib.AsyncExitStack() as exits:
         if sim is None:
             sim = await exits.enter_async_context(simulator.Simulator())
-        cfg = make_config(sim.token_url, server=server, refresh=refresh)
+        cfg = make_config(sim.token_url, server=server, refresh=refresh,
+                          public_key_url=sim.public_key_url if notifications else None)
         parts = await exits.enter_async_context(
             daemon.assemble(cfg, db=db, keyring=keyring, instance=INSTANCE))
         listener = await exits.enter_async_context(
@@ -146,7 +158,8 @@ async def running(
         try:
             yield Stack(cfg=cfg, db=db, keyring=keyring, sim=sim, hub=parts.hub,
                         stats=parts.stats, worker=parts.refresher, loop=parts.loop,
-                        vendor=parts.vendor, readiness=parts.readiness, app=parts.app,
+                        vendor=parts.vendor, app_tokens=parts.app_tokens,
+                        readiness=parts.readiness, app=parts.app,
                         runner=listener.runner, url=listener.url, http=http, stop=parts.stop)
         finally:
             for task in feeds:

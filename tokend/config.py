@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -106,12 +107,23 @@ class ProviderConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EbayNotificationsConfig:
+    """`[ebay_notifications]`: eBay's Notification API endpoint (SPEC 10.1)."""
+
+    verification_token: str = dataclasses.field(repr=False)
+    endpoint: str  # the exact public URL registered with eBay
+    provider: str  # the eBay provider whose client credentials fetch application tokens
+    public_key_url: str  # getPublicKey; the key id is appended
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = DatabaseConfig()
     refresh: RefreshConfig = RefreshConfig()
     crypto: CryptoConfig = CryptoConfig()
     server: ServerConfig = ServerConfig()
     providers: Mapping[str, ProviderConfig] = dataclasses.field(default_factory=dict)
+    ebay_notifications: EbayNotificationsConfig | None = None
 
 
 class _Table:
@@ -363,6 +375,45 @@ def _provider(name: str, t: _Table) -> ProviderConfig:
     return out
 
 
+_VERIFICATION_TOKEN = re.compile(
+    rf"^[{ebay_profile.VERIFICATION_TOKEN_CHARS}]"
+    rf"{{{ebay_profile.VERIFICATION_TOKEN_LENGTHS[0]},{ebay_profile.VERIFICATION_TOKEN_LENGTHS[1]}}}$")
+
+
+def _ebay_notifications(
+    t: _Table, providers: Mapping[str, ProviderConfig],
+) -> EbayNotificationsConfig | None:
+    if not t.data:
+        return None
+    token = t.secret("verification_token", "TOKEND_EBAY_VERIFICATION_TOKEN")
+    low, high = ebay_profile.VERIFICATION_TOKEN_LENGTHS
+    if not isinstance(token, str) or not token:
+        raise ConfigError(t.key("verification_token"),
+                          "is required (inline, verification_token_file or "
+                          "TOKEND_EBAY_VERIFICATION_TOKEN)")
+    if not _VERIFICATION_TOKEN.match(token):
+        raise ConfigError(t.key("verification_token"),
+                          f"must be {low} to {high} letters, digits, '_' or '-' "
+                          f"(eBay's rule)")
+    endpoint = t.get("endpoint", str, "")
+    if not endpoint.startswith(("https://", "http://")):
+        raise ConfigError(t.key("endpoint"), "must be the http(s) URL registered with eBay")
+    name = t.get("provider", str, "")
+    provider = providers.get(name)
+    if provider is None:
+        raise ConfigError(t.key("provider"), "must name a [providers.NAME] table")
+    if provider.type != "ebay":
+        raise ConfigError(t.key("provider"), f"provider {name!r} is not of type ebay")
+    assert provider.environment is not None
+    public_key_url = t.get("public_key_url", str,
+                           ebay_profile.PUBLIC_KEY_URLS[provider.environment])
+    if not public_key_url.startswith(("https://", "http://")):
+        raise ConfigError(t.key("public_key_url"), "must be an http(s) URL")
+    t.done()
+    return EbayNotificationsConfig(verification_token=token, endpoint=endpoint, provider=name,
+                                   public_key_url=public_key_url)
+
+
 def parse(data: Mapping[str, Any], base_dir: Path) -> Config:
     root = _Table("", data, base_dir)
     providers_table = root.table("providers")
@@ -375,6 +426,7 @@ def parse(data: Mapping[str, Any], base_dir: Path) -> Config:
         crypto=_crypto(root.table("crypto")),
         server=_server(root.table("server")),
         providers=providers,
+        ebay_notifications=_ebay_notifications(root.table("ebay_notifications"), providers),
     )
     root.done()
     return config

@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web as aioweb
 
 from tokend import (
+    apptokens,
     clock,
     config,
     crypto,
@@ -30,6 +31,7 @@ from tokend import (
     vending,
     web,
 )
+from tokend.ebay import notifications
 
 log = structlog.get_logger("tokend.daemon")
 
@@ -91,6 +93,8 @@ class Parts:
     vendor: vending.Vendor
     readiness: probes.Readiness
     app: aioweb.Application
+    app_tokens: apptokens.AppTokens
+    ebay_receiver: notifications.Receiver | None
 
 
 @contextlib.asynccontextmanager
@@ -127,14 +131,28 @@ async def assemble(
                                  status=notifier.status)
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=cfg.refresh)
+        app_tokens = apptokens.AppTokens(db=db, keyring=keyring, clients=clients,
+                                         session=session, hub=hub, settings=cfg.refresh,
+                                         owner=instance)
+        stack.push_async_callback(app_tokens.drain)
+        ebay_receiver = None
+        if cfg.ebay_notifications is not None:
+            keys = notifications.PublicKeys(
+                url=cfg.ebay_notifications.public_key_url,
+                provider=cfg.ebay_notifications.provider, tokens=app_tokens, session=session,
+                db=db, hub=hub, timeout_seconds=timeout)
+            ebay_receiver = notifications.Receiver(settings=cfg.ebay_notifications, keys=keys,
+                                                   db=db, hub=hub)
         readiness = probes.Readiness(db, drain_seconds=cfg.server.drain_seconds)
         app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
                              loop=refresh_loop, metrics=stats, instance=instance,
-                             readiness=readiness)
+                             readiness=readiness, app_tokens=app_tokens,
+                             ebay_receiver=ebay_receiver)
         yield Parts(cfg=cfg, instance=instance, stop=stop, notifier=notifier, keyring=keyring,
                     stats=stats, db=db,
                     session=session, hub=hub, refresher=worker, loop=refresh_loop,
-                    vendor=vendor, readiness=readiness, app=app)
+                    vendor=vendor, readiness=readiness, app=app, app_tokens=app_tokens,
+                    ebay_receiver=ebay_receiver)
 
 
 @dataclasses.dataclass(frozen=True)

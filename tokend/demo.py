@@ -3,28 +3,42 @@
 Twelve accounts, one whose refresh token the provider has revoked (`invalid_grant`
 -> `reauth_required`) and one whose stored ciphertext was copied from another row
 (`decrypt_failed`, nothing sent). Tokens live three minutes, so refreshes, quiet
-heartbeats and both failures all show within the first two minutes.
+heartbeats and both failures all show within the first two minutes. While it runs, eBay
+(the simulator, signing with its own key) notifies that one seller revoked the app's
+access and that another seller's account was deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sys
 import tempfile
 from pathlib import Path
+
+import aiohttp
 
 from tokend import clock, config, crypto, daemon, store
 from tokend.testing import simulator
 
 ACCOUNTS = 12
 TOKEN_LIFETIME_SECONDS = 180
+REVOKED_AT_SECONDS = 15  # after start: eBay's AUTHORIZATION_REVOCATION for REVOKED
+DELETED_AT_SECONDS = 25  # ...and MARKETPLACE_ACCOUNT_DELETION for DELETED
+REVOKED, DELETED = "acct_08", "acct_11"
 SELLERS = ["acme-outdoor", "bluebird-books", "cobalt-audio", "delta-vintage", "ember-tea",
            "fjord-knits", "granite-tools", "harbor-toys", "iris-prints", "juniper-home",
            "kestrel-bikes", "lumen-lamps"]
 
 
-def demo_config(workdir: Path, token_url: str, port: int) -> config.Config:
+def user_id(account_id: str) -> str:
+    """The seller's eBay user id in the demo."""
+    return "demo" + account_id.replace("_", "")
+
+
+def demo_config(workdir: Path, token_url: str, port: int,
+                public_key_url: str | None = None) -> config.Config:
     return config.parse({
         "database": {"url": f"sqlite://{workdir / 'tokend.db'}"},
         "refresh": {"interval_seconds": 20, "expiry_threshold_seconds": 120,
@@ -42,6 +56,10 @@ def demo_config(workdir: Path, token_url: str, port: int) -> config.Config:
             "client_id": simulator.DEFAULT_CLIENT_ID,
             "client_secret": simulator.DEFAULT_CLIENT_SECRET,
         }},
+        **({} if public_key_url is None else {"ebay_notifications": {
+            "verification_token": "demo-" + secrets.token_hex(20),
+            "endpoint": f"http://127.0.0.1:{port}/ebay/notifications",
+            "provider": "ebay-sandbox", "public_key_url": public_key_url}}),
     }, workdir)
 
 
@@ -61,6 +79,22 @@ async def seed(cfg: config.Config, sim: simulator.Simulator) -> None:
             await db.add_account(store.NewAccount(
                 id=account_id, org="demo" if n % 3 else "acme", provider="ebay-sandbox",
                 name=seller, scopes=(), refresh_token=sealed, refresh_expires_at=None), now)
+            await db.set_provider_user(account_id, user_id(account_id), seller, now)
+
+
+async def notify(url: str, sim: simulator.Simulator) -> None:
+    """eBay's two notifications, signed by the simulator, POSTed as eBay does."""
+    revoked = sim.notification("AUTHORIZATION_REVOCATION", user_id(REVOKED),
+                               username=SELLERS[7], revokeReason="REVOKED_BY_USER")
+    deleted = sim.notification("MARKETPLACE_ACCOUNT_DELETION", user_id(DELETED),
+                               username=SELLERS[10])
+    delays = (REVOKED_AT_SECONDS, DELETED_AT_SECONDS - REVOKED_AT_SECONDS)
+    for delay, message in zip(delays, (revoked, deleted), strict=True):
+        await asyncio.sleep(delay)
+        try:
+            await sim.deliver(url, message)
+        except (aiohttp.ClientError, OSError) as exc:  # the daemon is stopping
+            print(f"  notification not delivered: {type(exc).__name__}", file=sys.stderr)
 
 
 async def run(*, port: int = 8765, seconds: float | None = None) -> None:
@@ -70,19 +104,29 @@ async def run(*, port: int = 8765, seconds: float | None = None) -> None:
                                   expires_in=TOKEN_LIFETIME_SECONDS)
         await sim.start()
         try:
-            cfg = demo_config(workdir, sim.token_url, port)
+            cfg = demo_config(workdir, sim.token_url, port, sim.public_key_url)
             await seed(cfg, sim)
             stop = asyncio.Event()
+            notifying: list[asyncio.Task] = []
 
             def announce(url: str) -> None:
                 print(f"\n  tokend demo is running ({ACCOUNTS} accounts, provider simulator at "
                       f"{sim.token_url})\n\n  terminal     {url}/terminal\n"
                       f"  admin token  {cfg.server.admin_token}\n"
-                      f"  loop status  {url}/loop-status\n\n  Ctrl-C stops it.\n",
+                      f"  loop status  {url}/loop-status\n\n"
+                      f"  eBay notifies that {REVOKED} revoked access after "
+                      f"{REVOKED_AT_SECONDS} s and that {DELETED} was deleted after "
+                      f"{DELETED_AT_SECONDS} s.\n\n  Ctrl-C stops it.\n",
                       file=sys.stdout, flush=True)
+                notifying.append(asyncio.create_task(notify(url + "/ebay/notifications", sim),
+                                                     name="demo-notifications"))
                 if seconds is not None:
                     asyncio.get_running_loop().call_later(seconds, stop.set)
 
             await daemon.run(cfg, stop=stop, on_ready=announce)
         finally:
+            for task in notifying:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await sim.stop()

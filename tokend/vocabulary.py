@@ -12,7 +12,7 @@ SCHEDULED = "scheduled"  # the refresh loop
 MANUAL = "manual"  # `tokend refresh`, the admin API
 DEBUG = "debug"  # a manual refresh that returns the whole exchange
 ADMIN = "admin"  # other operator actions
-VEND = "vend"  # a token vended to an app had to be refreshed first
+VEND = "vend"  # a token vended to an app had to be fetched first (account or app token)
 CONNECT = "connect"  # the authorization-code grant: authorize, code exchange, identity
 EBAY = "ebay"  # notifications eBay sends us
 SOURCES = (SCHEDULED, MANUAL, DEBUG, ADMIN, VEND, CONNECT, EBAY)
@@ -23,8 +23,14 @@ TOKEN_REFRESH_FAILED = "token_refresh_failed"  # noqa: S105
 TOKEN_REFRESH_DEBUG = "token_refresh_debug"  # noqa: S105 (a debug refresh, either outcome)
 WORKER_HEARTBEAT = "worker_heartbeat"  # a cycle that found nothing due
 CYCLE_SUMMARY = "cycle_summary"  # a cycle that refreshed something
+APP_TOKEN_ISSUED = "app_token_issued"  # noqa: S105 (a client_credentials grant)
+APP_TOKEN_FAILED = "app_token_failed"  # noqa: S105
+EBAY_PUBLIC_KEY_FETCHED = "ebay_public_key_fetched"  # getPublicKey, for a signature's key id
+EBAY_NOTIFICATION = "ebay_notification"  # a verified notification, applied or a replay
+EBAY_NOTIFICATION_REFUSED = "ebay_notification_refused"  # not verified: nothing changed
 ACTIONS = (TOKEN_REFRESHED, TOKEN_REFRESH_FAILED, TOKEN_REFRESH_DEBUG, WORKER_HEARTBEAT,
-           CYCLE_SUMMARY)
+           CYCLE_SUMMARY, APP_TOKEN_ISSUED, APP_TOKEN_FAILED, EBAY_PUBLIC_KEY_FETCHED,
+           EBAY_NOTIFICATION, EBAY_NOTIFICATION_REFUSED)
 
 # Outbound events (webhooks, SPEC 10.2): what changed, for the operator's own systems.
 ACCOUNT_REAUTH_REQUIRED = "account.reauth_required"

@@ -60,3 +60,21 @@ REFRESH_DAILY_QUOTA = DAILY_QUOTAS["refresh_token"]
 
 def looks_like_token(token: str) -> bool:
     return token.startswith(TOKEN_PREFIX)
+
+# The client_credentials grant: what an application token asks for when no scope is named.
+APP_SCOPES = ("https://api.ebay.com/oauth/api_scope",)
+APP_TOKEN_TYPE = "Application Access Token"  # noqa: S105 - what eBay says, not a secret
+
+# The Notification API: getPublicKey is this plus the key id; the sandbox signs with keys
+# that only the sandbox host serves.
+PUBLIC_KEY_PATH = "/commerce/notification/v1/public_key/"
+PUBLIC_KEY_URLS = {
+    "production": "https://api.ebay.com" + PUBLIC_KEY_PATH,
+    "sandbox": "https://api.sandbox.ebay.com" + PUBLIC_KEY_PATH,
+}
+# The topics tokend acts on.
+ACCOUNT_DELETION = "MARKETPLACE_ACCOUNT_DELETION"
+AUTHORIZATION_REVOCATION = "AUTHORIZATION_REVOCATION"
+# eBay's rule for the endpoint verification token.
+VERIFICATION_TOKEN_CHARS = "A-Za-z0-9_-"  # noqa: S105 - a character class
+VERIFICATION_TOKEN_LENGTHS = (32, 80)

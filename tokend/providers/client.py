@@ -62,9 +62,22 @@ class Provider:
         scopes = self.scopes_for(scopes)
         if scopes and self.config.refresh_sends_scope:
             form.append(("scope", " ".join(scopes)))
+        return self._prepared(form, (token,), account_id)
+
+    def prepare_client_credentials(self, scopes: Sequence[str]) -> result.Prepared:
+        """The client_credentials grant: an application token for `scopes`, asked for
+        with the same client authentication as every other grant."""
+        form = [("grant_type", "client_credentials")]
+        if scopes:
+            form.append(("scope", " ".join(scopes)))
+        return self._prepared(form, (), None)
+
+    def _prepared(
+        self, form: list[tuple[str, str]], secrets: tuple[str, ...], account_id: str | None,
+    ) -> result.Prepared:
         headers = {"Content-Type": FORM, "Accept": "application/json"}
         secret = self.config.client_secret
-        echoes = (token, secret)
+        echoes = (*secrets, secret)
         if self.config.client_auth == "body":
             form += [("client_id", self.config.client_id), ("client_secret", secret)]
         elif self.config.client_auth == "none":  # a public client identifies itself only

@@ -11,8 +11,9 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+from tokend import vocabulary
 from tokend.store import queries
 
 ACTIVE = "active"
@@ -103,6 +104,44 @@ class Event:
               ) -> Event:
         return cls(type, {"account_id": account.id, "org": account.org,
                           "provider": account.provider, "state": state, "reason": reason})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppToken:
+    """A cached client_credentials token (an envelope) and who is renewing it."""
+
+    id: str
+    provider: str
+    scope: str  # space-separated, sorted
+    access_token: str | None
+    expires_at: datetime | None
+    issued_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    updated_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Notice:
+    """A verified eBay notification as the store applies it: eBay's ids, never a name."""
+
+    DELETION: ClassVar[str] = "MARKETPLACE_ACCOUNT_DELETION"
+    REVOCATION: ClassVar[str] = "AUTHORIZATION_REVOCATION"
+
+    notification_id: str
+    topic: str
+    provider: str
+    user_id: str | None
+    reason: str  # the state_reason it sets
+
+    @property
+    def known(self) -> bool:
+        """A topic tokend acts on, naming a seller."""
+        return self.topic in (self.DELETION, self.REVOCATION) and bool(self.user_id)
+
+    @property
+    def outcome_without_account(self) -> str:
+        return "no_account" if self.known else "ignored"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -419,11 +458,13 @@ class Store:
         return [Attempt(**row) for row in rows]
 
     async def prune_logs(self, before: datetime, limit: int) -> int:
-        """Delete up to `limit` HTTP-log and refresh-log rows older than `before` each."""
+        """Delete up to `limit` HTTP-log and refresh-log rows, and applied eBay
+        notification ids, older than `before` each."""
         async with self._db.transaction() as tx:
             entries = await tx.all("prune_http_log", before=before, limit=limit)
             attempts = await tx.all("prune_refresh_log", before=before, limit=limit)
-        return len(entries) + len(attempts)
+            notices = await tx.all("prune_ebay_notifications", before=before, limit=limit)
+        return len(entries) + len(attempts) + len(notices)
 
     async def list_events(self, *, after_id: int = 0, limit: int = 100) -> list[Event]:
         """Outbox events after `after_id`, oldest first."""
@@ -480,6 +521,100 @@ class Store:
                                  refresh_token=refresh_token, access_token=access_token,
                                  now=now)
         return row is not None
+
+
+    # -- application tokens ---------------------------------------------------------
+    async def get_app_token(self, token_id: str) -> AppToken | None:
+        row = await self._db.one("get_app_token", id=token_id)
+        return None if row is None else AppToken(**row)
+
+    async def claim_app_token(
+        self, token_id: str, provider: str, scope: str, owner: str, now: datetime, *,
+        lease_seconds: float,
+    ) -> AppToken | None:
+        """Lease the app token's row to `owner` (creating it on first use); None while
+        another owner's lease runs."""
+        row = await self._db.one("claim_app_token", id=token_id, provider=provider,
+                                 scope=scope, owner=owner, now=now,
+                                 lease_until=now + timedelta(seconds=lease_seconds))
+        return None if row is None else AppToken(**row)
+
+    async def finish_app_token(
+        self, token_id: str, owner: str, *, access_token: str | None,
+        expires_at: datetime | None, entry: Entry | None, now: datetime,
+    ) -> tuple[bool, Entry | None]:
+        """Store the new token (an envelope; None keeps the old) and release the lease,
+        with the exchange's log entry (if any), in one transaction."""
+        async with self._db.transaction() as tx:
+            applied = await tx.one("finish_app_token", id=token_id, owner=owner,
+                                   access_token=access_token, expires_at=expires_at, now=now)
+            if entry is not None:
+                row = await tx.one("insert_entry", **_entry_params(entry))
+                entry = dataclasses.replace(entry, id=row["id"])
+        return applied is not None, entry
+
+    # -- eBay notifications -----------------------------------------------------------
+    async def set_provider_user(
+        self, account_id: str, provider_user_id: str | None, provider_user_name: str | None,
+        now: datetime,
+    ) -> Account | None:
+        """Who the account is at the provider (eBay's userId and username)."""
+        return _maybe_account(await self._db.one(
+            "set_provider_user", id=account_id, provider_user_id=provider_user_id,
+            provider_user_name=provider_user_name, now=now))
+
+    async def apply_ebay_notification(
+        self, notice: Notice, entry: Callable[[Account | None, str], Entry], now: datetime,
+    ) -> list[Entry] | None:
+        """Apply one verified notification in one transaction: record its id, change the
+        seller's accounts, emit their events, write the log entries (`entry(account,
+        outcome)` builds each). None when this notificationId was applied before."""
+        if _unmatchable(notice.notification_id, notice.user_id, notice.reason):
+            raise StoreError("a notification field holds a NUL character")
+        async with self._db.transaction() as tx:
+            fresh = await tx.one("record_ebay_notification",
+                                 notification_id=notice.notification_id, topic=notice.topic,
+                                 provider=notice.provider, account_ids=[], now=now)
+            if fresh is None:
+                return None
+            found = [] if not notice.known else [_account(row) for row in await tx.all(
+                "accounts_of_provider_user", provider=notice.provider,
+                provider_user_id=notice.user_id)]
+            entries, events = [], []
+            for account in found:
+                outcome = await self._apply_notice(tx, notice, account, events, now)
+                entries.append(entry(account, outcome))
+            outcome = notice.outcome_without_account if not found else (
+                "applied" if events else "unchanged")
+            if not found:
+                entries.append(entry(None, outcome))
+            await tx.one("finish_ebay_notification", notification_id=notice.notification_id,
+                         outcome=outcome, account_ids=[a.id for a in found])
+            await emit(tx, events, now)
+            stored = []
+            for item in entries:
+                row = await tx.one("insert_entry", **_entry_params(item))
+                stored.append(dataclasses.replace(item, id=row["id"]))
+        return stored
+
+    async def _apply_notice(
+        self, tx: Session, notice: Notice, account: Account, events: list[Event],
+        now: datetime,
+    ) -> str:
+        if notice.topic == Notice.DELETION:
+            if account.state == DELETED:
+                return "unchanged"
+            await tx.one("purge_account", id=account.id, reason=notice.reason, now=now)
+            await tx.all("purge_account_entries", account_id=account.id)
+            events.append(Event.about(vocabulary.ACCOUNT_DELETED, account, state=DELETED,
+                                      reason=notice.reason))
+            return DELETED
+        if account.state in (DELETED, REAUTH_REQUIRED):
+            return "unchanged"
+        await tx.one("revoke_account", id=account.id, reason=notice.reason, now=now)
+        events.append(Event.about(vocabulary.ACCOUNT_REAUTH_REQUIRED, account,
+                                  state=REAUTH_REQUIRED, reason=notice.reason))
+        return REAUTH_REQUIRED
 
 
 class Session(Protocol):

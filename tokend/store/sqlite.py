@@ -26,7 +26,7 @@ BUSY_TIMEOUT_SECONDS = 10.0
 
 _STATEMENTS = queries.load("sqlite")
 _JSON_COLUMNS = frozenset({"scopes", "request", "response", "error", "details", "last_summary",
-                           "data"})
+                           "data", "account_ids"})
 _BOOL_COLUMNS = frozenset({"success", "present"})
 
 

@@ -1,8 +1,13 @@
-"""An eBay identity endpoint on loopback: the refresh_token grant, plus knobs for faults.
+"""An eBay identity endpoint on loopback: the refresh_token and client_credentials grants,
+the Notification API's getPublicKey, signed notifications, plus knobs for faults.
 
 Used by the demo, the tests and the benchmarks. Any refresh token starting with `v^1.1#`
 is accepted until revoked, so nobody has to seed it. Steer a running simulator through
 its attributes, or over HTTP with `POST /_sim/config` from another process.
+
+Notifications are signed the way eBay signs them (its event-notification SDKs verify
+this): ECDSA with SHA1 over `JSON.stringify(message)`, DER, base64, in the
+`X-EBAY-SIGNATURE` header as base64 JSON {alg, kid, signature, digest}.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import collections
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import random
 import secrets
@@ -22,16 +28,27 @@ import signal
 import socket
 import struct
 import sys
+import time
 import urllib.parse
+import uuid
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tokend.ebay import profile as ebay_profile
 
 TOKEN_PATH = ebay_profile.TOKEN_PATH
+PUBLIC_KEY_PATH = ebay_profile.PUBLIC_KEY_PATH
+APP_TOKEN_PREFIX = ebay_profile.TOKEN_PREFIX + "1.1#i^1#p^1#f^0#I^3#t^"
+# What an application token may ask for (eBay's public, non-user scopes).
+APP_SCOPES = frozenset({*ebay_profile.APP_SCOPES,
+                        "https://api.ebay.com/oauth/api_scope/buy.item.feed"})
 REFRESH_TOKEN_PREFIX = ebay_profile.TOKEN_PREFIX + "1.1#"
 FAIL_MODES = (None, "500", "502_html", "429", "reset", "hang", "huge")
 DEFAULT_CLIENT_ID = "tokend-sim"
@@ -90,6 +107,10 @@ class Simulator:
         self.hang_seconds = 3600.0
         self._revoked: set[str] = set()
         self._consent: dict[str, frozenset[str]] = {}
+        self._app_tokens: dict[str, float] = {}  # issued application token -> expiry (epoch)
+        # The Notification API's signing keys by key id; one exists from the start.
+        self.notification_keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+        self.default_kid = self.add_notification_key()
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self.base_url: str | None = None
@@ -130,6 +151,8 @@ class Simulator:
 
     # -- counters ---------------------------------------------------------------------
     def reset_stats(self) -> None:
+        self.app_token_grants = 0
+        self.public_key_calls = 0
         self.calls = 0
         self.successes = 0
         self.by_status: collections.Counter[int] = collections.Counter()
@@ -157,6 +180,8 @@ class Simulator:
             "max_in_flight_per_token": self.max_in_flight_per_token,
             "tokens_seen": len(self.token_calls),
             "max_calls_per_token": max(self.token_calls.values(), default=0),
+            "app_token_grants": self.app_token_grants,
+            "public_key_calls": self.public_key_calls,
             "config": self.config(),
         }
         if tokens:
@@ -167,10 +192,18 @@ class Simulator:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post(TOKEN_PATH, self._token)
+        app.router.add_get(PUBLIC_KEY_PATH + "{kid}", self._public_key)
         app.router.add_get("/_sim/stats", self._get_stats)
         app.router.add_get("/_sim/config", self._get_config)
         app.router.add_post("/_sim/config", self._post_config)
         return app
+
+    @property
+    def public_key_url(self) -> str:
+        """getPublicKey without the key id, as `[ebay_notifications] public_key_url`."""
+        if self.base_url is None:
+            raise RuntimeError("the simulator is not running")
+        return self.base_url + PUBLIC_KEY_PATH
 
     @property
     def token_url(self) -> str:
@@ -253,6 +286,8 @@ class Simulator:
         if not grant_type:
             return self._error(400, "invalid_request",
                                "request is missing a required parameter: grant_type")
+        if grant_type == "client_credentials":
+            return self._app_grant(form)
         if grant_type != "refresh_token":
             return self._error(400, "unsupported_grant_type",
                                "grant type in request is not supported by the authorization server")
@@ -289,6 +324,96 @@ class Simulator:
         self.by_status[200] += 1
         return web.Response(body=orjson.dumps(answer), content_type="application/json",
                             headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _app_grant(self, form: dict[str, str]) -> web.Response:
+        requested = frozenset(form.get("scope", "").split())
+        if not requested or not requested <= APP_SCOPES:
+            return self._error(400, "invalid_scope",
+                               "the requested scope is invalid, unknown, malformed, "
+                               "or exceeds the scope granted to the client")
+        token = APP_TOKEN_PREFIX + secrets.token_urlsafe(48)
+        self._app_tokens[token] = time.time() + self.expires_in
+        self.app_token_grants += 1
+        self.successes += 1
+        self.by_status[200] += 1
+        answer = {"access_token": token, "expires_in": self.expires_in,
+                  "token_type": ebay_profile.APP_TOKEN_TYPE}
+        return web.Response(body=orjson.dumps(answer), content_type="application/json",
+                            headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def app_token_valid(self, token: str) -> bool:
+        expiry = self._app_tokens.get(token)
+        return expiry is not None and expiry > time.time()
+
+    # -- the Notification API -----------------------------------------------------------
+    def add_notification_key(self, kid: str | None = None) -> str:
+        """A new P-256 signing key served by getPublicKey under `kid`; returns the kid."""
+        kid = kid or uuid.uuid4().hex
+        self.notification_keys[kid] = ec.generate_private_key(ec.SECP256R1())
+        return kid
+
+    async def _public_key(self, request: web.Request) -> web.Response:
+        """getPublicKey: a Bearer application token, then the key as eBay serves it, the
+        PEM without its line breaks."""
+        self.public_key_calls += 1
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not self.app_token_valid(token.strip()):
+            return _ebay_error(401, 1001, "Invalid access token",
+                               "Invalid access token. Check the value of the Authorization "
+                               "HTTP request header.")
+        key = self.notification_keys.get(request.match_info["kid"])
+        if key is None:
+            return _ebay_error(404, 195001, "The public key was not found.",
+                               "The specified key id was not found.")
+        pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        flat = "".join(pem.decode().splitlines()[1:-1])
+        body = {"algorithm": "ECDSA", "digest": "SHA1",
+                "key": f"-----BEGIN PUBLIC KEY-----{flat}-----END PUBLIC KEY-----"}
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    def notification(self, topic: str, user_id: str, *, username: str = "seller",
+                     notification_id: str | None = None, **data: Any) -> dict[str, Any]:
+        """A notification as eBay sends it (`data` adds fields, e.g. revokeReason)."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return {
+            "metadata": {"topic": topic, "schemaVersion": "1.0", "deprecated": False},
+            "notification": {
+                "notificationId": notification_id or f"{uuid.uuid4()}_{uuid.uuid4()}",
+                "eventDate": now, "publishDate": now, "publishAttemptCount": 1,
+                "data": {"username": username, "userId": user_id,
+                         "eiasToken": base64.b64encode(secrets.token_bytes(30)).decode(),
+                         **data},
+            },
+        }
+
+    def sign(self, message: Any, *, kid: str | None = None,
+             key: ec.EllipticCurvePrivateKey | None = None) -> str:
+        """The X-EBAY-SIGNATURE header for `message`, by the key `kid` (or any `key`,
+        announced as `kid`)."""
+        kid = kid or self.default_kid
+        key = key or self.notification_keys[kid]
+        signed = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        signature = key.sign(signed, ec.ECDSA(hashes.SHA1()))  # noqa: S303 - eBay's digest
+        header = {"alg": "ECDSA", "kid": kid, "signature": base64.b64encode(signature).decode(),
+                  "digest": "SHA1"}
+        return base64.b64encode(json.dumps(header).encode()).decode()
+
+    async def deliver(self, url: str, message: Any, *, signature: str | None = None,
+                      body: bytes | None = None) -> int:
+        """POST a notification to `url` the way eBay does; returns the HTTP status.
+        `signature` defaults to a valid one; `body` (default: the message, indented as a
+        sender may) replaces what is sent, e.g. with a tampered copy."""
+        headers = {"Content-Type": "application/json"}
+        signature = self.sign(message) if signature is None else signature
+        if signature:
+            headers["X-EBAY-SIGNATURE"] = signature
+        if body is None:
+            body = json.dumps(message, indent=2, ensure_ascii=False).encode()
+        async with aiohttp.ClientSession() as http, http.post(
+                url, data=body, headers=headers) as response:
+            await response.read()
+            return response.status
 
     def _authenticated(self, request: web.Request, form: dict[str, str]) -> bool:
         header = request.headers.get("Authorization")
@@ -407,6 +532,14 @@ class Simulator:
         if reset:
             self.reset_stats()
         return web.Response(body=orjson.dumps(self.config()), content_type="application/json")
+
+
+def _ebay_error(status: int, error_id: int, message: str, long_message: str) -> web.Response:
+    """An error the way eBay's REST APIs answer one."""
+    body = {"errors": [{"errorId": error_id, "domain": "API_NOTIFICATION",
+                        "category": "REQUEST", "message": message,
+                        "longMessage": long_message}]}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
 def _reset(request: web.Request) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
-from tokend import clock, refresher, store, vending, vocabulary
+from tokend import apptokens, clock, refresher, store, vending, vocabulary
 from tokend.web import auth, common
 
 LOGS_LIMIT_MAX = 1000
@@ -168,8 +168,44 @@ async def access_token(request: web.Request) -> web.Response:
         headers=NO_STORE)
 
 
+SCOPES_MAX = 50
+SCOPE_LENGTH_MAX = 300
+
+
+def _scopes(query: Mapping[str, str]) -> list[str]:
+    """`scopes`, space- or comma-separated (a URL carries spaces as %20 or +)."""
+    unknown = sorted(set(query) - {"scopes"})
+    if unknown:
+        raise _bad(f"unknown parameter {unknown[0]!r}")
+    scopes = [s for s in query.get("scopes", "").replace(",", " ").split(" ") if s]
+    if len(scopes) > SCOPES_MAX:
+        raise _bad(f"at most {SCOPES_MAX} scopes")
+    if any(len(s) > SCOPE_LENGTH_MAX or not s.isprintable() for s in scopes):
+        raise _bad(f"each scope must be 1-{SCOPE_LENGTH_MAX} printable characters")
+    return scopes
+
+
+async def app_token(request: web.Request) -> web.Response:
+    """An application token (client_credentials) for the provider and scope set; any
+    consumer token may have one, since it belongs to the app, not to a seller."""
+    auth.consumer(request)
+    scopes = _scopes(request.query)
+    try:
+        issued = await request.app[common.APP_TOKENS].get(request.match_info["name"], scopes)
+    except apptokens.UnknownProvider:
+        raise common.ApiError(404, "unknown provider") from None
+    except apptokens.Unavailable as exc:
+        raise common.ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
+    expires_in = max(0, int((issued.expires_at - clock.now()).total_seconds()))
+    return common.json_response(
+        {"access_token": issued.access_token, "token_type": "Bearer",
+         "expires_in": expires_in, "expires_at": issued.expires_at.isoformat()},
+        headers=NO_STORE)
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/accounts", accounts)
     app.router.add_post("/api/accounts/{id}/refresh", refresh)
     app.router.add_get("/api/accounts/{id}/access-token", access_token)
+    app.router.add_get("/api/providers/{name}/app-token", app_token)
     app.router.add_get("/api/logs", logs)

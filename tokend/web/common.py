@@ -9,13 +9,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tokend import config, loop, metrics, probes, refresher, store, stream, vending
+from tokend import apptokens, config, loop, metrics, probes, refresher, store, stream, vending
+from tokend.ebay import notifications
 
 CONFIG = web.AppKey("config", config.Config)
 STORE = web.AppKey("store", store.Store)
 HUB = web.AppKey("hub", stream.Hub)
 REFRESHER = web.AppKey("refresher", refresher.Refresher)
 VENDOR = web.AppKey("vendor", vending.Vendor)
+APP_TOKENS = web.AppKey("app_tokens", apptokens.AppTokens)
+EBAY_RECEIVER = web.AppKey("ebay_receiver", notifications.Receiver)  # absent: not configured
 LOOP = web.AppKey("loop", loop.Loop)
 METRICS = web.AppKey("metrics", metrics.Metrics)
 INSTANCE = web.AppKey("instance", str)
