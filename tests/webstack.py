@@ -42,18 +42,20 @@ def now() -> datetime:
 
 
 def make_config(token_url: str, *, server: Mapping[str, Any] | None = None,
-                refresh: Mapping[str, Any] | None = None) -> config.Config:
+                refresh: Mapping[str, Any] | None = None,
+                provider: Mapping[str, Any] | None = None) -> config.Config:
     return config.Config(
         refresh=config.RefreshConfig(**{"request_timeout_seconds": 5.0, **(refresh or {})}),
         server=config.ServerConfig(**{
             "host": "127.0.0.1", "port": 0, "admin_token": ADMIN,
             "org_tokens": {"acme": ORG_ACME}, "consumer_token": CONSUMER,
             "consumer_org_tokens": {"acme": CONSUMER_ACME}, **(server or {})}),
-        providers={PROVIDER: config.ProviderConfig(
-            name=PROVIDER, type="ebay", environment="sandbox",
-            client_id=simulator.DEFAULT_CLIENT_ID, client_secret=simulator.DEFAULT_CLIENT_SECRET,
-            scopes=("https://api.ebay.com/oauth/api_scope",), token_url=token_url,
-            daily_quota=50_000)},
+        providers={PROVIDER: config.ProviderConfig(**{
+            "name": PROVIDER, "type": "ebay", "environment": "sandbox",
+            "client_id": simulator.DEFAULT_CLIENT_ID,
+            "client_secret": simulator.DEFAULT_CLIENT_SECRET,
+            "scopes": ("https://api.ebay.com/oauth/api_scope",), "token_url": token_url,
+            "daily_quota": 50_000, **(provider or {})})},
     )
 
 
@@ -127,13 +129,13 @@ class Stack:
 async def running(
     db: store.Store, keyring: crypto.Keyring, *, server: Mapping[str, Any] | None = None,
     refresh: Mapping[str, Any] | None = None, sim: simulator.Simulator | None = None,
-    port: int = 0,
+    port: int = 0, provider: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     """The web app of a daemon on `db`; the refresh loop is built but not run."""
     async with contextlib.AsyncExitStack() as exits:
         if sim is None:
             sim = await exits.enter_async_context(simulator.Simulator())
-        cfg = make_config(sim.token_url, server=server, refresh=refresh)
+        cfg = make_config(sim.token_url, server=server, refresh=refresh, provider=provider)
         parts = await exits.enter_async_context(
             daemon.assemble(cfg, db=db, keyring=keyring, instance=INSTANCE))
         listener = await exits.enter_async_context(

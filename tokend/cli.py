@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--refresh-token-expires-in", type=float, metavar="SECONDS")
     command("list", cmd_accounts_list, "list accounts (never a token)", acc).add_argument(
         "--json", action="store_true")
+    link = command("connect-link", cmd_accounts_connect_link,
+                   "print a one-time link that connects (or reconnects) an account", acc)
+    link.add_argument("--provider", required=True)
+    link.add_argument("--org", required=True)
+    link.add_argument("--account", dest="account_id", help="reconnect this account")
+    link.add_argument("--scopes", nargs="+", default=[])
     command("reauth", cmd_accounts_reauth,
             "new refresh token from stdin for an account", acc).add_argument("account_id")
 
@@ -228,7 +234,7 @@ def cmd_accounts_list(args: argparse.Namespace) -> int:
         _emit([a.public() for a in accounts])
         return 0
     columns = ("id", "org", "provider", "name", "state", "access_expires_at",
-               "last_refresh_at", "consecutive_failures")
+               "last_refresh_at", "refresh_expires_at", "consecutive_failures")
     rows = [[_cell(a.public()[c]) for c in columns] for a in accounts]
     _table(columns, rows)
     return 0
@@ -250,6 +256,26 @@ def cmd_accounts_reauth(args: argparse.Namespace) -> int:
 
     account = asyncio.run(go())
     print(f"{account.id} is {account.state}" if account else "account vanished")
+    return 0
+
+
+def cmd_accounts_connect_link(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from tokend import connect
+
+    async def go() -> connect.Link:
+        async with _open(cfg) as db:
+            service = connect.Service(db=db, keyring=cfg.crypto.keyring(), cfg=cfg, clients={},
+                                      session=None, hub=None)  # a link needs neither
+            return await service.create_link(provider=args.provider, org=args.org,
+                                             account_id=args.account_id, scopes=args.scopes)
+
+    try:
+        link = asyncio.run(go())
+    except connect.LinkError as exc:
+        raise UsageError(exc.message) from None
+    print(link.url)
+    print(f"expires at {link.expires_at.isoformat()} (works once)", file=sys.stderr)
     return 0
 
 

@@ -17,6 +17,7 @@ from aiohttp import web as aioweb
 from tokend import (
     clock,
     config,
+    connect,
     crypto,
     loop,
     metrics,
@@ -89,6 +90,7 @@ class Parts:
     loop: loop.Loop
     vendor: vending.Vendor
     readiness: probes.Readiness
+    connect: connect.Service
     app: aioweb.Application
 
 
@@ -125,12 +127,14 @@ async def assemble(
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=cfg.refresh)
         readiness = probes.Readiness(db, drain_seconds=cfg.server.drain_seconds)
+        connector = connect.Service(db=db, keyring=keyring, cfg=cfg, clients=clients,
+                                    session=session, hub=hub)
         app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
                              loop=refresh_loop, metrics=stats, instance=instance,
-                             readiness=readiness)
+                             readiness=readiness, connector=connector)
         yield Parts(cfg=cfg, instance=instance, stop=stop, keyring=keyring, stats=stats, db=db,
                     session=session, hub=hub, refresher=worker, loop=refresh_loop,
-                    vendor=vendor, readiness=readiness, app=app)
+                    vendor=vendor, readiness=readiness, connect=connector, app=app)
 
 
 @dataclasses.dataclass(frozen=True)

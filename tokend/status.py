@@ -21,6 +21,7 @@ async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str
             "last_summary": w.last_summary,
         } for w in workers],
         "accounts": await db.account_counts(),
+        "refresh_tokens_expiring": await db.refresh_expiry_counts(now),
         "paused_providers": {name: until.isoformat() for name, until in paused.items()},
         "quota": {p.provider: p.to_dict() for p in projections},
         "checked_at": now.isoformat(),
@@ -47,6 +48,10 @@ def print_report(data: dict[str, Any], out: IO[str]) -> None:
                       f"{summary.get('error_count', len(summary.get('errors', [])))}\n")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(data["accounts"].items()))
     out.write(f"accounts: {counts or 'none'}\n")
+    expiring = data.get("refresh_tokens_expiring") or {}
+    if any(expiring.values()):
+        out.write("refresh tokens expiring: " + ", ".join(
+            f"{n} {key.replace('_', ' ')}" for key, n in expiring.items()) + "\n")
     for name, until in data["paused_providers"].items():
         out.write(f"provider {name} paused until {until}\n")
     for name, q in data["quota"].items():

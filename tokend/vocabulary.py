@@ -23,8 +23,18 @@ TOKEN_REFRESH_FAILED = "token_refresh_failed"  # noqa: S105
 TOKEN_REFRESH_DEBUG = "token_refresh_debug"  # noqa: S105 (a debug refresh, either outcome)
 WORKER_HEARTBEAT = "worker_heartbeat"  # a cycle that found nothing due
 CYCLE_SUMMARY = "cycle_summary"  # a cycle that refreshed something
+# The account lifecycle: connect links, and the refresh token's own expiry.
+CONNECT_AUTHORIZE = "connect_authorize"  # a link opened: the browser goes to the consent page
+CONNECT_EXCHANGE = "connect_exchange"  # the code exchanged at the token endpoint
+CONNECT_IDENTITY = "connect_identity"  # who signed in (eBay's Identity API)
+CONNECT_REFUSED = "connect_refused"  # a link or callback refused: nothing stored
+ACCOUNT_CONNECTED_ACTION = "account_connected"  # an account created or reconnected
+REFRESH_TOKEN_EXPIRING = "refresh_token_expiring"  # noqa: S105 (30, 7, 1 days left)
+REFRESH_TOKEN_EXPIRED = "refresh_token_expired"  # noqa: S105 (-> reauth_required)
 ACTIONS = (TOKEN_REFRESHED, TOKEN_REFRESH_FAILED, TOKEN_REFRESH_DEBUG, WORKER_HEARTBEAT,
-           CYCLE_SUMMARY)
+           CYCLE_SUMMARY, CONNECT_AUTHORIZE, CONNECT_EXCHANGE, CONNECT_IDENTITY,
+           CONNECT_REFUSED, ACCOUNT_CONNECTED_ACTION, REFRESH_TOKEN_EXPIRING,
+           REFRESH_TOKEN_EXPIRED)
 
 # Outbound events (webhooks, SPEC 10.2): what changed, for the operator's own systems.
 ACCOUNT_REAUTH_REQUIRED = "account.reauth_required"

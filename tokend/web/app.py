@@ -9,8 +9,9 @@ import weakref
 import structlog
 from aiohttp import WSCloseCode, web
 
-from tokend import config, loop, metrics, probes, refresher, store, stream, vending
+from tokend import config, connect, loop, metrics, probes, refresher, store, stream, vending
 from tokend.web import api, common, routes, websocket
+from tokend.web import connect as connect_routes
 
 log = structlog.get_logger("tokend.web")
 
@@ -57,6 +58,7 @@ def create_app(
     *, config: config.Config, store: store.Store, hub: stream.Hub,
     refresher: refresher.Refresher, vendor: vending.Vendor, loop: loop.Loop,
     metrics: metrics.Metrics, instance: str, readiness: probes.Readiness,
+    connector: connect.Service,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
     app[common.CONFIG] = config
@@ -68,9 +70,11 @@ def create_app(
     app[common.METRICS] = metrics
     app[common.INSTANCE] = instance
     app[common.READINESS] = readiness
+    app[common.CONNECT] = connector
     app[common.WEBSOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(_close_websockets)
     routes.setup(app)
     api.setup(app)
     websocket.setup(app)
+    connect_routes.setup(app)
     return app

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tokend import config, loop, metrics, probes, refresher, store, stream, vending
+from tokend import config, connect, loop, metrics, probes, refresher, store, stream, vending
 
 CONFIG = web.AppKey("config", config.Config)
 STORE = web.AppKey("store", store.Store)
@@ -20,6 +20,7 @@ LOOP = web.AppKey("loop", loop.Loop)
 METRICS = web.AppKey("metrics", metrics.Metrics)
 INSTANCE = web.AppKey("instance", str)
 READINESS = web.AppKey("readiness", probes.Readiness)
+CONNECT = web.AppKey("connect", connect.Service)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 
 JSON = "application/json"
