@@ -3,6 +3,8 @@ grant and Identity API, on both backends: every route's good path and what it re
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import urllib.parse
 from datetime import timedelta
 
@@ -12,6 +14,7 @@ import pytest
 import webstack
 from connectflow import consent, create_link, get, open_link, walk
 from test_security import assert_nowhere
+from test_security import dump_tables as security_dump
 
 import tokend.store as st
 from tokend import clock, connect, vocabulary
@@ -304,3 +307,52 @@ async def test_no_public_url_means_no_links(store, keyring) -> None:
     async with webstack.running(store, keyring) as s:
         status, body = await create_link(s)
         assert status == 409 and "public_url" in body["error"]
+
+
+async def dump_tables(db_url: str) -> str:
+    if db_url.startswith("postgresql"):
+        return await security_dump(db_url)
+    with contextlib.closing(sqlite3.connect(db_url.removeprefix("sqlite://"))) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return "\n".join(f"-- {t}\n" + "\n".join(map(repr, conn.execute(f'SELECT * FROM "{t}"')))
+                         for t in tables)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["ebay", "pkce"])
+async def test_no_secret_of_the_flow_is_kept_anywhere(store, db_url, keyring, capsys,
+                                                      generic) -> None:
+    """Codes, states, link tokens, the PKCE verifier, every token issued and the client
+    secret appear in no table, log entry, log line or page, through a connect, a
+    reconnect, a replay and a failed exchange."""
+    async with connectflow.stack(store, keyring, generic=generic) as s:
+        seen: dict[str, str] = {"client_secret": s.sim.client_secret}
+        pages: dict[str, str] = {}
+
+        async def flow(label: str, **link) -> None:
+            _, body = await create_link(s, **link)
+            seen[f"{label}-link"] = body["url"].rsplit("/", 1)[1]
+            _, pages[f"{label}-open"], authorize = await open_link(s, body["url"])
+            back = await consent(s, authorize)
+            params = query_of(back)
+            seen[f"{label}-code"], seen[f"{label}-state"] = params["code"], params["state"]
+            stored = await store.find_connect_link(state_hash=connect.token_hash(params["state"]))
+            if stored.code_verifier:
+                seen[f"{label}-verifier"] = keyring.decrypt(
+                    stored.code_verifier, account_id=stored.id, column="code_verifier")
+            _, pages[label], _ = await get(s, back)
+            _, pages[f"{label}-replay"], _ = await get(s, back)
+
+        await flow("connect")
+        (account,) = await store.list_accounts()
+        await flow("reconnect", account_id=account.id)
+        s.sim.code_lifetime_seconds = 0
+        await flow("failed", account_id=account.id)
+        assert (await s.worker.refresh_now(account.id)).success
+        for n, token in enumerate(s.sim._users):
+            seen[f"issued-{n}"] = token
+        assert len(seen) >= 10
+        lines = capsys.readouterr().out
+        assert "connect_exchange" in lines and "account_connected" in lines
+        assert_nowhere(seen, {"tables": await dump_tables(db_url), "log lines": lines,
+                              **pages})
