@@ -356,3 +356,28 @@ async def test_no_secret_of_the_flow_is_kept_anywhere(store, db_url, keyring, ca
         assert "connect_exchange" in lines and "account_connected" in lines
         assert_nowhere(seen, {"tables": await dump_tables(db_url), "log lines": lines,
                               **pages})
+
+
+def test_connect_configuration_defaults_and_errors(tmp_path) -> None:
+    from tokend import config
+
+    base = {"client_id": "id", "client_secret": "secret"}
+    cfg = config.parse({"providers": {
+        "sbx": {**base, "environment": "sandbox", "redirect_uri": "my-runame"},
+        "gen": {**base, "type": "oauth2", "token_url": "https://a.example/token",
+                "authorize_url": "https://a.example/authorize"}},
+        "server": {"public_url": "https://tokens.example.com/"}}, tmp_path)
+    sbx, gen = cfg.providers["sbx"], cfg.providers["gen"]
+    assert sbx.authorize_url == ebay_profile.AUTHORIZE_URLS["sandbox"]
+    assert sbx.identity_url == ebay_profile.IDENTITY_URLS["sandbox"]
+    assert sbx.redirect_uri == "my-runame"
+    assert (gen.authorize_url, gen.identity_url) == ("https://a.example/authorize", "")
+    assert cfg.server.public_url == "https://tokens.example.com"
+    for data, key in (({"server": {"public_url": "tokens.example.com"}}, "server.public_url"),
+                      ({"providers": {"p": {**base, "authorize_url": "ftp://x"}}},
+                       "providers.p.authorize_url"),
+                      ({"providers": {"p": {**base, "identity_url": 3}}},
+                       "providers.p.identity_url")):
+        with pytest.raises(config.ConfigError) as error:
+            config.parse(data, tmp_path)
+        assert error.value.key == key

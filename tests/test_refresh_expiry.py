@@ -142,6 +142,12 @@ def test_the_cli_keeps_and_lists_the_refresh_expiry_and_prints_connect_links(
     expected = (clock.now() + timedelta(days=1)).strftime("%Y-%m-%d")
     assert expected in listed.stdout.splitlines()[1]
 
+    reauth = cli(path, "accounts", "reauth", "a1", "--refresh-token-expires-in", "172800",
+                 stdin=refresh_token() + "\n")
+    assert reauth.returncode == 0, reauth.stderr
+    expected = (clock.now() + timedelta(days=2)).strftime("%Y-%m-%d")
+    assert expected in cli(path, "accounts", "list").stdout.splitlines()[1]
+
     link = cli(path, "accounts", "connect-link", "--provider", "ebay-sandbox", "--org", "acme",
                "--account", "a1")
     assert link.returncode == 0, link.stderr

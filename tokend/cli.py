@@ -12,7 +12,7 @@ import getpass
 import secrets
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -93,8 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     link.add_argument("--org", required=True)
     link.add_argument("--account", dest="account_id", help="reconnect this account")
     link.add_argument("--scopes", nargs="+", default=[])
-    command("reauth", cmd_accounts_reauth,
-            "new refresh token from stdin for an account", acc).add_argument("account_id")
+    reauth = command("reauth", cmd_accounts_reauth,
+                     "new refresh token from stdin for an account", acc)
+    reauth.add_argument("account_id")
+    reauth.add_argument("--refresh-token-expires-in", type=float, metavar="SECONDS")
 
     refresh = command("refresh", cmd_refresh, "refresh one account now")
     refresh.add_argument("account_id")
@@ -205,8 +207,7 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
     async def go() -> store.Account:
         async with _open(cfg) as db:
             now = clock.now()
-            expires = (None if args.refresh_token_expires_in is None
-                       else now + timedelta(seconds=args.refresh_token_expires_in))
+            expires = _expires_at(now, args.refresh_token_expires_in)
             return await db.add_account(store.NewAccount(
                 id=account_id, org=args.org, provider=args.provider, name=args.name,
                 scopes=tuple(args.scopes),
@@ -220,6 +221,14 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
         raise UsageError(f"--id/--name: {exc}") from None
     print(account.id)
     return 0
+
+
+def _expires_at(now: datetime, seconds: float | None) -> datetime | None:
+    if seconds is None:
+        return None
+    if seconds <= 0:
+        raise UsageError("--refresh-token-expires-in: must be positive")
+    return now + timedelta(seconds=seconds)
 
 
 def cmd_accounts_list(args: argparse.Namespace) -> int:
@@ -250,9 +259,10 @@ def cmd_accounts_reauth(args: argparse.Namespace) -> int:
             if account is None:
                 raise refresher.NotFound(args.account_id)
             token = _read_refresh_token(cfg, account.provider)
+            now = clock.now()
             return await db.reauth_account(
                 account.id, keyring.encrypt(token, account_id=account.id, column="refresh_token"),
-                None, clock.now())
+                _expires_at(now, args.refresh_token_expires_in), now)
 
     account = asyncio.run(go())
     print(f"{account.id} is {account.state}" if account else "account vanished")

@@ -250,8 +250,13 @@ class Service:
                                      "provider_unknown", link=link)
         verifier = None
         if link.code_verifier is not None:
-            verifier = self.keyring.decrypt(link.code_verifier, account_id=link.id,
-                                            column="code_verifier")
+            try:
+                verifier = self.keyring.decrypt(link.code_verifier, account_id=link.id,
+                                                column="code_verifier")
+            except crypto.DecryptError as exc:  # e.g. its key was dropped meanwhile
+                raise await self._refuse(400, "Link unusable", "This sign-in can no longer "
+                                         "be completed; ask for a new link.",
+                                         exc.code, link=link) from None
         result = await client.send(self.session, client.prepare_code(
             code, redirect_uri=self.redirect_uri(p), code_verifier=verifier))
         grant = result.grant
