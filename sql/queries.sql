@@ -53,7 +53,7 @@ ORDER BY org, provider, name
 -- name: reauth_account
 UPDATE accounts
 SET refresh_token = :refresh_token, refresh_expires_at = :refresh_expires_at,
-    state = 'active', state_reason = NULL, refresh_expiry_notice_days = NULL,
+    state = 'active', refresh_expiry_notice_days = NULL,
     consecutive_failures = 0, last_error = NULL, next_attempt_at = :now,
     lease_owner = NULL, lease_expires_at = NULL, version = version + 1, updated_at = :now
 WHERE id = :id
