@@ -381,3 +381,18 @@ def test_connect_configuration_defaults_and_errors(tmp_path) -> None:
         with pytest.raises(config.ConfigError) as error:
             config.parse(data, tmp_path)
         assert error.value.key == key
+
+
+async def test_the_redirect_target_is_only_the_configured_authorize_url(store, keyring) -> None:
+    """Nothing a visitor adds to the link moves the redirect; a HEAD spends nothing."""
+    async with connectflow.stack(store, keyring) as s:
+        _, body = await create_link(s)
+        async with s.http.head(body["url"], allow_redirects=False) as response:
+            assert response.status == 405
+        status, _, location = await open_link(
+            s, body["url"] + "?redirect_uri=https://evil.example/&authorize_url=https://evil.example/")
+        assert status == 302 and location.startswith(s.sim.authorize_url + "?")
+        assert query_of(location)["redirect_uri"] == connectflow.RUNAME
+        status, page, headers = await get(s, s.url + connect.CALLBACK_PATH
+                                          + "?state=x&next=https://evil.example/")
+        assert status == 400 and "Location" not in headers and "evil" not in page

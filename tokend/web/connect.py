@@ -116,5 +116,6 @@ async def callback(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_post("/api/connect-links", create_link)
-    app.router.add_get("/connect/{token}", open_link)
-    app.router.add_get(connect.CALLBACK_PATH, callback)
+    # No HEAD: only a real visit may spend a one-time link or state.
+    app.router.add_get("/connect/{token}", open_link, allow_head=False)
+    app.router.add_get(connect.CALLBACK_PATH, callback, allow_head=False)
