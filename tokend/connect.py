@@ -163,20 +163,24 @@ class Service:
         if link is None or not _same(link.token_hash, token_hash(token)):
             raise await self._refuse(404, "Unknown link",
                                      "This connect link does not exist.", "unknown_link")
-        pkce = self.cfg.providers[link.provider].type != "ebay"
+        p = self.cfg.providers.get(link.provider)
+        if p is None:  # removed from the configuration since the link was made
+            raise await self._refuse(409, "Unknown provider",
+                                     f"No provider {link.provider!r} is configured.",
+                                     "provider_unknown", link=link)
+        pkce = p.type != "ebay"
         opened = await self.db.open_connect_link(
             token_hash(token), state_hash=token_hash(state),
             code_verifier=self.keyring.encrypt(verifier, account_id=link.id,
                                                column="code_verifier") if pkce else None,
             state_expires_at=now + timedelta(seconds=STATE_LIFETIME_SECONDS), now=now)
         if opened is None:
-            used = link.opened_at is not None
+            used = link.expires_at > now  # unexpired, so somebody opened it first
             raise await self._refuse(
                 410, "Link already used" if used else "Link expired",
                 "This connect link has already been used; ask for a new one." if used
                 else "This connect link has expired; ask for a new one.",
                 "link_used" if used else "link_expired", link=link)
-        p = self.cfg.providers[link.provider]
         params = {"client_id": p.client_id, "redirect_uri": self.redirect_uri(p),
                   "response_type": "code", "scope": " ".join(link.scopes or p.scopes),
                   "state": state}
