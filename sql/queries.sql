@@ -53,7 +53,8 @@ ORDER BY org, provider, name
 -- name: reauth_account
 UPDATE accounts
 SET refresh_token = :refresh_token, refresh_expires_at = :refresh_expires_at,
-    state = 'active', consecutive_failures = 0, last_error = NULL, next_attempt_at = :now,
+    state = 'active', refresh_expiry_notice_days = NULL,
+    consecutive_failures = 0, last_error = NULL, next_attempt_at = :now,
     lease_owner = NULL, lease_expires_at = NULL, version = version + 1, updated_at = :now
 WHERE id = :id
 RETURNING *
@@ -286,3 +287,92 @@ SET provider_user_id = :provider_user_id, provider_user_name = :provider_user_na
     version = version + 1, updated_at = :now
 WHERE id = :id
 RETURNING *
+
+-- Connect and reconnect (the authorization-code grant) ---------------------------------
+
+-- name: insert_connect_link
+INSERT INTO connect_links (id, token_hash, provider, org, account_id, scopes, created_at,
+                           expires_at)
+VALUES (:id, :token_hash, :provider, :org, :account_id, :scopes, :now, :expires_at)
+RETURNING *
+
+-- name: open_connect_link
+-- The link works once and only until it expires; opening it binds a fresh state to it.
+UPDATE connect_links
+SET opened_at = :now, state_hash = :state_hash, code_verifier = :code_verifier,
+    state_expires_at = :state_expires_at
+WHERE token_hash = :token_hash AND opened_at IS NULL AND expires_at > :now
+RETURNING *
+
+-- name: consume_connect_state
+-- The state works once: whoever comes back first with it takes it, whatever follows.
+UPDATE connect_links SET finished_at = :now, outcome = 'exchanging'
+WHERE state_hash = :state_hash AND finished_at IS NULL AND state_expires_at > :now
+RETURNING *
+
+-- name: find_connect_link
+SELECT * FROM connect_links
+WHERE (CAST(:state_hash AS text) IS NOT NULL AND state_hash = :state_hash)
+   OR (CAST(:token_hash AS text) IS NOT NULL AND token_hash = :token_hash)
+
+-- name: set_connect_outcome
+UPDATE connect_links SET outcome = :outcome WHERE id = :id
+
+-- name: insert_connected_account
+INSERT INTO accounts (id, org, provider, name, scopes, refresh_token, refresh_expires_at,
+                      access_token, access_expires_at, last_refresh_at, provider_user_id,
+                      provider_user_name, next_attempt_at, created_at, updated_at)
+VALUES (:id, :org, :provider, :name, :scopes, :refresh_token, :refresh_expires_at,
+        :access_token, :access_expires_at, :now, :provider_user_id, :provider_user_name,
+        :next_attempt_at, :now, :now)
+RETURNING *
+
+-- name: reconnect_account
+-- Same id, fresh tokens, back to active; refused (no row) for a deleted account or when
+-- another user of the provider signed in.
+UPDATE accounts
+SET refresh_token = :refresh_token, refresh_expires_at = :refresh_expires_at,
+    access_token = :access_token, access_expires_at = :access_expires_at,
+    last_refresh_at = :now, scopes = :scopes,
+    provider_user_id = coalesce(:provider_user_id, provider_user_id),
+    provider_user_name = coalesce(:provider_user_name, provider_user_name),
+    state = 'active', state_reason = NULL, consecutive_failures = 0, last_error = NULL,
+    refresh_expiry_notice_days = NULL, next_attempt_at = :next_attempt_at,
+    lease_owner = NULL, lease_expires_at = NULL, version = version + 1, updated_at = :now
+WHERE id = :id AND state <> 'deleted'
+  AND (provider_user_id IS NULL OR CAST(:provider_user_id AS text) IS NULL
+       OR provider_user_id = :provider_user_id)
+RETURNING *
+
+-- Refresh-token expiry (each one indexed statement per cycle: accounts_refresh_expiry) --
+
+-- fragment: notice_due
+CASE WHEN refresh_expires_at <= :within_1 THEN 1
+     WHEN refresh_expires_at <= :within_7 THEN 7
+     ELSE 30 END
+
+-- name: expire_refresh_tokens
+UPDATE accounts
+SET state = 'reauth_required', state_reason = 'refresh_token_expired',
+    last_error = 'refresh_token_expired', lease_owner = NULL, lease_expires_at = NULL,
+    version = version + 1, updated_at = :now
+WHERE state = 'active' AND refresh_expires_at IS NOT NULL AND refresh_expires_at <= :now
+RETURNING *
+
+-- name: note_refresh_expiry
+-- The account crossed a notice threshold (30, 7 or 1 days) it has not been told about.
+UPDATE accounts
+SET refresh_expiry_notice_days = {{notice_due}}, updated_at = :now
+WHERE state = 'active' AND refresh_expires_at IS NOT NULL
+  AND refresh_expires_at > :now AND refresh_expires_at <= :within_30
+  AND coalesce(refresh_expiry_notice_days, 2147483647) > {{notice_due}}
+RETURNING *
+
+-- name: refresh_expiry_counts
+SELECT coalesce(sum(CASE WHEN refresh_expires_at <= :within_1 THEN 1 ELSE 0 END), 0)
+           AS within_1,
+       coalesce(sum(CASE WHEN refresh_expires_at <= :within_7 THEN 1 ELSE 0 END), 0)
+           AS within_7,
+       count(*) AS within_30
+FROM accounts
+WHERE state = 'active' AND refresh_expires_at IS NOT NULL AND refresh_expires_at <= :within_30

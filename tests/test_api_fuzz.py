@@ -146,8 +146,17 @@ async def send(stack: webstack.Stack, request: dict[str, Any]) -> tuple[int, str
         return response.status, response.content_type, await response.read()
 
 
+# A browser lands on these (connect links, the provider's way back): a refusal is a page.
+BROWSER_PAGES = ("/connect/", "/oauth/callback")
+
+
 def check(request: dict[str, Any], status: int, content_type: str, body: bytes) -> None:
     assert status < 500, (request, status, body[:500])
+    if (status >= 400 and request["method"] == "GET"
+            and request["path"].startswith(BROWSER_PAGES)):
+        assert content_type == "text/html", (request, status, content_type)
+        assert b"<script" not in body
+        return
     if status >= 400 and request["method"] != "HEAD":
         assert content_type == "application/json", (request, status, content_type, body[:200])
         payload = orjson.loads(body)

@@ -79,7 +79,7 @@ def test_accounts_list_on_an_empty_database(migrated: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["id", "org", "provider", "name", "state",
                                      "access_expires_at", "last_refresh_at",
-                                     "consecutive_failures"]
+                                     "refresh_expires_at", "consecutive_failures"]
 
 
 def test_logs_reads_history_from_the_database_without_a_daemon(migrated: Path) -> None:

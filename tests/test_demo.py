@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.parse
 
 import aiohttp
 import pytest
@@ -59,6 +60,40 @@ async def test_demo_shows_refreshes_heartbeat_failures_and_ebay_notifications() 
         assert seen["reauth_required"]["details"]["revoke_reason"] == "REVOKED_BY_USER"
         assert seen["deleted"]["account_id"] == "acct_11"
         assert (states["acct_08"], states["acct_11"]) == ("reauth_required", "deleted")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            assert await proc.wait() == 0
+
+
+async def test_the_demo_prints_a_connect_link_that_works() -> None:
+    """The browser's walk over plain HTTP: link -> consent page -> Agree -> callback."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tokend", "demo", "--port", "0", "--seconds", "60",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env())
+    try:
+        banner = ""
+        async with asyncio.timeout(30):
+            while "Ctrl-C" not in banner:
+                banner += (await proc.stdout.readline()).decode()
+        link = re.search(r"connect\s+(http://\S+/connect/\S+)", banner).group(1)
+        token = re.search(r"admin token\s+(\S+)", banner).group(1)
+        url = link.split("/connect/")[0]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(link) as consent_page:  # follows the redirect
+                assert consent_page.status == 200
+                assert "Grant application access" in await consent_page.text()
+                form = dict(urllib.parse.parse_qsl(consent_page.url.query_string))
+            async with http.post(consent_page.url.with_query(None),
+                                 data={**form, "decision": "accept"}) as page:
+                assert page.status == 200
+                assert "Account connected" in await page.text()
+            async with http.get(f"{url}/api/accounts",
+                                headers={"Authorization": f"Bearer {token}"}) as response:
+                accounts = (await response.json())["accounts"]
+        (connected,) = [a for a in accounts if a["provider_user_name"] == "sim-seller"]
+        assert connected["state"] == "active" and connected["org"] == "demo"
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)

@@ -179,7 +179,10 @@ async def test_body_auth_works_only_when_enabled(sim, session, keyring):
 @pytest.mark.parametrize(("headers", "data", "status", "code"), [
     ({"Content-Type": "application/json"}, b'{"grant_type": "refresh_token"}', 400,
      "invalid_request"),
-    ({}, {"grant_type": "authorization_code", "code": "x"}, 400, "unsupported_grant_type"),
+    ({}, {"grant_type": "password", "username": "x"}, 400, "unsupported_grant_type"),
+    ({}, {"grant_type": "authorization_code", "code": "x"}, 400, "invalid_request"),
+    ({}, {"grant_type": "authorization_code", "code": "x", "redirect_uri": "r"}, 400,
+     "invalid_grant"),
     ({}, {"refresh_token": "v^1.1#x"}, 400, "invalid_request"),
     ({}, {"grant_type": "refresh_token"}, 400, "invalid_request"),
     ({"Authorization": "Bearer abc"}, {"grant_type": "refresh_token"}, 401, "invalid_client"),

@@ -48,7 +48,8 @@ ENDPOINT = "https://tokend.example.com/ebay/notifications"
 
 def make_config(token_url: str, *, server: Mapping[str, Any] | None = None,
                 refresh: Mapping[str, Any] | None = None,
-                public_key_url: str | None = None) -> config.Config:
+                public_key_url: str | None = None,
+                provider: Mapping[str, Any] | None = None) -> config.Config:
     """`public_key_url` turns on `[ebay_notifications]` against that getPublicKey."""
     return config.Config(
         ebay_notifications=None if public_key_url is None else config.EbayNotificationsConfig(
@@ -59,11 +60,12 @@ def make_config(token_url: str, *, server: Mapping[str, Any] | None = None,
             "host": "127.0.0.1", "port": 0, "admin_token": ADMIN,
             "org_tokens": {"acme": ORG_ACME}, "consumer_token": CONSUMER,
             "consumer_org_tokens": {"acme": CONSUMER_ACME}, **(server or {})}),
-        providers={PROVIDER: config.ProviderConfig(
-            name=PROVIDER, type="ebay", environment="sandbox",
-            client_id=simulator.DEFAULT_CLIENT_ID, client_secret=simulator.DEFAULT_CLIENT_SECRET,
-            scopes=("https://api.ebay.com/oauth/api_scope",), token_url=token_url,
-            daily_quota=50_000)},
+        providers={PROVIDER: config.ProviderConfig(**{
+            "name": PROVIDER, "type": "ebay", "environment": "sandbox",
+            "client_id": simulator.DEFAULT_CLIENT_ID,
+            "client_secret": simulator.DEFAULT_CLIENT_SECRET,
+            "scopes": ("https://api.ebay.com/oauth/api_scope",), "token_url": token_url,
+            "daily_quota": 50_000, **(provider or {})})},
     )
 
 
@@ -139,12 +141,13 @@ async def running(
     db: store.Store, keyring: crypto.Keyring, *, server: Mapping[str, Any] | None = None,
     refresh: Mapping[str, Any] | None = None, sim: simulator.Simulator | None = None,
     port: int = 0, notifications: bool = False,
+    provider: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     """The web app of a daemon on `db`; the refresh loop is built but not run."""
     async with contextlib.AsyncExitStack() as exits:
         if sim is None:
             sim = await exits.enter_async_context(simulator.Simulator())
-        cfg = make_config(sim.token_url, server=server, refresh=refresh,
+        cfg = make_config(sim.token_url, server=server, refresh=refresh, provider=provider,
                           public_key_url=sim.public_key_url if notifications else None)
         parts = await exits.enter_async_context(
             daemon.assemble(cfg, db=db, keyring=keyring, instance=INSTANCE))

@@ -13,7 +13,7 @@ import importlib.metadata
 import secrets
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +102,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="how long the refresh token lives, when known")
     command("list", cmd_accounts_list, "list accounts (never a token)", acc).add_argument(
         "--json", action="store_true", help="JSON instead of a table")
-    command("reauth", cmd_accounts_reauth,
-            "new refresh token from stdin for an account", acc).add_argument(
-        "account_id", help="the account's id")
+    link = command("connect-link", cmd_accounts_connect_link,
+                   "print a one-time link that connects (or reconnects) an account", acc)
+    link.add_argument("--provider", required=True, help="a configured provider's name")
+    link.add_argument("--org", required=True, help="the org the account belongs to")
+    link.add_argument("--account", dest="account_id", help="reconnect this account")
+    link.add_argument("--scopes", nargs="+", default=[],
+                      help="scopes to ask for (default: the provider's)")
+    reauth = command("reauth", cmd_accounts_reauth,
+                     "new refresh token from stdin for an account", acc)
+    reauth.add_argument("account_id", help="the account's id")
+    reauth.add_argument("--refresh-token-expires-in", type=float, metavar="SECONDS",
+                        help="the new refresh token's lifetime, when known")
 
     refresh = command("refresh", cmd_refresh, "refresh one account now")
     refresh.add_argument("account_id", help="the account's id")
@@ -245,8 +254,7 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
     async def go() -> store.Account:
         async with _open(cfg) as db:
             now = clock.now()
-            expires = (None if args.refresh_token_expires_in is None
-                       else now + timedelta(seconds=args.refresh_token_expires_in))
+            expires = _expires_at(now, args.refresh_token_expires_in)
             return await db.add_account(store.NewAccount(
                 id=account_id, org=args.org, provider=args.provider, name=args.name,
                 scopes=tuple(args.scopes),
@@ -273,6 +281,14 @@ async def _duplicate(cfg: config.Config, args: argparse.Namespace, account_id: s
     return f"--id: an account with id {account_id!r} already exists"
 
 
+def _expires_at(now: datetime, seconds: float | None) -> datetime | None:
+    if seconds is None:
+        return None
+    if seconds <= 0:
+        raise UsageError("--refresh-token-expires-in: must be positive")
+    return now + timedelta(seconds=seconds)
+
+
 def cmd_accounts_list(args: argparse.Namespace) -> int:
     cfg = _load(args)
 
@@ -285,7 +301,7 @@ def cmd_accounts_list(args: argparse.Namespace) -> int:
         _emit([a.public() for a in accounts])
         return 0
     columns = ("id", "org", "provider", "name", "state", "access_expires_at",
-               "last_refresh_at", "consecutive_failures")
+               "last_refresh_at", "refresh_expires_at", "consecutive_failures")
     rows = [[_cell(a.public()[c]) for c in columns] for a in accounts]
     _table(columns, rows)
     return 0
@@ -301,12 +317,33 @@ def cmd_accounts_reauth(args: argparse.Namespace) -> int:
             if account is None:
                 raise refresher.NotFound(args.account_id)
             token = _read_refresh_token(cfg, account.provider)
+            now = clock.now()
             return await db.reauth_account(
                 account.id, keyring.encrypt(token, account_id=account.id, column="refresh_token"),
-                None, clock.now())
+                _expires_at(now, args.refresh_token_expires_in), now)
 
     account = asyncio.run(go())
     print(f"{account.id} is {account.state}" if account else "account vanished")
+    return 0
+
+
+def cmd_accounts_connect_link(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from tokend import connect
+
+    async def go() -> connect.Link:
+        async with _open(cfg) as db:
+            service = connect.Service(db=db, keyring=cfg.crypto.keyring(), cfg=cfg, clients={},
+                                      session=None, hub=None)  # a link needs neither
+            return await service.create_link(provider=args.provider, org=args.org,
+                                             account_id=args.account_id, scopes=args.scopes)
+
+    try:
+        link = asyncio.run(go())
+    except connect.LinkError as exc:
+        raise UsageError(exc.message) from None
+    print(link.url)
+    print(f"expires at {link.expires_at.isoformat()} (works once)", file=sys.stderr)
     return 0
 
 

@@ -70,6 +70,8 @@ class ServerConfig:
     stream_queue_size: int = 1000
     terminal_max_entries: int = 2000
     drain_seconds: float = 1.0
+    # Where browsers reach this tokend (connect links, `{public_url}/oauth/callback`).
+    public_url: str = ""
 
 
 CLIENT_AUTHS = ("basic", "body", "none")
@@ -96,6 +98,11 @@ class ProviderConfig:
     default_expires_in_seconds: float | None = None
     # Some servers refuse `scope` on a refresh; the grant keeps its scopes without it.
     refresh_sends_scope: bool = True
+    # The authorization-code grant (connect links): the consent page, eBay's Identity API
+    # (getUser), and the redirect_uri sent (eBay: the app's RuName; else the callback URL).
+    authorize_url: str = ""
+    identity_url: str = ""
+    redirect_uri: str = ""
 
     @property
     def expires_in_fallback_seconds(self) -> float:
@@ -316,11 +323,19 @@ def _server(t: _Table) -> ServerConfig:
         stream_queue_size=t.integer("stream_queue_size", d.stream_queue_size),
         terminal_max_entries=t.integer("terminal_max_entries", d.terminal_max_entries),
         drain_seconds=t.number("drain_seconds", d.drain_seconds, minimum_allowed=True),
+        public_url=_url(t, "public_url", d.public_url).rstrip("/"),
     )
     if out.port > 65535:
         raise ConfigError(t.key("port"), "must be at most 65535")
     t.done()
     return out
+
+
+def _url(t: _Table, name: str, default: str) -> str:
+    value = t.get(name, str, default)
+    if value and not value.startswith(("https://", "http://")):
+        raise ConfigError(t.key(name), "must be an http(s) URL")
+    return value
 
 
 def _provider(name: str, t: _Table) -> ProviderConfig:
@@ -368,6 +383,11 @@ def _provider(name: str, t: _Table) -> ProviderConfig:
         default_expires_in_seconds=None if "default_expires_in_seconds" not in t.data
         else t.number("default_expires_in_seconds", 0.0),
         refresh_sends_scope=t.get("refresh_sends_scope", bool, True),
+        authorize_url=_url(t, "authorize_url",
+                           ebay_profile.AUTHORIZE_URLS[environment] if environment else ""),
+        identity_url=_url(t, "identity_url",
+                          ebay_profile.IDENTITY_URLS[environment] if environment else ""),
+        redirect_uri=t.get("redirect_uri", str, ""),
     )
     if out.daily_quota is not None and out.daily_quota < 1:
         raise ConfigError(t.key("daily_quota"), "must be at least 1")

@@ -18,6 +18,7 @@ from tokend import (
     apptokens,
     clock,
     config,
+    connect,
     crypto,
     loop,
     metrics,
@@ -92,6 +93,7 @@ class Parts:
     loop: loop.Loop
     vendor: vending.Vendor
     readiness: probes.Readiness
+    connect: connect.Service
     app: aioweb.Application
     app_tokens: apptokens.AppTokens
     ebay_receiver: notifications.Receiver | None
@@ -144,15 +146,16 @@ async def assemble(
             ebay_receiver = notifications.Receiver(settings=cfg.ebay_notifications, keys=keys,
                                                    db=db, hub=hub)
         readiness = probes.Readiness(db, drain_seconds=cfg.server.drain_seconds)
+        connector = connect.Service(db=db, keyring=keyring, cfg=cfg, clients=clients,
+                                    session=session, hub=hub)
         app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
                              loop=refresh_loop, metrics=stats, instance=instance,
                              readiness=readiness, app_tokens=app_tokens,
-                             ebay_receiver=ebay_receiver)
+                             connector=connector, ebay_receiver=ebay_receiver)
         yield Parts(cfg=cfg, instance=instance, stop=stop, notifier=notifier, keyring=keyring,
-                    stats=stats, db=db,
-                    session=session, hub=hub, refresher=worker, loop=refresh_loop,
-                    vendor=vendor, readiness=readiness, app=app, app_tokens=app_tokens,
-                    ebay_receiver=ebay_receiver)
+                    stats=stats, db=db, session=session, hub=hub, refresher=worker,
+                    loop=refresh_loop, vendor=vendor, readiness=readiness, app=app,
+                    app_tokens=app_tokens, ebay_receiver=ebay_receiver, connect=connector)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """`tokend demo`: the whole daemon on a temporary SQLite file against the simulator.
 
 Twelve accounts, one whose refresh token the provider has revoked (`invalid_grant`
--> `reauth_required`) and one whose stored ciphertext was copied from another row
-(`decrypt_failed`, nothing sent). Tokens live three minutes, so refreshes, quiet
+-> `reauth_required`), one whose stored ciphertext was copied from another row
+(`decrypt_failed`, nothing sent) and one whose refresh token expires within a week (a
+`refresh_token_expiring` notice). Tokens live three minutes, so refreshes, quiet
 heartbeats and both failures all show within the first two minutes. While it runs, eBay
 (the simulator, signing with its own key) notifies that one seller revoked the app's
-access and that another seller's account was deleted.
+access and that another seller's account was deleted. It also prints a connect link:
+opened in a browser, it walks the simulator's consent page and comes back with a
+thirteenth account.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 
-from tokend import clock, config, crypto, daemon, store
+from tokend import clock, config, connect, crypto, daemon, store
+from tokend.ebay import profile as ebay_profile
 from tokend.testing import simulator
 
 ACCOUNTS = 12
@@ -27,6 +33,8 @@ TOKEN_LIFETIME_SECONDS = 180
 REVOKED_AT_SECONDS = 15  # after start: eBay's AUTHORIZATION_REVOCATION for REVOKED
 DELETED_AT_SECONDS = 25  # ...and MARKETPLACE_ACCOUNT_DELETION for DELETED
 REVOKED, DELETED = "acct_08", "acct_11"
+PROVIDER = "ebay-sandbox"
+RUNAME = "tokend_demo-tokendde-SBX-0demo0000-00000000"  # the app's RuName at the simulator
 SELLERS = ["acme-outdoor", "bluebird-books", "cobalt-audio", "delta-vintage", "ember-tea",
            "fjord-knits", "granite-tools", "harbor-toys", "iris-prints", "juniper-home",
            "kestrel-bikes", "lumen-lamps"]
@@ -37,8 +45,7 @@ def user_id(account_id: str) -> str:
     return "demo" + account_id.replace("_", "")
 
 
-def demo_config(workdir: Path, token_url: str, port: int,
-                public_key_url: str | None = None) -> config.Config:
+def demo_config(workdir: Path, sim: simulator.Simulator, port: int) -> config.Config:
     return config.parse({
         "database": {"url": f"sqlite://{workdir / 'tokend.db'}"},
         "refresh": {"interval_seconds": 20, "expiry_threshold_seconds": 120,
@@ -50,16 +57,19 @@ def demo_config(workdir: Path, token_url: str, port: int,
         "server": {"host": "127.0.0.1", "port": port,
                    "admin_token": "demo-" + secrets.token_urlsafe(18),
                    "consumer_token": "demo-app-" + secrets.token_urlsafe(18),
-                   "drain_seconds": 0},  # no load balancer to wait for on Ctrl-C
-        "providers": {"ebay-sandbox": {
-            "type": "ebay", "environment": "sandbox", "token_url": token_url,
+                   "drain_seconds": 0,  # no load balancer to wait for on Ctrl-C
+                   "public_url": f"http://127.0.0.1:{port}"},
+        "providers": {PROVIDER: {
+            "type": "ebay", "environment": "sandbox", "token_url": sim.token_url,
+            "authorize_url": sim.authorize_url, "identity_url": sim.identity_url,
+            "redirect_uri": RUNAME,
             "client_id": simulator.DEFAULT_CLIENT_ID,
             "client_secret": simulator.DEFAULT_CLIENT_SECRET,
         }},
-        **({} if public_key_url is None else {"ebay_notifications": {
+        "ebay_notifications": {
             "verification_token": "demo-" + secrets.token_hex(20),
             "endpoint": f"http://127.0.0.1:{port}/ebay/notifications",
-            "provider": "ebay-sandbox", "public_key_url": public_key_url}}),
+            "provider": PROVIDER, "public_key_url": sim.public_key_url},
     }, workdir)
 
 
@@ -76,10 +86,28 @@ async def seed(cfg: config.Config, sim: simulator.Simulator) -> None:
                 sim.revoke(token)
             if n == 5:  # a ciphertext that belongs to another row: it must not open here
                 sealed = keyring.encrypt(token, account_id="acct_01", column="refresh_token")
+            lifetime = timedelta(days=5) if n == 8 else timedelta(
+                seconds=ebay_profile.REFRESH_TOKEN_LIFETIME_SECONDS)
             await db.add_account(store.NewAccount(
-                id=account_id, org="demo" if n % 3 else "acme", provider="ebay-sandbox",
-                name=seller, scopes=(), refresh_token=sealed, refresh_expires_at=None), now)
+                id=account_id, org="demo" if n % 3 else "acme", provider=PROVIDER,
+                name=seller, scopes=(), refresh_token=sealed, refresh_expires_at=now + lifetime),
+                now)
             await db.set_provider_user(account_id, user_id(account_id), seller, now)
+
+
+async def connect_link(url: str, admin_token: str) -> str:
+    """A link made the way an operator makes one: through the admin API."""
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{url}/api/connect-links", json={"provider": PROVIDER, "org": "demo"},
+            headers={"Authorization": f"Bearer {admin_token}"}) as response:
+        response.raise_for_status()
+        return (await response.json())["url"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 async def notify(url: str, sim: simulator.Simulator) -> None:
@@ -98,26 +126,34 @@ async def notify(url: str, sim: simulator.Simulator) -> None:
 
 
 async def run(*, port: int = 8765, seconds: float | None = None) -> None:
+    # The connect link and the consent page's way back need the port before we listen.
+    port = port or _free_port()
     with tempfile.TemporaryDirectory(prefix="tokend-demo-") as tmp:
         workdir = Path(tmp)
         sim = simulator.Simulator(latency_seconds=0.15, rotate=True,
                                   expires_in=TOKEN_LIFETIME_SECONDS)
         await sim.start()
         try:
-            cfg = demo_config(workdir, sim.token_url, port, sim.public_key_url)
+            cfg = demo_config(workdir, sim, port)
+            sim.register_redirect(RUNAME, cfg.server.public_url + connect.CALLBACK_PATH)
             await seed(cfg, sim)
             stop = asyncio.Event()
             notifying: list[asyncio.Task] = []
 
-            def announce(url: str) -> None:
+            async def announce(url: str) -> None:
+                link = await connect_link(url, cfg.server.admin_token)
                 print(f"\n  tokend demo is running ({ACCOUNTS} accounts, provider simulator at "
                       f"{sim.token_url})\n\n  terminal     {url}/terminal\n"
                       f"  admin token  {cfg.server.admin_token}\n"
-                      f"  loop status  {url}/loop-status\n\n"
-                      f"  eBay notifies that {REVOKED} revoked access after "
+                      f"  loop status  {url}/loop-status\n"
+                      f"  eBay         notifies that {REVOKED} revoked access after "
                       f"{REVOKED_AT_SECONDS} s and that {DELETED} was deleted after "
-                      f"{DELETED_AT_SECONDS} s.\n\n  Ctrl-C stops it.\n",
-                      file=sys.stdout, flush=True)
+                      f"{DELETED_AT_SECONDS} s\n"
+                      f"  connect      {link}\n"
+                      f"               (open it in a browser: the simulator's consent page "
+                      f"signs in as {sim.seller.username};\n               it works once, "
+                      f"for {connect.LINK_LIFETIME_SECONDS / 60:g} minutes)\n\n"
+                      f"  Ctrl-C stops it.\n", file=sys.stdout, flush=True)
                 notifying.append(asyncio.create_task(notify(url + "/ebay/notifications", sim),
                                                      name="demo-notifications"))
                 if seconds is not None:

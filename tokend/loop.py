@@ -71,6 +71,7 @@ class Loop:
         began = time.perf_counter()
         try:
             await self.db.worker_started(NAME, self.instance, self.interval_seconds, self.clock())
+            await self._check_refresh_expiry()
             summary = await self._refresh_due()
             status = summary["status"]
             await self.db.worker_finished(NAME, self.instance, self.clock(), status, summary)
@@ -134,6 +135,15 @@ class Loop:
                 "accounts_refreshed": refreshed, "errors": errors[:MAX_LISTED_ERRORS],
                 "error_count": len(errors), "timestamp": self._now_iso()}
 
+    async def _check_refresh_expiry(self) -> None:
+        """Expired refresh tokens: reauth_required without asking the provider. Expiring
+        ones: one entry and event per notice threshold crossed. One statement each."""
+        now = self.clock()
+        for entry in (*await self.db.expire_refresh_tokens(now, describe=_expired),
+                      *await self.db.note_refresh_expiry(now, describe=_expiring)):
+            log.warning(entry.action, account_id=entry.account_id, message=entry.message)
+            self.hub.publish(entry)
+
     async def _announce(self, summary: dict[str, Any]) -> None:
         if summary["status"] == "idle":
             log.info("worker_heartbeat", message=QUIET_MESSAGE, instance=self.instance)
@@ -194,3 +204,33 @@ class Loop:
 
     def _now_iso(self) -> str:
         return self.clock().isoformat()
+
+
+def _expiry_entry(account: store.Account, action: str, message: str) -> store.Entry:
+    return store.Entry(
+        action=action, source=vocabulary.SCHEDULED, created_at=clock.now(),
+        account_id=account.id, org_id=account.org, provider=account.provider, message=message,
+        details={"refresh_expires_at": account.refresh_expires_at.isoformat()
+                 if account.refresh_expires_at else None,
+                 "notice_days": account.refresh_expiry_notice_days})
+
+
+def _expired(account: store.Account) -> tuple[list[store.Event], store.Entry]:
+    event = store.Event.about(vocabulary.ACCOUNT_REAUTH_REQUIRED, account,
+                              state=store.REAUTH_REQUIRED, reason=store.REFRESH_TOKEN_EXPIRED)
+    return [event], _expiry_entry(
+        account, vocabulary.REFRESH_TOKEN_EXPIRED,
+        "refresh token expired: the account needs a new sign-in (reauth_required)")
+
+
+def _expiring(account: store.Account) -> tuple[list[store.Event], store.Entry]:
+    days = account.refresh_expiry_notice_days
+    event = store.Event(vocabulary.ACCOUNT_REFRESH_TOKEN_EXPIRING, {
+        **store.Event.about(vocabulary.ACCOUNT_REFRESH_TOKEN_EXPIRING, account,
+                            state=account.state, reason=f"within_{days}_days").data,
+        "refresh_expires_at": account.refresh_expires_at.isoformat()
+        if account.refresh_expires_at else None, "days": days})
+    return [event], _expiry_entry(
+        account, vocabulary.REFRESH_TOKEN_EXPIRING,
+        f"refresh token expires within {days} day{'s' if days != 1 else ''}: "
+        "reconnect the account before then")

@@ -38,6 +38,10 @@ class Metrics:
             ["provider"], registry=r)
         self.daily_quota = prom.Gauge(
             "tokend_daily_quota", "Configured daily refresh quota.", ["provider"], registry=r)
+        self.refresh_tokens_expiring = prom.Gauge(
+            "tokend_refresh_tokens_expiring",
+            "Active accounts whose refresh token expires within this many days.", ["days"],
+            registry=r)
         self.stream_subscribers = prom.Gauge(
             "tokend_stream_subscribers", "Live log stream subscribers.", registry=r)
         self.stream_dropped = prom.Counter(

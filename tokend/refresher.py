@@ -23,6 +23,7 @@ METRIC_CODES = frozenset({
     providers.UNSUPPORTED_GRANT_TYPE, providers.UNSUPPORTED_TOKEN_TYPE, providers.RATE_LIMITED,
     providers.SERVER_ERROR,
     providers.TIMEOUT, providers.CONNECTION_ERROR, providers.BAD_RESPONSE, "provider_unknown",
+    store.REFRESH_TOKEN_EXPIRED,
 })
 
 
@@ -134,7 +135,15 @@ class Refresher:
         with structlog.contextvars.bound_contextvars(account_id=account.id, source=source):
             started = self.clock()
             client = self.clients.get(account.provider)
-            if client is None:
+            if (account.refresh_expires_at is not None
+                    and account.refresh_expires_at <= started):
+                # eBay's clock starts at consent and refreshing never resets it: an expired
+                # refresh token cannot work, so the provider is not asked.
+                result = self._refused(store.REFRESH_TOKEN_EXPIRED,
+                                       "the refresh token expired at "
+                                       f"{account.refresh_expires_at.isoformat()}",
+                                       providers.REAUTH)
+            elif client is None:
                 result = self._refused("provider_unknown",
                                        f"no provider {account.provider!r} is configured",
                                        providers.CONFIG)

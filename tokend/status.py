@@ -27,6 +27,7 @@ async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str
         # Active but failing (decrypt_failed, invalid_scope, ...), by last error: these
         # are not counted as active above.
         "failing_accounts": failing,
+        "refresh_tokens_expiring": await db.refresh_expiry_counts(now),
         "paused_providers": {name: until.isoformat() for name, until in paused.items()},
         "quota": {p.provider: p.to_dict() for p in projections},
         "checked_at": now.isoformat(),
@@ -64,6 +65,10 @@ def print_report(data: dict[str, Any], out: IO[str]) -> None:
     out.write(f"accounts: {counts or 'none'}\n")
     for code, n in sorted(data["failing_accounts"].items()):
         out.write(f"  failing with {code}: {n}\n")
+    expiring = data.get("refresh_tokens_expiring") or {}
+    if any(expiring.values()):
+        out.write("refresh tokens expiring: " + ", ".join(
+            f"{n} {key.replace('_', ' ')}" for key, n in expiring.items()) + "\n")
     for name, until in data["paused_providers"].items():
         out.write(f"provider {name} paused until {until}\n")
     for name, q in data["quota"].items():

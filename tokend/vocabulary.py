@@ -28,9 +28,19 @@ APP_TOKEN_FAILED = "app_token_failed"  # noqa: S105
 EBAY_PUBLIC_KEY_FETCHED = "ebay_public_key_fetched"  # getPublicKey, for a signature's key id
 EBAY_NOTIFICATION = "ebay_notification"  # a verified notification, applied or a replay
 EBAY_NOTIFICATION_REFUSED = "ebay_notification_refused"  # not verified: nothing changed
+# The account lifecycle: connect links, and the refresh token's own expiry.
+CONNECT_AUTHORIZE = "connect_authorize"  # a link opened: the browser goes to the consent page
+CONNECT_EXCHANGE = "connect_exchange"  # the code exchanged at the token endpoint
+CONNECT_IDENTITY = "connect_identity"  # who signed in (eBay's Identity API)
+CONNECT_REFUSED = "connect_refused"  # a link or callback refused: nothing stored
+ACCOUNT_CONNECTED_ACTION = "account_connected"  # an account created or reconnected
+REFRESH_TOKEN_EXPIRING = "refresh_token_expiring"  # noqa: S105 (30, 7, 1 days left)
+REFRESH_TOKEN_EXPIRED = "refresh_token_expired"  # noqa: S105 (-> reauth_required)
 ACTIONS = (TOKEN_REFRESHED, TOKEN_REFRESH_FAILED, TOKEN_REFRESH_DEBUG, WORKER_HEARTBEAT,
            CYCLE_SUMMARY, APP_TOKEN_ISSUED, APP_TOKEN_FAILED, EBAY_PUBLIC_KEY_FETCHED,
-           EBAY_NOTIFICATION, EBAY_NOTIFICATION_REFUSED)
+           EBAY_NOTIFICATION, EBAY_NOTIFICATION_REFUSED, CONNECT_AUTHORIZE, CONNECT_EXCHANGE,
+           CONNECT_IDENTITY, CONNECT_REFUSED, ACCOUNT_CONNECTED_ACTION, REFRESH_TOKEN_EXPIRING,
+           REFRESH_TOKEN_EXPIRED)
 
 # Outbound events (webhooks, SPEC 10.2): what changed, for the operator's own systems.
 ACCOUNT_REAUTH_REQUIRED = "account.reauth_required"

@@ -62,7 +62,7 @@ class Provider:
         scopes = self.scopes_for(scopes)
         if scopes and self.config.refresh_sends_scope:
             form.append(("scope", " ".join(scopes)))
-        return self._prepared(form, (token,), account_id)
+        return self._prepared(form, (token,), account_id=account_id)
 
     def prepare_client_credentials(self, scopes: Sequence[str]) -> result.Prepared:
         """The client_credentials grant: an application token for `scopes`, asked for
@@ -70,10 +70,22 @@ class Provider:
         form = [("grant_type", "client_credentials")]
         if scopes:
             form.append(("scope", " ".join(scopes)))
-        return self._prepared(form, (), None)
+        return self._prepared(form, (), account_id=None)
+
+    def prepare_code(
+        self, code: str, *, redirect_uri: str, code_verifier: str | None = None,
+    ) -> result.Prepared:
+        """The authorization_code grant (RFC 6749 4.1.3, RFC 7636): the same client
+        authentication, send and classification as a refresh."""
+        form = [("grant_type", "authorization_code"), ("code", code),
+                ("redirect_uri", redirect_uri)]
+        if code_verifier is not None:
+            form.append(("code_verifier", code_verifier))
+        return self._prepared(form, (code, code_verifier or ""), account_id=None)
 
     def _prepared(
-        self, form: list[tuple[str, str]], secrets: tuple[str, ...], account_id: str | None,
+        self, form: list[tuple[str, str]], secrets: tuple[str, ...], *,
+        account_id: str | None,
     ) -> result.Prepared:
         headers = {"Content-Type": FORM, "Accept": "application/json"}
         secret = self.config.client_secret

@@ -229,6 +229,66 @@ class Worker:
         return (now - reference).total_seconds() > 3 * self.interval_seconds
 
 
+# -- connect and reconnect ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewConnectLink:
+    id: str
+    token_hash: str  # sha256 of the link's token; the token itself is never stored
+    provider: str
+    org: str
+    account_id: str | None  # a reconnect link
+    scopes: tuple[str, ...]
+    expires_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConnectLink:
+    id: str
+    token_hash: str
+    provider: str
+    org: str
+    account_id: str | None
+    scopes: Sequence[str]
+    created_at: datetime
+    expires_at: datetime
+    opened_at: datetime | None
+    state_hash: str | None
+    code_verifier: str | None  # ENC:v1 envelope bound to the link id
+    state_expires_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Connected:
+    """What a code exchange gives an account; tokens are envelopes."""
+
+    id: str
+    org: str
+    provider: str
+    name: str
+    scopes: tuple[str, ...]
+    refresh_token: str
+    refresh_expires_at: datetime | None
+    access_token: str
+    access_expires_at: datetime
+    provider_user_id: str | None
+    provider_user_name: str | None
+    next_attempt_at: datetime
+
+
+# Refresh-token expiry notices, in days before the expiry (largest first).
+REFRESH_NOTICE_DAYS = (30, 7, 1)
+REFRESH_TOKEN_EXPIRED = "refresh_token_expired"  # noqa: S105 - a reason, not a secret
+
+
+def _notice_params(now: datetime) -> dict[str, Any]:
+    return {"now": now, **{f"within_{days}": now + timedelta(days=days)
+                           for days in REFRESH_NOTICE_DAYS}}
+
+
 # Bounds for the due rule's coalesce (see sql/queries.sql): beyond any real timestamp.
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 _FAR_PAST = datetime(1970, 1, 2, tzinfo=UTC)
@@ -252,6 +312,20 @@ async def emit(tx: Session, events: Sequence[Event], now: datetime) -> None:
     """Write `events` to the outbox inside the transaction `tx` that makes their change."""
     for event in events:
         await tx.one("insert_event", type=event.type, data=event.data, created_at=now)
+
+
+async def _described(
+    tx: Session, rows: Sequence[Mapping[str, Any]], now: datetime,
+    describe: Callable[[Account], tuple[Sequence[Event], Entry]],
+) -> list[Entry]:
+    """Write each changed account's events and entry in `tx`; the entries with their ids."""
+    entries = []
+    for row in rows:
+        events, entry = describe(_account(row))
+        await emit(tx, events, now)
+        stored = await tx.one("insert_entry", **_entry_params(entry))
+        entries.append(dataclasses.replace(entry, id=stored["id"]))
+    return entries
 
 
 def _account(row: Mapping[str, Any]) -> Account:
@@ -615,6 +689,87 @@ class Store:
         events.append(Event.about(vocabulary.ACCOUNT_REAUTH_REQUIRED, account,
                                   state=REAUTH_REQUIRED, reason=notice.reason))
         return REAUTH_REQUIRED
+
+    # -- connect and reconnect ----------------------------------------------------------
+    async def add_connect_link(self, link: NewConnectLink, now: datetime) -> ConnectLink:
+        return ConnectLink(**await self._db.one(
+            "insert_connect_link", **dataclasses.asdict(link), now=now))
+
+    async def open_connect_link(
+        self, token_hash: str, *, state_hash: str, code_verifier: str | None,
+        state_expires_at: datetime, now: datetime,
+    ) -> ConnectLink | None:
+        """Bind a state to the link with this token hash; None unless it is unopened and
+        unexpired (a link works once)."""
+        row = await self._db.one("open_connect_link", token_hash=token_hash,
+                                 state_hash=state_hash, code_verifier=code_verifier,
+                                 state_expires_at=state_expires_at, now=now)
+        return None if row is None else ConnectLink(**row)
+
+    async def consume_connect_state(self, state_hash: str, now: datetime) -> ConnectLink | None:
+        """Take the link bound to this state; None when unknown, used or expired."""
+        row = await self._db.one("consume_connect_state", state_hash=state_hash, now=now)
+        return None if row is None else ConnectLink(**row)
+
+    async def find_connect_link(
+        self, *, state_hash: str | None = None, token_hash: str | None = None,
+    ) -> ConnectLink | None:
+        row = await self._db.one("find_connect_link", state_hash=state_hash,
+                                 token_hash=token_hash)
+        return None if row is None else ConnectLink(**row)
+
+    async def set_connect_outcome(self, link_id: str, outcome: str) -> None:
+        await self._db.one("set_connect_outcome", id=link_id, outcome=outcome)
+
+    async def connect_account(
+        self, connected: Connected, now: datetime, *, reconnect: bool,
+        events: Callable[[Account], Sequence[Event]],
+    ) -> Account | None:
+        """Create the account (or, for a reconnect, renew it under its id) and write its
+        events in the same transaction. A reconnect answers None when the account is gone,
+        deleted, or belongs to another provider user; a new account may raise
+        DuplicateAccount."""
+        params = dataclasses.asdict(connected)
+        async with self._db.transaction() as tx:
+            if reconnect:
+                row = await tx.one("reconnect_account", **params, now=now)
+            else:
+                try:
+                    row = await tx.one("insert_connected_account", **params, now=now)
+                except DuplicateKey:
+                    raise DuplicateAccount(
+                        f"{connected.provider}/{connected.org}/{connected.name} is already "
+                        "connected") from None
+            if row is None:
+                return None
+            account = _account(row)
+            await emit(tx, events(account), now)
+        return account
+
+    # -- refresh-token expiry -----------------------------------------------------------
+    async def expire_refresh_tokens(
+        self, now: datetime, *, describe: Callable[[Account], tuple[Sequence[Event], Entry]],
+    ) -> list[Entry]:
+        """Every active account whose refresh token has expired goes to reauth_required,
+        with its events and log entry, in one transaction; returns the stored entries."""
+        async with self._db.transaction() as tx:
+            rows = await tx.all("expire_refresh_tokens", **_notice_params(now))
+            return await _described(tx, rows, now, describe)
+
+    async def note_refresh_expiry(
+        self, now: datetime, *, describe: Callable[[Account], tuple[Sequence[Event], Entry]],
+    ) -> list[Entry]:
+        """Every active account that crossed a notice threshold (REFRESH_NOTICE_DAYS) since
+        its last notice records it, with its events and entry, in one transaction."""
+        async with self._db.transaction() as tx:
+            rows = await tx.all("note_refresh_expiry", **_notice_params(now))
+            return await _described(tx, rows, now, describe)
+
+    async def refresh_expiry_counts(self, now: datetime) -> dict[str, int]:
+        """Active accounts whose refresh token expires within 30, 7 and 1 days."""
+        row = await self._db.one("refresh_expiry_counts", **_notice_params(now))
+        return {f"within_{days}_days": int(row[f"within_{days}"])
+                for days in REFRESH_NOTICE_DAYS}
 
 
 class Session(Protocol):

@@ -1,5 +1,8 @@
-"""An eBay identity endpoint on loopback: the refresh_token and client_credentials grants,
-the Notification API's getPublicKey, signed notifications, plus knobs for faults.
+"""An eBay identity endpoint on loopback: the refresh_token, client_credentials and
+authorization_code grants, plus knobs for faults; the consent page (`/oauth2/authorize`,
+an auto-consent form with Agree and Decline; RuName checked, codes single-use and 299 s
+long), the Identity API's getUser, the Notification API's getPublicKey and signed
+notifications.
 
 Used by the demo, the tests and the benchmarks. Any refresh token starting with `v^1.1#`
 is accepted until revoked, so nobody has to seed it. Steer a running simulator through
@@ -18,8 +21,10 @@ import base64
 import binascii
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import hmac
+import html
 import json
 import os
 import random
@@ -49,6 +54,9 @@ APP_TOKEN_PREFIX = ebay_profile.TOKEN_PREFIX + "1.1#i^1#p^1#f^0#I^3#t^"
 # What an application token may ask for (eBay's public, non-user scopes).
 APP_SCOPES = frozenset({*ebay_profile.APP_SCOPES,
                         "https://api.ebay.com/oauth/api_scope/buy.item.feed"})
+AUTHORIZE_PATH = "/oauth2/authorize"
+IDENTITY_PATH = "/commerce/identity/v1/user/"
+CODE_LIFETIME_SECONDS = 299.0  # what eBay documents for an authorization code
 REFRESH_TOKEN_PREFIX = ebay_profile.TOKEN_PREFIX + "1.1#"
 FAIL_MODES = (None, "500", "502_html", "429", "reset", "hang", "huge")
 DEFAULT_CLIENT_ID = "tokend-sim"
@@ -67,6 +75,28 @@ _CONFIG_KEYS = (
     "latency_seconds", "error_rate", "fail_mode", "fail_times", "retry_after_seconds",
     "rotate", "expires_in", "refresh_token_expires_in", "token_type",
 )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Seller:
+    """Who signs in on the consent page."""
+
+    user_id: str
+    username: str
+
+
+DEFAULT_SELLER = Seller("sim-user-7QmZ2x", "sim-seller")
+
+
+@dataclasses.dataclass
+class _Code:
+    client_id: str
+    redirect_uri: str
+    scopes: frozenset[str]
+    seller: Seller
+    expires: float  # time.monotonic()
+    challenge: str | None
+    used: bool = False
 
 
 def fingerprint(token: str) -> str:
@@ -111,6 +141,16 @@ class Simulator:
         # The Notification API's signing keys by key id; one exists from the start.
         self.notification_keys: dict[str, ec.EllipticCurvePrivateKey] = {}
         self.default_kid = self.add_notification_key()
+        # The consent page: RuName (or redirect URL) -> where the browser goes back to,
+        # who signs in, and which scopes they grant (None: all that were asked for).
+        self.redirects: dict[str, str] = {}
+        self.seller = DEFAULT_SELLER
+        self.grant_scopes: frozenset[str] | None = None
+        self.code_lifetime_seconds = CODE_LIFETIME_SECONDS
+        self.code_exchanges = 0
+        self.identity_calls = 0
+        self._codes: dict[str, _Code] = {}
+        self._users: dict[str, Seller] = {}  # access and refresh tokens -> their seller
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self.base_url: str | None = None
@@ -124,6 +164,13 @@ class Simulator:
     def consent(self, token: str, scopes: Iterable[str]) -> None:
         """The scopes this refresh token was granted; it may ask for no others."""
         self._consent[token] = frozenset(scopes)
+
+    def register_redirect(self, redirect_uri: str, accept_url: str) -> None:
+        """Accept `redirect_uri` (a RuName) and send the browser to `accept_url`."""
+        self.redirects[redirect_uri] = accept_url
+
+    def user_of(self, token: str) -> Seller | None:
+        return self._users.get(token)
 
     def configure(self, **knobs: Any) -> None:
         """Set knobs by name, checking each; raises ValueError naming a bad one."""
@@ -193,6 +240,9 @@ class Simulator:
         app = web.Application()
         app.router.add_post(TOKEN_PATH, self._token)
         app.router.add_get(PUBLIC_KEY_PATH + "{kid}", self._public_key)
+        app.router.add_get(AUTHORIZE_PATH, self._authorize_page)
+        app.router.add_post(AUTHORIZE_PATH, self._authorize_decision)
+        app.router.add_get(IDENTITY_PATH, self._get_user)
         app.router.add_get("/_sim/stats", self._get_stats)
         app.router.add_get("/_sim/config", self._get_config)
         app.router.add_post("/_sim/config", self._post_config)
@@ -204,6 +254,19 @@ class Simulator:
         if self.base_url is None:
             raise RuntimeError("the simulator is not running")
         return self.base_url + PUBLIC_KEY_PATH
+
+    @property
+    def authorize_url(self) -> str:
+        return self._base() + AUTHORIZE_PATH
+
+    @property
+    def identity_url(self) -> str:
+        return self._base() + IDENTITY_PATH
+
+    def _base(self) -> str:
+        if self.base_url is None:
+            raise RuntimeError("the simulator is not running")
+        return self.base_url
 
     @property
     def token_url(self) -> str:
@@ -288,6 +351,8 @@ class Simulator:
                                "request is missing a required parameter: grant_type")
         if grant_type == "client_credentials":
             return self._app_grant(form)
+        if grant_type == "authorization_code":
+            return self._code_grant(form)
         if grant_type != "refresh_token":
             return self._error(400, "unsupported_grant_type",
                                "grant type in request is not supported by the authorization server")
@@ -312,12 +377,17 @@ class Simulator:
             "expires_in": self.expires_in,
             "token_type": self.token_type,
         }
+        seller = self._users.get(token)
+        if seller is not None:
+            self._users[answer["access_token"]] = seller
         if self.rotate:
             # The old token dies now: a second refresh of it is an invalid_grant.
             self._revoked.add(token)
             rotated = _new_token("r")
             if token in self._consent:
                 self._consent[rotated] = self._consent[token]
+            if seller is not None:
+                self._users[rotated] = seller
             answer["refresh_token"] = rotated
             answer["refresh_token_expires_in"] = self.refresh_token_expires_in
         self.successes += 1
@@ -414,6 +484,110 @@ class Simulator:
                 url, data=body, headers=headers) as response:
             await response.read()
             return response.status
+    # -- the authorization-code grant ------------------------------------------------------
+    def _code_grant(self, form: dict[str, str]) -> web.Response:
+        code = form.get("code", "")
+        if not code or not form.get("redirect_uri"):
+            return self._error(400, "invalid_request",
+                               "request is missing a required parameter: code or redirect_uri")
+        issued = self._codes.get(code)
+        if issued is None or issued.used or time.monotonic() >= issued.expires:
+            return self._error(400, "invalid_grant",
+                               "the provided authorization grant code is invalid or was "
+                               "issued to another client")
+        issued.used = True  # single use, whatever follows
+        if issued.redirect_uri != form["redirect_uri"] or issued.client_id != self.client_id:
+            return self._error(400, "invalid_grant",
+                               "the redirect_uri does not match the one of the authorization")
+        if issued.challenge is not None:
+            verifier = form.get("code_verifier", "")
+            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            if not verifier or not hmac.compare_digest(digest.rstrip(b"=").decode(),
+                                                       issued.challenge):
+                return self._error(400, "invalid_grant", "PKCE verification failed")
+        self.code_exchanges += 1
+        access, refresh = _new_token("r"), _new_token("r")
+        self._consent[refresh] = issued.scopes
+        self._users[access] = self._users[refresh] = issued.seller
+        answer: dict[str, Any] = {
+            "access_token": access, "expires_in": self.expires_in,
+            "refresh_token": refresh,
+            "refresh_token_expires_in": self.refresh_token_expires_in,
+            "token_type": self.token_type,
+        }
+        if self.grant_scopes is not None:  # RFC 6749 5.1: say so when the grant is narrower
+            answer["scope"] = " ".join(sorted(issued.scopes))
+        self.successes += 1
+        self.by_status[200] += 1
+        return web.Response(body=orjson.dumps(answer), content_type="application/json",
+                            headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _consent_problem(self, params: Any) -> str | None:
+        if params.get("client_id") != self.client_id:
+            return "unknown client_id"
+        if params.get("redirect_uri") not in self.redirects:
+            return "redirect_uri is not a registered RuName of this application"
+        if params.get("response_type") != "code":
+            return "response_type must be code"
+        if params.get("code_challenge") and params.get("code_challenge_method") != "S256":
+            return "code_challenge_method must be S256"
+        return None
+
+    async def _authorize_page(self, request: web.Request) -> web.Response:
+        problem = self._consent_problem(request.query)
+        if problem is not None:
+            return web.Response(status=400, text=f"<h1>Bad request</h1><p>{html.escape(problem)}",
+                                content_type="text/html")
+        hidden = "".join(
+            f'<input type="hidden" name="{name}" value="{html.escape(request.query[name])}">'
+            for name in ("client_id", "redirect_uri", "response_type", "scope", "state",
+                         "code_challenge", "code_challenge_method") if name in request.query)
+        scopes = "".join(f"<li>{html.escape(s)}</li>"
+                         for s in request.query.get("scope", "").split())
+        page = (f"<!doctype html><html><head><title>Grant application access</title></head>"
+                f"<body><h1>Grant application access</h1>"
+                f"<p id=\"seller\">Signed in as {html.escape(self.seller.username)}</p>"
+                f"<ul>{scopes}</ul><form method=\"post\" action=\"{AUTHORIZE_PATH}\">{hidden}"
+                f"<button id=\"agree\" name=\"decision\" value=\"accept\">Agree</button>"
+                f"<button id=\"decline\" name=\"decision\" value=\"decline\">"
+                f"Not now</button></form></body></html>")
+        return web.Response(text=page, content_type="text/html")
+
+    async def _authorize_decision(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        problem = self._consent_problem(form)
+        if problem is not None:
+            return web.Response(status=400, text=problem)
+        target = self.redirects[str(form["redirect_uri"])]
+        back: dict[str, str] = {"state": str(form.get("state", ""))}
+        if form.get("decision") != "accept":
+            back["error"] = "access_denied"
+        else:
+            asked = frozenset(str(form.get("scope", "")).split())
+            code = "v^1.1#i^1#f^0#p^3#I^3#r^1#t^" + secrets.token_urlsafe(48)
+            self._codes[code] = _Code(
+                client_id=str(form["client_id"]), redirect_uri=str(form["redirect_uri"]),
+                scopes=asked if self.grant_scopes is None else asked & self.grant_scopes,
+                seller=self.seller, expires=time.monotonic() + self.code_lifetime_seconds,
+                challenge=str(form["code_challenge"]) if form.get("code_challenge") else None)
+            back |= {"code": code, "expires_in": str(int(self.code_lifetime_seconds))}
+        separator = "&" if "?" in target else "?"
+        raise web.HTTPFound(target + separator + urllib.parse.urlencode(back))
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        self.identity_calls += 1
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        seller = self._users.get(token) if scheme.lower() == "bearer" else None
+        if seller is None:
+            body = {"errors": [{"errorId": 1001, "domain": "OAuth", "category": "REQUEST",
+                                "message": "Invalid access token",
+                                "longMessage": "Invalid access token. Check the value of the "
+                                               "Authorization HTTP request header."}]}
+            return web.Response(status=401, body=orjson.dumps(body),
+                                content_type="application/json")
+        return web.Response(body=orjson.dumps({
+            "userId": seller.user_id, "username": seller.username, "accountType": "BUSINESS",
+            "registrationMarketplaceId": "EBAY_US"}), content_type="application/json")
 
     def _authenticated(self, request: web.Request, form: dict[str, str]) -> bool:
         header = request.headers.get("Authorization")

@@ -9,9 +9,21 @@ import weakref
 import structlog
 from aiohttp import WSCloseCode, web
 
-from tokend import apptokens, config, loop, metrics, probes, refresher, store, stream, vending
+from tokend import (
+    apptokens,
+    config,
+    connect,
+    loop,
+    metrics,
+    probes,
+    refresher,
+    store,
+    stream,
+    vending,
+)
 from tokend.ebay import notifications
 from tokend.web import api, common, ebay, routes, websocket
+from tokend.web import connect as connect_routes
 
 log = structlog.get_logger("tokend.web")
 
@@ -58,7 +70,8 @@ def create_app(
     *, config: config.Config, store: store.Store, hub: stream.Hub,
     refresher: refresher.Refresher, vendor: vending.Vendor, loop: loop.Loop,
     metrics: metrics.Metrics, instance: str, readiness: probes.Readiness,
-    app_tokens: apptokens.AppTokens, ebay_receiver: notifications.Receiver | None = None,
+    app_tokens: apptokens.AppTokens, connector: connect.Service,
+    ebay_receiver: notifications.Receiver | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
     app[common.CONFIG] = config
@@ -73,10 +86,12 @@ def create_app(
     app[common.APP_TOKENS] = app_tokens
     if ebay_receiver is not None:
         app[common.EBAY_RECEIVER] = ebay_receiver
+    app[common.CONNECT] = connector
     app[common.WEBSOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(_close_websockets)
     routes.setup(app)
     api.setup(app)
     websocket.setup(app)
     ebay.setup(app)
+    connect_routes.setup(app)
     return app

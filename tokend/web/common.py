@@ -9,7 +9,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tokend import apptokens, config, loop, metrics, probes, refresher, store, stream, vending
+from tokend import (
+    apptokens,
+    config,
+    connect,
+    loop,
+    metrics,
+    probes,
+    refresher,
+    store,
+    stream,
+    vending,
+)
 from tokend.ebay import notifications
 
 CONFIG = web.AppKey("config", config.Config)
@@ -23,6 +34,7 @@ LOOP = web.AppKey("loop", loop.Loop)
 METRICS = web.AppKey("metrics", metrics.Metrics)
 INSTANCE = web.AppKey("instance", str)
 READINESS = web.AppKey("readiness", probes.Readiness)
+CONNECT = web.AppKey("connect", connect.Service)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 
 JSON = "application/json"

@@ -125,6 +125,8 @@ async def _refresh_gauges(app: web.Application) -> None:
     stats.due_backlog.set(await db.count_due(
         now, expiry_threshold_seconds=cfg.refresh.expiry_threshold_seconds,
         max_age_seconds=cfg.refresh.max_age_seconds))
+    for key, n in (await db.refresh_expiry_counts(now)).items():
+        stats.refresh_tokens_expiring.labels(key.split("_")[1]).set(n)
     paused = await db.paused_providers(now)
     for projection in await quota.project(db, cfg):
         name = projection.provider
