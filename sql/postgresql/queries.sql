@@ -42,3 +42,7 @@ WITH entry AS (
     RETURNING id
 )
 SELECT id, pg_notify('tokend_entries', id::text) FROM entry
+
+-- fragment: never
+-- The console's sort value of an absent expiry (matches the 0006_console indexes).
+CAST('9999-01-01 00:00:00+00' AS timestamptz)

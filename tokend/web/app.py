@@ -10,7 +10,7 @@ import structlog
 from aiohttp import WSCloseCode, web
 
 from tokend import config, loop, metrics, probes, refresher, store, stream, vending
-from tokend.web import api, common, routes, websocket
+from tokend.web import api, common, console, routes, websocket
 
 log = structlog.get_logger("tokend.web")
 
@@ -72,5 +72,6 @@ def create_app(
     app.on_shutdown.append(_close_websockets)
     routes.setup(app)
     api.setup(app)
+    console.setup(app)
     websocket.setup(app)
     return app
