@@ -198,7 +198,7 @@ FROM refresh_log WHERE account_id = :account_id ORDER BY id DESC LIMIT :limit
   AND (CAST(:provider AS text) IS NULL OR provider = :provider)
   AND (CAST(:state AS text) IS NULL OR state = :state)
   AND consecutive_failures BETWEEN :min_failures AND :max_failures
-  AND (CAST(:pattern AS text) IS NULL OR id = :q
+  AND (CAST(:pattern AS text) IS NULL OR lower(id) LIKE :pattern ESCAPE '\'
        OR lower(name) LIKE :pattern ESCAPE '\'
        OR lower(provider_user_name) LIKE :pattern ESCAPE '\')
 

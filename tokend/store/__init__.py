@@ -493,7 +493,7 @@ class Store:
             escaped = page.q.lower().replace("\\", "\\\\").replace("%", "\\%")
             pattern = "%" + escaped.replace("_", "\\_") + "%"
         params = {"org": page.org, "provider": page.provider, "state": page.state,
-                  "min_failures": low, "max_failures": high, "q": page.q, "pattern": pattern,
+                  "min_failures": low, "max_failures": high, "pattern": pattern,
                   "after_key": page.after_key, "after_id": page.after_id, "limit": page.limit}
         run = _PAGES[(page.sort, page.descending)]
         return [_account(row) for row in await run(self._db, params)]
