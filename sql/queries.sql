@@ -193,7 +193,8 @@ FROM refresh_log WHERE account_id = :account_id ORDER BY id DESC LIMIT :limit
 -- -- console: the accounts page, operator actions, provider overview ------------------
 -- fragment: console_filter
 -- The console's filters. `failing` is an active account with failures, so the filter is
--- a state plus a failure range; an absent filter is a NULL parameter.
+-- a state plus a failure range; an absent filter is a NULL parameter; `pattern` is a
+-- lower-case prefix (`abc%`), answered on PostgreSQL by the text_pattern_ops indexes.
 (CAST(:org AS text) IS NULL OR org = :org)
   AND (CAST(:provider AS text) IS NULL OR provider = :provider)
   AND (CAST(:state AS text) IS NULL OR state = :state)

@@ -37,3 +37,7 @@ RETURNING id
 -- fragment: never
 -- The console's sort value of an absent expiry: 9999-01-01 UTC in epoch seconds.
 253370764800.0
+
+-- name: console_custom_plan
+-- SQLite plans every statement with its values already.
+SELECT 1 AS planned

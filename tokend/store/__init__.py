@@ -223,7 +223,7 @@ class AccountPage:
 
 
 # The sort keys of the console's accounts table and the statement walking each one's index.
-_PAGES: dict[tuple[str, bool], Callable[[Connector, dict[str, Any]],
+_PAGES: dict[tuple[str, bool], Callable[[Session, dict[str, Any]],
                                         Awaitable[list[Mapping[str, Any]]]]] = {
     ("name", False): lambda db, p: db.all("console_page_name_asc", **p),
     ("name", True): lambda db, p: db.all("console_page_name_desc", **p),
@@ -484,19 +484,24 @@ class Store:
     # -- console ----------------------------------------------------------------------
     async def page_accounts(self, page: AccountPage) -> list[Account]:
         """One page of the console's accounts table: one statement walking the sort key's
-        index from `page.after` (the previous page's last (key, id)); `page.limit` rows."""
+        index from `page.after` (the previous page's last (key, id)); `page.limit` rows.
+        `q` matches the start of the id, the name or the provider's user name, in any case:
+        a prefix, so PostgreSQL answers it from an index (migration 0006_console)."""
         if _unmatchable(page.q, page.org, page.provider, page.state, page.after_id):
             return []
         low, high = (1, 2**31 - 1) if page.failing else (0, 0 if page.healthy else 2**31 - 1)
         pattern = None
         if page.q:
             escaped = page.q.lower().replace("\\", "\\\\").replace("%", "\\%")
-            pattern = "%" + escaped.replace("_", "\\_") + "%"
+            pattern = escaped.replace("_", "\\_") + "%"
         params = {"org": page.org, "provider": page.provider, "state": page.state,
                   "min_failures": low, "max_failures": high, "pattern": pattern,
                   "after_key": page.after_key, "after_id": page.after_id, "limit": page.limit}
         run = _PAGES[(page.sort, page.descending)]
-        return [_account(row) for row in await run(self._db, params)]
+        async with self._db.transaction() as tx:
+            await tx.one("console_custom_plan")
+            rows = await run(tx, params)
+        return [_account(row) for row in rows]
 
     async def disable_account(self, account_id: str, reason: str, now: datetime,
                               ) -> Account | None:

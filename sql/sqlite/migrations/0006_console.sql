@@ -11,3 +11,6 @@ CREATE INDEX accounts_console_last_refresh
     ON accounts (coalesce(last_refresh_at, 253370764800.0), id);
 -- Today's token-endpoint calls per provider count the day's refresh-log rows.
 CREATE INDEX refresh_log_started ON refresh_log (started_at);
+-- Filters: an org token's view (and its default sort), the states that need attention.
+CREATE INDEX accounts_console_org ON accounts (org, name, id);
+CREATE INDEX accounts_console_state ON accounts (state, consecutive_failures);
