@@ -84,6 +84,8 @@ async def test_the_console_end_to_end(store, keyring, browser, db_url):
         await expect(row(page, "acme-failing")).to_contain_text("server_error")
         await expect(row(page, "acme-failing").locator(".refresh-expiry.soon")).to_have_count(1)
         await expect(row(page, "acme-ok").locator(".expiry")).to_contain_text("in 1h 59m")
+        # No POST /api/connect-links on this server: no reconnect button.
+        await expect(page.locator("[data-action=connect-link]")).to_have_count(0)
 
         # The paused provider: why and until when, then Resume.
         provider = page.locator("#providers .provider")

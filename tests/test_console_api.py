@@ -228,6 +228,9 @@ async def test_providers_show_pause_calls_quota_and_failures_and_resume(stack, d
     assert body["providers"][0]["paused_until"] is None
     assert (await _post(stack, f"/api/providers/{webstack.PROVIDER}/resume"))[1][
         "resumed"] is False
+    today = clock.now().date()
+    assert await stack.db.budget_usage(today) == {webstack.PROVIDER: {"refresh_token": 3}}
+    assert await stack.db.budget_usage(today - timedelta(days=1)) == {}
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -122,7 +122,11 @@ async def test_metrics_project_daily_calls_and_survive_an_outage(stack):
 
 # -- authentication and org isolation -------------------------------------------------------
 ADMIN_ROUTES = [("GET", "/api/accounts"), ("POST", "/api/accounts/acct-1/refresh"),
-                ("GET", "/api/logs")]
+                ("GET", "/api/logs"), ("POST", "/api/accounts/acct-1/disable"),
+                ("POST", "/api/accounts/acct-1/enable"),
+                ("POST", "/api/accounts/acct-1/clear-backoff"),
+                ("GET", "/api/accounts/acct-1/attempts"), ("GET", "/api/providers"),
+                ("POST", f"/api/providers/{webstack.PROVIDER}/resume")]
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
