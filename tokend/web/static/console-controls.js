@@ -106,7 +106,7 @@ export function setupActions({ session, reload, reloadProviders }) {
     if (!button) return;
     const id = button.dataset.id;
     const action = button.dataset.action;
-    if (action === "debug") debugRefresh(id, button);
+    if (action === "debug-refresh") debugRefresh(id, button);
     else if (action === "connect-link") connectLink(id, button);
     else if (action === "disable") simple(id, "disable", `${id} disabled`);
     else if (action === "enable") simple(id, "enable", `${id} enabled`);

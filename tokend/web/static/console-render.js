@@ -166,7 +166,7 @@ export function accountRow(account, { connectLinks }) {
   const actions = el("div", "actions");
   actions.append(log);
   if (account.state === "active") {
-    actions.append(actionButton("Refresh", "debug", account, "Refresh with debug"),
+    actions.append(actionButton("Refresh", "debug-refresh", account, "Refresh with debug"),
       actionButton("Clear backoff", "clear-backoff", account, "Clear backoff of"));
   }
   if (connectLinks && account.state !== "deleted") {

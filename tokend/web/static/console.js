@@ -30,7 +30,7 @@ const stream = new Stream({
   onEntry: (entry) => {
     pushRecent($("recent"), entry, vocabulary.sources);
     if (entry.account_id && shown.has(entry.account_id)) scheduleReload();
-    if (entry.action === "cycle_summary" || entry.action === "worker_heartbeat") reloadLoops();
+    if (!entry.account_id) reloadLoops();  // a cycle's summary or heartbeat: no account
   },
   onDropped: () => scheduleReload(),
   onState: setConn,
