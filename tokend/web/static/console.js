@@ -9,6 +9,7 @@ import { setupActions, setupFilters, toast } from "./console-controls.js";
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 5000;           // loops and providers: counts may poll
 const RELOAD_DELAY_MS = 600;    // entries for accounts on screen come in bursts
+const SEEN_MAX = 10000;         // entry ids remembered against replays; a long day forgets
 
 function setConn(name, text) {
   $("conn").dataset.state = name;
@@ -24,10 +25,18 @@ let connectLinks = false;
 let pollTimer = null;
 let reloadTimer = null;
 let shown = new Set();
+let lastEntryId = -1;
+const seen = new Set();
 
 const stream = new Stream({
   closeCodes: vocabulary.close_codes,
   onEntry: (entry) => {
+    if (entry.id != null) {  // a reconnect resumes after the last id: show each entry once
+      if (seen.has(entry.id)) return;
+      if (seen.size >= SEEN_MAX) seen.clear();
+      seen.add(entry.id);
+      lastEntryId = Math.max(lastEntryId, entry.id);
+    }
     pushRecent($("recent"), entry, vocabulary.sources);
     if (entry.account_id && shown.has(entry.account_id)) scheduleReload();
     if (!entry.account_id) reloadLoops();  // a cycle's summary or heartbeat: no account
@@ -81,7 +90,7 @@ async function reloadAccounts() {
 
 async function start() {
   connectLinks = await session.hasRoute("/api/connect-links").catch(() => false);
-  stream.connect(session.token, () => null);
+  stream.connect(session.token, () => (lastEntryId >= 0 ? lastEntryId : null));
   await Promise.all([reloadLoops(), reloadProviders(), reloadAccounts()]);
   clearInterval(pollTimer);
   pollTimer = setInterval(() => { reloadLoops(); reloadProviders(); }, POLL_MS);
