@@ -112,6 +112,9 @@ async def test_the_console_end_to_end(store, keyring, browser, db_url):
         await expect(page.locator("#account-rows tr")).to_have_count(1)
         await row(page, "acme-new").get_by_role("button", name="Disable acme-new").click()
         await expect(row(page, "acme-new").locator(".state")).to_have_text("disabled")
+        # The row is drawn again; the keyboard focus stays in it, on the button now there.
+        await expect(row(page, "acme-new").get_by_role("button", name="Enable acme-new")
+                     ).to_be_focused()
         calls = s.sim.calls
         await s.loop.cycle()
         assert s.sim.calls == calls

@@ -60,6 +60,28 @@ function kv(name, value) {
   return row;
 }
 
+// Polls and stream-driven reloads mostly bring back what is already shown: leave the DOM
+// (and the keyboard focus in it) alone then, and after a real change put the focus back on
+// the same control of the same row or card.
+const shownJson = new WeakMap();
+
+export function renderChanged(container, data, render) {
+  const json = JSON.stringify(data);
+  if (shownJson.get(container) === json) return false;
+  shownJson.set(container, json);
+  const focused = container.contains(document.activeElement) ? document.activeElement : null;
+  const action = focused && focused.dataset.action;
+  const id = focused && focused.dataset.id !== undefined ? CSS.escape(focused.dataset.id) : null;
+  render();
+  if (action && id !== null) {
+    // The same control, or (Disable became Enable) another one of the same row.
+    const again = container.querySelector(`[data-action="${CSS.escape(action)}"][data-id="${id}"]`)
+      || container.querySelector(`button[data-action][data-id="${id}"]`);
+    if (again) again.focus();
+  }
+  return true;
+}
+
 export function renderLoops(container, report) {
   const loops = (report && report.loops) || [];
   if (!loops.length) {
@@ -106,6 +128,7 @@ export function renderProviders(container, providers) {
       resume.type = "button";
       resume.dataset.action = "resume";
       resume.dataset.provider = p.name;
+      resume.dataset.id = p.name;
       resume.setAttribute("aria-label", `Resume ${p.name}`);
       card.append(pause, resume);
     }
@@ -160,6 +183,8 @@ export function accountRow(account, { connectLinks }) {
   const stateCell = cell("state", state);
   if (account.state_reason) stateCell.append(el("div", "dim reason", account.state_reason));
   const log = el("a", "act act-log", "Log");
+  log.dataset.action = "log";
+  log.dataset.id = account.id;
   log.href = `/terminal?q=${encodeURIComponent(account.id)}`;
   log.setAttribute("aria-label", `View log of ${account.id}`);
   log.title = "view log";

@@ -3,7 +3,9 @@
 import { Stream } from "./connection.js";
 import { load } from "./vocabulary.js";
 import { AccountQuery, PAGE_SIZE, Session } from "./console-state.js";
-import { pushRecent, renderAccounts, renderLoops, renderProviders, tick } from "./console-render.js";
+import {
+  pushRecent, renderAccounts, renderChanged, renderLoops, renderProviders, tick,
+} from "./console-render.js";
 import { setupActions, setupFilters, toast } from "./console-controls.js";
 
 const $ = (id) => document.getElementById(id);
@@ -54,14 +56,16 @@ function scheduleReload() {
 async function reloadLoops() {
   try {
     const response = await fetch("/loop-status", { cache: "no-store" });
-    if (response.ok) renderLoops($("loops"), await response.json());
+    if (!response.ok) return;
+    const report = await response.json();
+    renderChanged($("loops"), report.loops, () => renderLoops($("loops"), report));
   } catch (_) { /* the next poll tries again */ }
 }
 
 async function reloadProviders() {
   try {
     const { providers } = await session.call("GET", "/api/providers");
-    renderProviders($("providers"), providers);
+    renderChanged($("providers"), providers, () => renderProviders($("providers"), providers));
     const select = $("provider");
     const known = new Set([...select.options].map((o) => o.value));
     for (const p of providers) {
@@ -76,8 +80,10 @@ async function reloadAccounts() {
     const { accounts, next_cursor: nextCursor } = await session.call("GET", query.path());
     query.nextCursor = nextCursor;
     shown = new Set(accounts.map((a) => a.id));
-    renderAccounts($("account-rows"), accounts, { connectLinks });
-    tick($("account-rows"));
+    const rows = $("account-rows");
+    if (renderChanged(rows, accounts, () => renderAccounts(rows, accounts, { connectLinks }))) {
+      tick(rows);
+    }
     $("prev").disabled = query.page === 1;
     $("next").disabled = !nextCursor;
     const first = (query.page - 1) * PAGE_SIZE + 1;
