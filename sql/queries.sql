@@ -376,3 +376,127 @@ SELECT coalesce(sum(CASE WHEN refresh_expires_at <= :within_1 THEN 1 ELSE 0 END)
        count(*) AS within_30
 FROM accounts
 WHERE state = 'active' AND refresh_expires_at IS NOT NULL AND refresh_expires_at <= :within_30
+
+-- -- console: the accounts page, operator actions, provider overview ------------------
+-- fragment: console_filter
+-- The console's filters. `failing` is an active account with failures, so the filter is
+-- a state plus a failure range; an absent filter is a NULL parameter; `pattern` is a
+-- lower-case prefix (`abc%`), answered on PostgreSQL by the text_pattern_ops indexes.
+(CAST(:org AS text) IS NULL OR org = :org)
+  AND (CAST(:provider AS text) IS NULL OR provider = :provider)
+  AND (CAST(:state AS text) IS NULL OR state = :state)
+  AND consecutive_failures BETWEEN :min_failures AND :max_failures
+  AND (CAST(:pattern AS text) IS NULL OR lower(id) LIKE :pattern ESCAPE '\'
+       OR lower(name) LIKE :pattern ESCAPE '\'
+       OR lower(provider_user_name) LIKE :pattern ESCAPE '\')
+
+-- fragment: console_page
+-- Keyset paging: every sort key is (key, id), with NULL expiries read as `never` so the
+-- comparison is total; each key has its index (migration 0006_console).
+SELECT * FROM accounts WHERE {{console_filter}}
+
+-- name: console_page_name_asc
+{{console_page}} AND (CAST(:after_id AS text) IS NULL OR (name, id) > (:after_key, :after_id))
+ORDER BY name, id LIMIT :limit
+
+-- name: console_page_name_desc
+{{console_page}} AND (CAST(:after_id AS text) IS NULL OR (name, id) < (:after_key, :after_id))
+ORDER BY name DESC, id DESC LIMIT :limit
+
+-- name: console_page_next_attempt_asc
+{{console_page}}
+  AND (CAST(:after_id AS text) IS NULL OR (next_attempt_at, id) > (:after_key, :after_id))
+ORDER BY next_attempt_at, id LIMIT :limit
+
+-- name: console_page_next_attempt_desc
+{{console_page}}
+  AND (CAST(:after_id AS text) IS NULL OR (next_attempt_at, id) < (:after_key, :after_id))
+ORDER BY next_attempt_at DESC, id DESC LIMIT :limit
+
+-- name: console_page_failures_asc
+{{console_page}}
+  AND (CAST(:after_id AS text) IS NULL OR (consecutive_failures, id) > (:after_key, :after_id))
+ORDER BY consecutive_failures, id LIMIT :limit
+
+-- name: console_page_failures_desc
+{{console_page}}
+  AND (CAST(:after_id AS text) IS NULL OR (consecutive_failures, id) < (:after_key, :after_id))
+ORDER BY consecutive_failures DESC, id DESC LIMIT :limit
+
+-- name: console_page_access_expiry_asc
+{{console_page}}
+  AND (CAST(:after_id AS text) IS NULL
+       OR (coalesce(access_expires_at, {{never}}), id) > (:after_key, :after_id))
+ORDER BY coalesce(access_expires_at, {{never}}), id LIMIT :limit
+
+-- name: console_page_access_expiry_desc
+{{console_page}}
+  AND (CAST(:after_id AS text) IS NULL
+       OR (coalesce(access_expires_at, {{never}}), id) < (:after_key, :after_id))
+ORDER BY coalesce(access_expires_at, {{never}}) DESC, id DESC LIMIT :limit
+
+-- name: console_page_refresh_expiry_asc
+{{console_page}}
+  AND (CAST(:after_id AS text) IS NULL
+       OR (coalesce(refresh_expires_at, {{never}}), id) > (:after_key, :after_id))
+ORDER BY coalesce(refresh_expires_at, {{never}}), id LIMIT :limit
+
+-- name: console_page_refresh_expiry_desc
+{{console_page}}
+  AND (CAST(:after_id AS text) IS NULL
+       OR (coalesce(refresh_expires_at, {{never}}), id) < (:after_key, :after_id))
+ORDER BY coalesce(refresh_expires_at, {{never}}) DESC, id DESC LIMIT :limit
+
+-- name: console_page_last_refresh_asc
+{{console_page}}
+  AND (CAST(:after_id AS text) IS NULL
+       OR (coalesce(last_refresh_at, {{never}}), id) > (:after_key, :after_id))
+ORDER BY coalesce(last_refresh_at, {{never}}), id LIMIT :limit
+
+-- name: console_page_last_refresh_desc
+{{console_page}}
+  AND (CAST(:after_id AS text) IS NULL
+       OR (coalesce(last_refresh_at, {{never}}), id) < (:after_key, :after_id))
+ORDER BY coalesce(last_refresh_at, {{never}}) DESC, id DESC LIMIT :limit
+
+-- name: disable_account
+-- A lease in flight loses its save (the version moves), so a disabled account stays so.
+UPDATE accounts
+SET state = 'disabled', state_reason = :reason, lease_owner = NULL, lease_expires_at = NULL,
+    version = version + 1, updated_at = :now
+WHERE id = :id AND state IN ('active', 'reauth_required', 'disabled')
+RETURNING *
+
+-- name: enable_account
+UPDATE accounts
+SET state = 'active', state_reason = NULL, next_attempt_at = :now,
+    version = version + 1, updated_at = :now
+WHERE id = :id AND state = 'disabled'
+RETURNING *
+
+-- name: clear_backoff
+UPDATE accounts SET next_attempt_at = :now, version = version + 1, updated_at = :now
+WHERE id = :id AND state = 'active'
+  AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
+RETURNING *
+
+-- name: provider_pauses
+SELECT provider, paused_until, reason FROM provider_pauses WHERE paused_until > :now
+
+-- name: resume_provider
+DELETE FROM provider_pauses WHERE provider = :provider RETURNING provider
+
+-- name: failing_by_error
+SELECT provider, coalesce(last_error, 'unknown') AS error_code, count(*) AS n
+FROM accounts
+WHERE consecutive_failures > 0 AND state <> 'deleted'
+  AND (CAST(:org AS text) IS NULL OR org = :org)
+GROUP BY provider, coalesce(last_error, 'unknown')
+
+-- name: refresh_calls
+-- Attempts stopped before any HTTP (nothing to decrypt, no such provider) cost no call.
+SELECT a.provider, count(*) AS n
+FROM refresh_log r JOIN accounts a ON a.id = r.account_id
+WHERE r.started_at >= :start AND r.started_at < :end
+  AND (r.error_code IS NULL OR r.error_code NOT IN ('decrypt_failed', 'provider_unknown'))
+GROUP BY a.provider

@@ -123,7 +123,11 @@ async def test_metrics_project_daily_calls_and_survive_an_outage(stack):
 
 # -- authentication and org isolation -------------------------------------------------------
 ADMIN_ROUTES = [("GET", "/api/accounts"), ("POST", "/api/accounts/acct-1/refresh"),
-                ("GET", "/api/logs")]
+                ("GET", "/api/logs"), ("POST", "/api/accounts/acct-1/disable"),
+                ("POST", "/api/accounts/acct-1/enable"),
+                ("POST", "/api/accounts/acct-1/clear-backoff"),
+                ("GET", "/api/accounts/acct-1/attempts"), ("GET", "/api/providers"),
+                ("POST", f"/api/providers/{webstack.PROVIDER}/resume")]
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -282,14 +286,29 @@ async def test_the_terminal_page_and_its_assets(stack):
         assert "default-src 'none'" in response.headers["Content-Security-Policy"]
         page = await response.text()
     assert 'data-max-entries="2000"' in page
-    async with stack.http.get(stack.url + "/", allow_redirects=False) as response:
-        assert (response.status, response.headers["Location"]) == (302, "/terminal")
     modules = ("terminal.js", "vocabulary.js", "render.js", "entries.js", "connection.js",
                "controls.js")
     for name, kind in (*((m, "javascript") for m in modules), ("terminal.css", "text/css")):
         async with stack.http.get(f"{stack.url}/terminal/{name}") as response:
             assert response.status == 200
             assert kind in response.headers["Content-Type"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_the_console_page_and_its_assets(stack):
+    async with stack.http.get(stack.url + "/", allow_redirects=False) as response:
+        assert response.status == 200
+        assert "script-src 'self';" in response.headers["Content-Security-Policy"]
+        page = await response.text()
+    assert '<script type="module" src="/console/console.js">' in page
+    assert 'href="/terminal"' in page
+    for name in ("console.js", "console-state.js", "console-render.js", "console-controls.js",
+                 "console.css", "terminal.css", "vocabulary.js", "connection.js", "render.js"):
+        async with stack.http.get(f"{stack.url}/console/{name}") as response:
+            assert response.status == 200, name
+            assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    async with stack.http.get(f"{stack.url}/console/console.html") as response:
+        assert response.status == 404
 
 
 # -- the WebSocket stream ------------------------------------------------------------------

@@ -115,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     reauth.add_argument("--refresh-token-expires-in", type=float, metavar="SECONDS",
                         help="the new refresh token's lifetime, when known")
 
+    command("disable", cmd_accounts_disable, "stop refreshing an account", acc).add_argument(
+        "account_id", help="the account's id")
+    command("enable", cmd_accounts_enable, "resume refreshing a disabled account",
+            acc).add_argument("account_id", help="the account's id")
+
     refresh = command("refresh", cmd_refresh, "refresh one account now")
     refresh.add_argument("account_id", help="the account's id")
     refresh.add_argument("--debug", action="store_true",
@@ -345,6 +350,40 @@ def cmd_accounts_connect_link(args: argparse.Namespace) -> int:
     print(link.url)
     print(f"expires at {link.expires_at.isoformat()} (works once)", file=sys.stderr)
     return 0
+
+
+def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
+    """The console's disable/enable, through the same store methods."""
+    from tokend.web import console
+
+    cfg = _load(args)
+
+    async def go() -> tuple[store.Account | None, store.Account | None]:
+        async with _open(cfg) as db:
+            account = await db.get_account(args.account_id)
+            if account is None:
+                raise refresher.NotFound(args.account_id)
+            if enabled:
+                return account, await db.enable_account(account.id, clock.now())
+            return account, await db.disable_account(account.id, console.DISABLED_REASON,
+                                                     clock.now())
+
+    before, after = asyncio.run(go())
+    if after is None:
+        print(f"tokend: {args.account_id} is {before.state}: "
+              + ("only a disabled account can be enabled" if enabled
+                 else "a deleted account cannot be disabled"), file=sys.stderr)
+        return 1
+    print(f"{after.id} is {after.state}")
+    return 0
+
+
+def cmd_accounts_disable(args: argparse.Namespace) -> int:
+    return _set_enabled(args, False)
+
+
+def cmd_accounts_enable(args: argparse.Namespace) -> int:
+    return _set_enabled(args, True)
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:

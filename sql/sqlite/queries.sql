@@ -34,3 +34,11 @@ INSERT INTO http_log (created_at, action, source, account_id, org_id, provider,
 VALUES (:created_at, :action, :source, :account_id, :org_id, :provider, :environment,
         :duration_ms, :request, :response, :error, :message, :details)
 RETURNING id
+
+-- fragment: never
+-- The console's sort value of an absent expiry: 9999-01-01 UTC in epoch seconds.
+253370764800.0
+
+-- name: console_custom_plan
+-- SQLite plans every statement with its values already.
+SELECT 1 AS planned

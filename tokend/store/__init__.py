@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from tokend import vocabulary
@@ -340,6 +340,45 @@ def _entry_params(entry: Entry) -> dict[str, Any]:
     params = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
     del params["id"]
     return params
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountPage:
+    """What the console asks for: filters (None: any), a sort key, and the keyset cursor
+    (the last row's sort value and id) of the page before."""
+
+    sort: str = "name"
+    descending: bool = False
+    limit: int = 100
+    org: str | None = None
+    provider: str | None = None
+    state: str | None = None
+    healthy: bool = False  # only accounts without failures (the console's `active`)
+    failing: bool = False  # only accounts with failures (the console's `failing`)
+    q: str | None = None
+    after_key: Any = None
+    after_id: str | None = None
+
+
+# The sort keys of the console's accounts table and the statement walking each one's index.
+_PAGES: dict[tuple[str, bool], Callable[[Session, dict[str, Any]],
+                                        Awaitable[list[Mapping[str, Any]]]]] = {
+    ("name", False): lambda db, p: db.all("console_page_name_asc", **p),
+    ("name", True): lambda db, p: db.all("console_page_name_desc", **p),
+    ("next_attempt_at", False): lambda db, p: db.all("console_page_next_attempt_asc", **p),
+    ("next_attempt_at", True): lambda db, p: db.all("console_page_next_attempt_desc", **p),
+    ("consecutive_failures", False): lambda db, p: db.all("console_page_failures_asc", **p),
+    ("consecutive_failures", True): lambda db, p: db.all("console_page_failures_desc", **p),
+    ("access_expires_at", False): lambda db, p: db.all("console_page_access_expiry_asc", **p),
+    ("access_expires_at", True): lambda db, p: db.all("console_page_access_expiry_desc", **p),
+    ("refresh_expires_at", False): lambda db, p: db.all("console_page_refresh_expiry_asc", **p),
+    ("refresh_expires_at", True): lambda db, p: db.all("console_page_refresh_expiry_desc",
+                                                        **p),
+    ("last_refresh_at", False): lambda db, p: db.all("console_page_last_refresh_asc", **p),
+    ("last_refresh_at", True): lambda db, p: db.all("console_page_last_refresh_desc", **p),
+}
+SORT_KEYS = tuple(dict.fromkeys(key for key, _ in _PAGES))
+NEVER = _FAR_FUTURE  # an absent expiry's sort value (sql fragment `never`)
 
 
 class Store:
@@ -770,6 +809,73 @@ class Store:
         row = await self._db.one("refresh_expiry_counts", **_notice_params(now))
         return {f"within_{days}_days": int(row[f"within_{days}"])
                 for days in REFRESH_NOTICE_DAYS}
+
+    # -- console ----------------------------------------------------------------------
+    async def page_accounts(self, page: AccountPage) -> list[Account]:
+        """One page of the console's accounts table: one statement walking the sort key's
+        index from `page.after` (the previous page's last (key, id)); `page.limit` rows.
+        `q` matches the start of the id, the name or the provider's user name, in any case:
+        a prefix, so PostgreSQL answers it from an index (migration 0006_console)."""
+        if _unmatchable(page.q, page.org, page.provider, page.state, page.after_id):
+            return []
+        low, high = (1, 2**31 - 1) if page.failing else (0, 0 if page.healthy else 2**31 - 1)
+        pattern = None
+        if page.q:
+            escaped = page.q.lower().replace("\\", "\\\\").replace("%", "\\%")
+            pattern = escaped.replace("_", "\\_") + "%"
+        params = {"org": page.org, "provider": page.provider, "state": page.state,
+                  "min_failures": low, "max_failures": high, "pattern": pattern,
+                  "after_key": page.after_key, "after_id": page.after_id, "limit": page.limit}
+        run = _PAGES[(page.sort, page.descending)]
+        async with self._db.transaction() as tx:
+            await tx.one("console_custom_plan")
+            rows = await run(tx, params)
+        return [_account(row) for row in rows]
+
+    async def disable_account(self, account_id: str, reason: str, now: datetime,
+                              ) -> Account | None:
+        """Stop refreshing: None when there is no such account or it is deleted."""
+        if _unmatchable(account_id):
+            return None
+        return _maybe_account(await self._db.one("disable_account", id=account_id,
+                                                 reason=reason, now=now))
+
+    async def enable_account(self, account_id: str, now: datetime) -> Account | None:
+        """Back to active and due now: None unless the account is disabled."""
+        if _unmatchable(account_id):
+            return None
+        return _maybe_account(await self._db.one("enable_account", id=account_id, now=now))
+
+    async def clear_backoff(self, account_id: str, now: datetime) -> Account | None:
+        """Due now: None unless the account is active and not leased."""
+        if _unmatchable(account_id):
+            return None
+        return _maybe_account(await self._db.one("clear_backoff", id=account_id, now=now))
+
+    async def provider_pauses(self, now: datetime) -> dict[str, tuple[datetime, str]]:
+        """Paused providers: (until, reason)."""
+        rows = await self._db.all("provider_pauses", now=now)
+        return {row["provider"]: (row["paused_until"], row["reason"]) for row in rows}
+
+    async def resume_provider(self, provider: str) -> bool:
+        """Lift a provider's pause; False when it was not paused."""
+        if _unmatchable(provider):
+            return False
+        return bool(await self._db.all("resume_provider", provider=provider))
+
+    async def failing_by_error(self, org: str | None = None) -> dict[str, dict[str, int]]:
+        """Accounts with failures (not deleted), provider -> last error code -> count."""
+        out: dict[str, dict[str, int]] = {}
+        for row in await self._db.all("failing_by_error", org=org):
+            out.setdefault(row["provider"], {})[row["error_code"]] = row["n"]
+        return out
+
+    async def budget_usage(self, day: date) -> dict[str, dict[str, int]]:
+        """Token-endpoint calls on `day` (UTC): provider -> grant type -> calls. Counted
+        from the refresh log, whose every HTTP attempt is a `refresh_token` grant."""
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        rows = await self._db.all("refresh_calls", start=start, end=start + timedelta(days=1))
+        return {row["provider"]: {"refresh_token": row["n"]} for row in rows}
 
 
 class Session(Protocol):

@@ -1,4 +1,5 @@
-"""The admin API (admin and org tokens) and token vending (consumer tokens)."""
+"""The admin API (admin and org tokens) and token vending (consumer tokens); the
+console's accounts table and actions are in `tokend.web.console`."""
 
 from __future__ import annotations
 
@@ -46,12 +47,6 @@ async def _visible_account(request: web.Request, principal: auth.Principal,
     if account is None or not principal.sees(account.org):
         raise common.ApiError(404, "unknown account")
     return account
-
-
-async def accounts(request: web.Request) -> web.Response:
-    principal = auth.admin(request)
-    rows = await request.app[common.STORE].list_accounts(principal.org)
-    return common.json_response({"accounts": [a.public() for a in rows]})
 
 
 async def _debug_flag(request: web.Request) -> bool:
@@ -204,7 +199,6 @@ async def app_token(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/api/accounts", accounts)
     app.router.add_post("/api/accounts/{id}/refresh", refresh)
     app.router.add_get("/api/accounts/{id}/access-token", access_token)
     app.router.add_get("/api/providers/{name}/app-token", app_token)

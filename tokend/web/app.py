@@ -22,7 +22,7 @@ from tokend import (
     vending,
 )
 from tokend.ebay import notifications
-from tokend.web import api, common, ebay, routes, websocket
+from tokend.web import api, common, console, ebay, routes, websocket
 from tokend.web import connect as connect_routes
 
 log = structlog.get_logger("tokend.web")
@@ -91,6 +91,7 @@ def create_app(
     app.on_shutdown.append(_close_websockets)
     routes.setup(app)
     api.setup(app)
+    console.setup(app)
     websocket.setup(app)
     ebay.setup(app)
     connect_routes.setup(app)

@@ -1,5 +1,5 @@
 """The operator routes without a token: health, probes, loop status, metrics, the
-vocabulary and the terminal page."""
+vocabulary, the console and the terminal page (the pages ask for a token themselves)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ log = structlog.get_logger("tokend.web")
 DB_TIMEOUT_SECONDS = 2.0
 HEALTH_JSON = "application/health+json"
 STATIC_DIR = Path(__file__).parent / "static"
-# The page's modules and style sheet; the HTML template is served by `terminal` only.
+# The pages' modules and style sheets; the HTML is served by `console` and `terminal` only.
 ASSETS = frozenset(p.name for p in STATIC_DIR.iterdir() if p.suffix in (".js", ".css"))
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -164,8 +164,13 @@ async def terminal(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
 
 
-async def index(_request: web.Request) -> web.Response:
-    raise web.HTTPFound("/terminal")
+@functools.cache
+def _console_page() -> str:
+    return (STATIC_DIR / "console.html").read_text()
+
+
+async def console(_request: web.Request) -> web.Response:
+    return web.Response(text=_console_page(), content_type="text/html", headers=PAGE_HEADERS)
 
 
 async def asset(request: web.Request) -> web.FileResponse:
@@ -176,7 +181,7 @@ async def asset(request: web.Request) -> web.FileResponse:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/", index)
+    app.router.add_get("/", console)
     app.router.add_get("/health", health)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
@@ -185,3 +190,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/vocabulary", vocabulary_json)
     app.router.add_get("/terminal", terminal)
     app.router.add_get("/terminal/{name}", asset)
+    app.router.add_get("/console/{name}", asset)

@@ -26,6 +26,12 @@ export function setup({ list, vocabulary, session }) {
 
   const filter = $("filter");
   filter.addEventListener("input", () => list.setFilter({ text: filter.value.trim().toLowerCase() }));
+  // A link may open the terminal filtered: the console's "View log" is /terminal?q=<id>.
+  const asked = new URLSearchParams(location.search).get("q");
+  if (asked) {
+    filter.value = asked;
+    list.setFilter({ text: asked.trim().toLowerCase() });
+  }
 
   const failures = $("failures");
   function toggleFailures() {
