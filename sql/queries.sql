@@ -113,7 +113,7 @@ SELECT count(*) AS n FROM accounts WHERE {{due}}
 INSERT INTO provider_pauses (provider, paused_until, reason)
 VALUES (:provider, :until, :reason)
 ON CONFLICT (provider) DO UPDATE SET paused_until = excluded.paused_until,
-                                     reason = excluded.reason
+                                     reason = excluded.reason, resumed_at = NULL
 
 -- name: paused_providers
 SELECT provider, paused_until FROM provider_pauses WHERE paused_until > :now
@@ -192,10 +192,56 @@ SELECT * FROM http_log WHERE {{id_in}} ORDER BY id
 SELECT account_id, source, started_at, finished_at, success, error_code, error_message
 FROM refresh_log WHERE account_id = :account_id ORDER BY id DESC LIMIT :limit
 
--- name: insert_event
-INSERT INTO events (type, data, created_at) VALUES (:type, :data, :created_at)
-RETURNING id
-
 -- name: list_events
 SELECT id, type, data, created_at FROM events
 WHERE id > :after_id ORDER BY id LIMIT :limit
+
+-- -- webhooks: delivery of the outbox (tokend/webhooks.py) ---------------------------------
+
+-- name: insert_delivery
+INSERT INTO webhook_deliveries (event_id, endpoint, type, data, event_at, next_attempt_at,
+                                created_at)
+VALUES (:event_id, :endpoint, :type, :data, :event_at, :now, :now)
+ON CONFLICT (event_id, endpoint) DO NOTHING
+
+-- name: finish_delivery
+-- Only while the lease is still ours: after a lease ran out somebody else owns the row.
+UPDATE webhook_deliveries
+SET state = :state, attempts = attempts + 1, next_attempt_at = :next_attempt_at,
+    last_status = :status, last_error = :error, lease_owner = NULL, lease_expires_at = NULL,
+    finished_at = :finished_at
+WHERE id = :id AND lease_owner = :owner
+RETURNING id
+
+-- name: list_deliveries
+SELECT * FROM webhook_deliveries
+WHERE (CAST(:endpoint AS text) IS NULL OR endpoint = :endpoint)
+  AND (CAST(:state AS text) IS NULL OR state = :state)
+  AND (CAST(:type AS text) IS NULL OR type = :type)
+  AND (CAST(:event_id AS bigint) IS NULL OR event_id = :event_id)
+  AND (CAST(:before_id AS bigint) IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit
+
+-- name: delivery_counts
+SELECT endpoint, state, count(*) AS n FROM webhook_deliveries GROUP BY endpoint, state
+
+-- name: prune_deliveries
+WITH old AS (SELECT id FROM webhook_deliveries
+             WHERE state <> 'pending' AND finished_at < :before ORDER BY id LIMIT :limit)
+DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM old) RETURNING id
+
+-- name: prune_events
+WITH old AS (SELECT id FROM events WHERE dispatched_at < :before ORDER BY id LIMIT :limit)
+DELETE FROM events WHERE id IN (SELECT id FROM old) RETURNING id
+
+-- name: resume_providers
+-- A pause whose time ran out, once: the row lock makes a second replica see resumed_at set.
+UPDATE provider_pauses SET resumed_at = :now
+WHERE paused_until <= :now AND resumed_at IS NULL
+RETURNING provider, reason
+
+-- name: clear_provider_pause
+UPDATE provider_pauses SET paused_until = :now, resumed_at = :now
+WHERE provider = :provider AND paused_until > :now AND resumed_at IS NULL
+RETURNING provider, reason

@@ -61,7 +61,7 @@ def assert_names(exc: config.ConfigError, key: str) -> None:
 
 def documented_keys(text: str) -> dict[str, set[str]]:
     """Keys per table in the example, counting commented-out `# key = value` lines too."""
-    header = re.compile(r"^#?\s*\[([A-Za-z0-9_.-]+)\]")
+    header = re.compile(r"^#?\s*\[\[?([A-Za-z0-9_.-]+)\]\]?")
     assignment = re.compile(r"^#?\s*([A-Za-z0-9_-]+)\s*=")
     tables: dict[str, set[str]] = {"": set()}
     current = ""
@@ -97,7 +97,7 @@ def test_example_documents_every_key() -> None:
     docs = documented_keys(text)
     sections = {"database": config.DatabaseConfig, "refresh": config.RefreshConfig,
                 "crypto": config.CryptoConfig, "server": config.ServerConfig}
-    assert set(data) <= set(sections) | {"providers"}
+    assert set(data) <= set(sections) | {"providers", "webhooks"}
     for name, cls in sections.items():
         missing = field_names(cls) - docs[name]
         assert not missing, f"[{name}] keys missing from config.example.toml: {missing}"
@@ -109,6 +109,9 @@ def test_example_documents_every_key() -> None:
     missing = field_names(config.ProviderConfig) - {"name"} - provider_docs
     assert not missing, f"provider keys missing from config.example.toml: {missing}"
     assert provider_docs <= field_names(config.ProviderConfig) | {"client_secret_file"}
+    missing = field_names(config.WebhookConfig) - docs["webhooks"]
+    assert not missing, f"[[webhooks]] keys missing from config.example.toml: {missing}"
+    assert docs["webhooks"] <= field_names(config.WebhookConfig) | {"secret_file"}
 
 
 def test_example_values_in_real_toml_match_the_dataclass_defaults() -> None:

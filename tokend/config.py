@@ -6,15 +6,18 @@ against `$CREDENTIALS_DIRECTORY`, then the config file's folder), else inline.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tokend import crypto
+from tokend import crypto, vocabulary
 from tokend.ebay import profile as ebay_profile
 
 
@@ -105,6 +108,32 @@ class ProviderConfig:
         return OAUTH2_DEFAULT_EXPIRES_IN_SECONDS
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (Standard Webhooks' prefix, not a secret)
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookConfig:
+    """One `[[webhooks]]` endpoint (SPEC 10.2)."""
+
+    url: str
+    secret: str = dataclasses.field(repr=False)  # whsec_ + base64 of the signing key
+    name: str = ""  # its label in the table, the API and metrics; default host + path
+    events: tuple[str, ...] = ()  # empty: every event type
+    timeout_seconds: float = 10.0
+    max_attempts: int = 12
+    backoff_base_seconds: float = 10.0
+    backoff_max_seconds: float = 3600.0
+    breaker_failures: int = 5
+    breaker_seconds: float = 60.0
+
+    @property
+    def key(self) -> bytes:
+        return base64.b64decode(self.secret.removeprefix(WEBHOOK_SECRET_PREFIX))
+
+    def wants(self, event_type: str) -> bool:
+        return not self.events or event_type in self.events
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = DatabaseConfig()
@@ -112,6 +141,7 @@ class Config:
     crypto: CryptoConfig = CryptoConfig()
     server: ServerConfig = ServerConfig()
     providers: Mapping[str, ProviderConfig] = dataclasses.field(default_factory=dict)
+    webhooks: tuple[WebhookConfig, ...] = ()
 
 
 class _Table:
@@ -360,6 +390,61 @@ def _provider(name: str, t: _Table) -> ProviderConfig:
     return out
 
 
+def _webhook_env_name(name: str) -> str:
+    return "TOKEND_WEBHOOK_" + re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_SECRET"
+
+
+def _webhook_secret(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ConfigError(key, "expected whsec_ followed by base64")
+    try:
+        raw = base64.b64decode(value.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(key, "expected whsec_ followed by base64") from None
+    if len(raw) < 16:
+        raise ConfigError(key, "the key must be at least 16 bytes")
+    return value
+
+
+def _webhook(t: _Table) -> WebhookConfig:
+    d = WebhookConfig(url="", secret="")
+    url = t.get("url", str, "")
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(t.key("url"), "is required: an http(s) URL")
+    without_scheme = url.split("://", 1)[1]
+    name = t.get("name", str, "") or without_scheme.split("?", 1)[0].split("@")[-1]
+    if not name or "\x00" in name or len(name) > 200:
+        raise ConfigError(t.key("name"), "must be 1-200 characters")
+    events = t.strings("events", ())
+    unknown = [e for e in events if e not in vocabulary.EVENT_TYPES]
+    if unknown:
+        raise ConfigError(t.key("events"), f"unknown event type {unknown[0]!r} "
+                          f"(one of {', '.join(vocabulary.EVENT_TYPES)})")
+    out = WebhookConfig(
+        url=url, name=name, events=events,
+        secret=_webhook_secret(t.key("secret"),
+                               t.secret("secret", _webhook_env_name(name), None)),
+        timeout_seconds=t.number("timeout_seconds", d.timeout_seconds),
+        max_attempts=t.integer("max_attempts", d.max_attempts),
+        backoff_base_seconds=t.number("backoff_base_seconds", d.backoff_base_seconds),
+        backoff_max_seconds=t.number("backoff_max_seconds", d.backoff_max_seconds),
+        breaker_failures=t.integer("breaker_failures", d.breaker_failures),
+        breaker_seconds=t.number("breaker_seconds", d.breaker_seconds))
+    t.done()
+    return out
+
+
+def _webhooks(root: _Table) -> tuple[WebhookConfig, ...]:
+    items = root.get("webhooks", list, [])
+    out = tuple(_webhook(_Table(f"webhooks[{n}]", item, root.base_dir))
+                for n, item in enumerate(items))
+    names = [w.name for w in out]
+    for n, name in enumerate(names):
+        if name in names[:n]:
+            raise ConfigError(f"webhooks[{n}].name", f"{name!r} is used twice; give each a name")
+    return out
+
+
 def parse(data: Mapping[str, Any], base_dir: Path) -> Config:
     root = _Table("", data, base_dir)
     providers_table = root.table("providers")
@@ -372,6 +457,7 @@ def parse(data: Mapping[str, Any], base_dir: Path) -> Config:
         crypto=_crypto(root.table("crypto")),
         server=_server(root.table("server")),
         providers=providers,
+        webhooks=_webhooks(root),
     )
     root.done()
     return config

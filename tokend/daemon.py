@@ -29,6 +29,7 @@ from tokend import (
     systemd,
     vending,
     web,
+    webhooks,
 )
 
 log = structlog.get_logger("tokend.daemon")
@@ -88,6 +89,7 @@ class Parts:
     refresher: refresher.Refresher
     loop: loop.Loop
     vendor: vending.Vendor
+    deliverer: webhooks.Deliverer
     readiness: probes.Readiness
     app: aioweb.Application
 
@@ -124,13 +126,16 @@ async def assemble(
                                  log_retention_seconds=cfg.database.log_retention_seconds)
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=cfg.refresh)
+        deliverer = webhooks.Deliverer(
+            db=db, endpoints=cfg.webhooks, stats=stats, instance=instance, stop=stop,
+            retention_seconds=cfg.database.log_retention_seconds)
         readiness = probes.Readiness(db, drain_seconds=cfg.server.drain_seconds)
         app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
                              loop=refresh_loop, metrics=stats, instance=instance,
                              readiness=readiness)
         yield Parts(cfg=cfg, instance=instance, stop=stop, keyring=keyring, stats=stats, db=db,
                     session=session, hub=hub, refresher=worker, loop=refresh_loop,
-                    vendor=vendor, readiness=readiness, app=app)
+                    vendor=vendor, deliverer=deliverer, readiness=readiness, app=app)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +185,8 @@ async def _serve(
     parts: Parts, url: str, notifier: systemd.Notifier,
     on_ready: Callable[[str], Awaitable[None] | None] | None,
 ) -> None:
-    tasks = [asyncio.create_task(parts.loop.run(), name="refresh-loop")]
+    tasks = [asyncio.create_task(parts.loop.run(), name="refresh-loop"),
+             asyncio.create_task(parts.deliverer.run(), name="webhook-delivery")]
     # The stream feed runs until cancelled: it is not waited on during the grace.
     feeds = [asyncio.create_task(t, name=n) for n, t in parts.hub.side_tasks(parts.db)]
     interval = systemd.watchdog_interval_seconds()

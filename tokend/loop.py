@@ -16,6 +16,7 @@ log = structlog.get_logger("tokend.loop")
 
 NAME = "refresh"
 QUIET_MESSAGE = "no accounts need token refresh"
+STOPPED = "stopped"  # last_status of a loop that stopped cleanly
 MIN_SLEEP_SECONDS = 1.0
 ERROR_RETRY_SECONDS = 5.0
 MAX_LISTED_ERRORS = 50
@@ -58,6 +59,11 @@ class Loop:
         while not self.stop.is_set():
             ok = await self.cycle()
             await self._sleep(await self._sleep_seconds() if ok else self._retry_seconds())
+        try:  # a clean stop is not a stale loop (no loop.stale for it)
+            await self.db.worker_finished(NAME, self.instance, self.clock(), STOPPED,
+                                          {"status": STOPPED, "timestamp": self._now_iso()})
+        except store.StoreError as exc:
+            log.warning("stop_not_recorded", error=str(exc))
         log.info("loop_stopped", instance=self.instance)
 
     async def cycle(self) -> bool:

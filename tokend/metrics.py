@@ -40,5 +40,15 @@ class Metrics:
         self.vends = prom.Counter(
             "tokend_vends", "Access tokens handed to apps, by outcome.", ["outcome"], registry=r)
 
+        self.webhook_deliveries = prom.Counter(
+            "tokend_webhook_deliveries", "Webhook delivery attempts by endpoint and outcome "
+            "(delivered, retry, dead).", ["endpoint", "outcome"], registry=r)
+        self.webhook_latency = prom.Histogram(
+            "tokend_webhook_latency_seconds", "From an event's commit to its delivery.",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.webhook_pending = prom.Gauge(
+            "tokend_webhook_pending", "Deliveries not yet delivered or dead, by endpoint.",
+            ["endpoint"], registry=r)
+
     def render(self) -> bytes:
         return prom.generate_latest(self.registry)

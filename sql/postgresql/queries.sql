@@ -42,3 +42,49 @@ WITH entry AS (
     RETURNING id
 )
 SELECT id, pg_notify('tokend_entries', id::text) FROM entry
+
+-- -- webhooks --------------------------------------------------------------------------
+
+-- name: insert_event
+-- The notification goes out on commit and wakes every replica's delivery task.
+WITH event AS (
+    INSERT INTO events (type, data, created_at) VALUES (:type, :data, :created_at)
+    RETURNING id
+)
+SELECT id, pg_notify('tokend_events', id::text) FROM event
+
+-- name: dispatch_events
+-- Take undispatched events a batch at a time; a replica skips what another is fanning out.
+UPDATE events SET dispatched_at = :now
+WHERE id IN (SELECT id FROM events WHERE dispatched_at IS NULL
+             ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
+RETURNING id, type, data, created_at
+
+-- name: claim_deliveries
+-- Like claim_due: due rows of one endpoint, skipping rows another replica holds, leased.
+WITH due AS (
+    SELECT id FROM webhook_deliveries
+    WHERE endpoint = :endpoint AND state = 'pending' AND next_attempt_at <= :now
+    ORDER BY next_attempt_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+SET lease_owner = :owner, lease_expires_at = :lease_until, next_attempt_at = :lease_until
+FROM due WHERE d.id = due.id
+RETURNING d.*
+
+-- name: mark_stale_workers
+-- No finished cycle within three intervals (store.Worker.stale), noticed once.
+UPDATE workers SET stale_at = :now
+WHERE stale_at IS NULL AND last_status IS DISTINCT FROM 'stopped'
+  AND coalesce(last_finished_at, last_started_at)
+      < CAST(:now AS timestamptz) - interval_seconds * 3 * interval '1 second'
+RETURNING name, instance, last_finished_at
+
+-- name: mark_recovered_workers
+UPDATE workers SET stale_at = NULL
+WHERE stale_at IS NOT NULL
+  AND coalesce(last_finished_at, last_started_at)
+      >= CAST(:now AS timestamptz) - interval_seconds * 3 * interval '1 second'
+RETURNING name, instance, last_finished_at

@@ -33,3 +33,34 @@ INSERT INTO http_log (created_at, action, source, account_id, org_id, provider,
 VALUES (:created_at, :action, :source, :account_id, :org_id, :provider, :environment,
         :duration_ms, :request, :response, :error, :message, :details)
 RETURNING id
+
+-- -- webhooks --------------------------------------------------------------------------
+
+-- name: insert_event
+INSERT INTO events (type, data, created_at) VALUES (:type, :data, :created_at)
+RETURNING id
+
+-- name: dispatch_events
+UPDATE events SET dispatched_at = :now
+WHERE id IN (SELECT id FROM events WHERE dispatched_at IS NULL ORDER BY id LIMIT :limit)
+RETURNING id, type, data, created_at
+
+-- name: claim_deliveries
+UPDATE webhook_deliveries
+SET lease_owner = :owner, lease_expires_at = :lease_until, next_attempt_at = :lease_until
+WHERE id IN (SELECT id FROM webhook_deliveries
+             WHERE endpoint = :endpoint AND state = 'pending' AND next_attempt_at <= :now
+             ORDER BY next_attempt_at LIMIT :limit)
+RETURNING *
+
+-- name: mark_stale_workers
+UPDATE workers SET stale_at = :now
+WHERE stale_at IS NULL AND last_status IS NOT 'stopped'
+  AND coalesce(last_finished_at, last_started_at) < :now - 3 * interval_seconds
+RETURNING name, instance, last_finished_at
+
+-- name: mark_recovered_workers
+UPDATE workers SET stale_at = NULL
+WHERE stale_at IS NOT NULL
+  AND coalesce(last_finished_at, last_started_at) >= :now - 3 * interval_seconds
+RETURNING name, instance, last_finished_at

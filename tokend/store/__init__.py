@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from tokend import vocabulary
 from tokend.store import queries
 
 ACTIVE = "active"
@@ -22,6 +23,7 @@ DELETED = "deleted"  # a tombstone: tokens and personal fields purged
 STATES = (ACTIVE, REAUTH_REQUIRED, DISABLED, DELETED)
 MAX_ENTRY_ID = 2**63 - 1  # entry ids are 64-bit on both backends
 ENTRIES_CHANNEL = "tokend_entries"  # NOTIFY channel of new entry ids (sql insert_entry)
+EVENTS_CHANNEL = "tokend_events"  # NOTIFY channel of new outbox events (sql insert_event)
 
 
 class StoreError(Exception):
@@ -65,6 +67,7 @@ class Account:
     provider_user_name: str | None = None  # e.g. the eBay username
     state_reason: str | None = None  # why the account left `active`
     refresh_expiry_notice_days: int | None = None  # the last expiry notice given (30/7/1)
+    last_vended_at: datetime | None = None  # when an app last had its access token
 
     def public(self) -> dict[str, Any]:
         """Everything an operator may see: no token, not even encrypted."""
@@ -103,6 +106,38 @@ class Event:
               ) -> Event:
         return cls(type, {"account_id": account.id, "org": account.org,
                           "provider": account.provider, "state": state, "reason": reason})
+
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+DELIVERY_STATES = (PENDING, DELIVERED, DEAD)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event on its way to one webhook endpoint (tokend/webhooks.py)."""
+
+    id: int
+    event_id: int
+    endpoint: str
+    type: str
+    data: Mapping[str, Any]
+    event_at: datetime
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    def public(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+        return out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -425,6 +460,109 @@ class Store:
         """Outbox events after `after_id`, oldest first."""
         rows = await self._db.all("list_events", after_id=after_id, limit=limit)
         return [Event(**row) for row in rows]
+
+    # -- webhooks: the outbox's deliveries ---------------------------------------------
+    async def dispatch_events(
+        self, targets: Callable[[str], Sequence[str]], now: datetime, *, limit: int,
+    ) -> int:
+        """Fan up to `limit` undispatched events out to the endpoints `targets(type)` names,
+        in one transaction (replicas skip each other's batches); returns how many."""
+        async with self._db.transaction() as tx:
+            rows = await tx.all("dispatch_events", now=now, limit=limit)
+            for row in rows:
+                for endpoint in targets(row["type"]):
+                    await tx.one("insert_delivery", event_id=row["id"], endpoint=endpoint,
+                                 type=row["type"], data=row["data"],
+                                 event_at=row["created_at"], now=now)
+        return len(rows)
+
+    async def claim_deliveries(
+        self, endpoint: str, owner: str, now: datetime, *, limit: int, lease_seconds: float,
+    ) -> list[Delivery]:
+        """Lease up to `limit` due deliveries of `endpoint`, oldest due first."""
+        rows = await self._db.all(
+            "claim_deliveries", endpoint=endpoint, owner=owner, now=now, limit=limit,
+            lease_until=now + timedelta(seconds=lease_seconds))
+        return [Delivery(**row) for row in rows]
+
+    async def finish_delivery(
+        self, delivery: Delivery, owner: str, now: datetime, *, state: str,
+        next_attempt_at: datetime, status: int | None, error: str | None,
+    ) -> bool:
+        """Record one attempt; False when the lease was lost meanwhile."""
+        row = await self._db.one(
+            "finish_delivery", id=delivery.id, owner=owner, state=state,
+            next_attempt_at=next_attempt_at, status=status, error=error,
+            finished_at=None if state == PENDING else now)
+        return row is not None
+
+    async def list_deliveries(
+        self, *, endpoint: str | None = None, state: str | None = None,
+        type: str | None = None, event_id: int | None = None, before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Delivery]:
+        """Deliveries, newest first."""
+        if _unmatchable(endpoint, state, type):
+            return []
+        rows = await self._db.all("list_deliveries", endpoint=endpoint, state=state,
+                                  type=type, event_id=event_id, before_id=before_id,
+                                  limit=limit)
+        return [Delivery(**row) for row in rows]
+
+    async def delivery_counts(self) -> dict[str, dict[str, int]]:
+        """Deliveries per endpoint and state."""
+        out: dict[str, dict[str, int]] = {}
+        for row in await self._db.all("delivery_counts"):
+            out.setdefault(row["endpoint"], dict.fromkeys(DELIVERY_STATES, 0))[
+                row["state"]] = row["n"]
+        return out
+
+    async def prune_deliveries(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` finished deliveries and dispatched events older than
+        `before` each."""
+        async with self._db.transaction() as tx:
+            deliveries = await tx.all("prune_deliveries", before=before, limit=limit)
+            events = await tx.all("prune_events", before=before, limit=limit)
+        return len(deliveries) + len(events)
+
+    async def notice_changes(self, now: datetime) -> list[Event]:
+        """Emit what time alone changes, once across replicas: pauses that ran out
+        (provider.resumed) and worker rows crossing three intervals (loop.stale,
+        loop.recovered). Returns the events written."""
+        events = []
+        async with self._db.transaction() as tx:
+            for row in await tx.all("resume_providers", now=now):
+                events.append(Event(vocabulary.PROVIDER_RESUMED,
+                                    {"provider": row["provider"], "reason": "pause_ended"}))
+            stale = await tx.all("mark_stale_workers", now=now)
+            recovered = await tx.all("mark_recovered_workers", now=now)
+            for kind, rows in ((vocabulary.LOOP_STALE, stale),
+                               (vocabulary.LOOP_RECOVERED, recovered)):
+                for row in rows:
+                    finished = row["last_finished_at"]
+                    events.append(Event(kind, {
+                        "worker": row["name"], "instance": row["instance"],
+                        "last_finished_at": finished and finished.isoformat()}))
+            await emit(tx, events, now)
+        return events
+
+    async def clear_provider_pause(self, provider: str, now: datetime) -> bool:
+        """End a provider's pause now (an operator's action); emits provider.resumed."""
+        async with self._db.transaction() as tx:
+            row = await tx.one("clear_provider_pause", provider=provider, now=now)
+            if row is not None:
+                await emit(tx, [Event(vocabulary.PROVIDER_RESUMED,
+                                      {"provider": provider, "reason": "cleared"})], now)
+        return row is not None
+
+    async def listen_events(
+        self, callback: Callable[[], None],
+    ) -> Callable[[], Awaitable[None]]:
+        """Call `callback()` whenever any replica commits an event; returns `stop`.
+        Only where `can_listen`."""
+        if self._db.listen is None:
+            raise StoreError(f"the {self.backend} store cannot listen")
+        return await self._db.listen(EVENTS_CHANNEL, lambda _payload: callback())
 
     @property
     def can_listen(self) -> bool:

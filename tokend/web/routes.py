@@ -128,6 +128,10 @@ async def _refresh_gauges(app: web.Application) -> None:
         stats.projected_daily_calls.labels(name).set(projection.projected_daily_calls)
         if projection.daily_quota is not None:
             stats.daily_quota.labels(name).set(projection.daily_quota)
+    deliveries = await db.delivery_counts()
+    for endpoint in cfg.webhooks:
+        stats.webhook_pending.labels(endpoint.name).set(
+            deliveries.get(endpoint.name, {}).get(store.PENDING, 0))
 
 
 async def metrics(request: web.Request) -> web.Response:
