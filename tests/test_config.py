@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import re
@@ -643,3 +644,56 @@ def test_cli_missing_config_file_exits_2(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert "--config" in lines[0]
     assert "absent.toml" in lines[0]
+
+
+# -- [[webhooks]] -------------------------------------------------------------------------
+
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_webhooks_parse_with_defaults_and_a_derived_name(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, f'[[webhooks]]\nurl = "https://u:p@hooks.example.com/t?k=1"\n'
+                              f'secret = "{WHSEC}"\nevents = ["loop.stale"]\n')
+    [hook] = cfg.webhooks
+    assert hook.name == "hooks.example.com/t"  # no credentials, no query string
+    assert hook.events == ("loop.stale",) and hook.wants("loop.stale")
+    assert not hook.wants("budget.warning")
+    assert hook.key == base64.b64decode(WHSEC.removeprefix("whsec_"))
+    assert WHSEC not in repr(cfg)
+
+
+def test_webhook_secret_from_file_and_environment(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "hook-secret").write_text(WHSEC + "\n")
+    cfg = load_text(tmp_path, '[[webhooks]]\nurl = "https://h.example/x"\nname = "ops"\n'
+                              'secret_file = "hook-secret"\n')
+    assert cfg.webhooks[0].secret == WHSEC
+    other = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    monkeypatch.setenv("TOKEND_WEBHOOK_OPS_SECRET", other)
+    cfg = load_text(tmp_path, '[[webhooks]]\nurl = "https://h.example/x"\nname = "ops"\n')
+    assert cfg.webhooks[0].secret == other
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('url = "ftp://x"\nsecret = "{s}"', "webhooks[0].url"),
+    ('url = "https://x/y"', "webhooks[0].secret"),
+    ('url = "https://x/y"\nsecret = "not-whsec"', "webhooks[0].secret"),
+    ('url = "https://x/y"\nsecret = "whsec_***"', "webhooks[0].secret"),
+    ('url = "https://x/y"\nsecret = "whsec_c2hvcnQ="', "webhooks[0].secret"),
+    ('url = "https://x/y"\nsecret = "{s}"\nevents = ["account.exploded"]', "webhooks[0].events"),
+    ('url = "https://x/y"\nsecret = "{s}"\ntimeout_seconds = 0', "webhooks[0].timeout_seconds"),
+    ('url = "https://x/y"\nsecret = "{s}"\nmax_attempts = 0', "webhooks[0].max_attempts"),
+    ('url = "https://x/y"\nsecret = "{s}"\ncolour = "red"', "webhooks[0].colour"),
+])
+def test_bad_webhooks_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        load_text(tmp_path, "[[webhooks]]\n" + text.replace("{s}", WHSEC) + "\n")
+    assert caught.value.key == key
+
+
+def test_two_webhooks_need_distinct_names(tmp_path: Path) -> None:
+    hook = f'[[webhooks]]\nurl = "https://x/y"\nsecret = "{WHSEC}"\n'
+    with pytest.raises(config.ConfigError) as caught:
+        load_text(tmp_path, hook + hook)
+    assert caught.value.key == "webhooks[1].name"
+    assert len(load_text(tmp_path, hook + hook + 'name = "second"\n').webhooks) == 2
