@@ -6,7 +6,9 @@
 
 -- fragment: due
 -- The due rule, written once: active, its time has come, not leased, not paused, and the
--- access token expires soon or the last refresh is old (or there was none). The expiry test
+-- access token expires soon or the last refresh is old (or there was none). A provider past
+-- its daily budget's reserve line (:reserved) refreshes only healthy accounts whose access
+-- token is about to expire. The expiry test
 -- uses coalesce with far-off bounds (same truth table as `x <= :expiring_before` and
 -- `y IS NULL OR y <= :refreshed_before`) so PostgreSQL's planner cannot estimate it: it is
 -- correlated with next_attempt_at, and the plain form gets estimated ~100x too selective,
@@ -19,6 +21,9 @@ state = 'active'
        OR coalesce(last_refresh_at, :far_past) <= :refreshed_before)
   AND NOT EXISTS (SELECT 1 FROM provider_pauses p
                   WHERE p.provider = accounts.provider AND p.paused_until > :now)
+  AND (NOT {{provider_reserved}}
+       OR (consecutive_failures = 0
+           AND coalesce(access_expires_at, :far_future) <= :expiring_before))
 
 -- name: ping
 SELECT 1
@@ -245,3 +250,22 @@ RETURNING provider, reason
 UPDATE provider_pauses SET paused_until = :now, resumed_at = :now
 WHERE provider = :provider AND paused_until > :now AND resumed_at IS NULL
 RETURNING provider, reason
+
+-- -- the daily budget (tokend/budget.py) ------------------------------------------------
+
+-- name: count_token_call
+INSERT INTO token_calls (provider, grant_type, day, calls)
+VALUES (:provider, :grant_type, :day, 1)
+ON CONFLICT (provider, grant_type, day) DO UPDATE SET calls = token_calls.calls + 1
+RETURNING calls
+
+-- name: budget_usage
+SELECT provider, grant_type, calls FROM token_calls WHERE day = :day
+
+-- name: record_budget_warning
+INSERT INTO budget_warnings (provider, day, created_at) VALUES (:provider, :day, :now)
+ON CONFLICT (provider, day) DO NOTHING
+RETURNING provider
+
+-- name: provider_paused_until
+SELECT paused_until FROM provider_pauses WHERE provider = :provider

@@ -98,6 +98,14 @@ class ProviderConfig:
     default_expires_in_seconds: float | None = None
     # Some servers refuse `scope` on a refresh; the grant keeps its scopes without it.
     refresh_sends_scope: bool = True
+    # The share of daily_quota after which only expiring healthy accounts are refreshed.
+    budget_reserve: float = 0.8
+
+    def quota_for(self, grant: str) -> int | None:
+        """Token-endpoint calls allowed per day for `grant` (tokend/budget.py)."""
+        if grant == "refresh_token":
+            return self.daily_quota
+        return ebay_profile.DAILY_QUOTAS.get(grant) if self.type == "ebay" else None
 
     @property
     def expires_in_fallback_seconds(self) -> float:
@@ -383,7 +391,10 @@ def _provider(name: str, t: _Table) -> ProviderConfig:
         default_expires_in_seconds=None if "default_expires_in_seconds" not in t.data
         else t.number("default_expires_in_seconds", 0.0),
         refresh_sends_scope=t.get("refresh_sends_scope", bool, True),
+        budget_reserve=t.number("budget_reserve", 0.8),
     )
+    if out.budget_reserve > 1:
+        raise ConfigError(t.key("budget_reserve"), "must be a share between 0 and 1")
     if out.daily_quota is not None and out.daily_quota < 1:
         raise ConfigError(t.key("daily_quota"), "must be at least 1")
     t.done()

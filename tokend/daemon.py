@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web as aioweb
 
 from tokend import (
+    budget,
     clock,
     config,
     crypto,
@@ -123,7 +124,8 @@ async def assemble(
         stack.push_async_callback(worker.drain)
         refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats,
                                  settings=cfg.refresh, instance=instance, stop=stop,
-                                 log_retention_seconds=cfg.database.log_retention_seconds)
+                                 log_retention_seconds=cfg.database.log_retention_seconds,
+                                 spending=budget.Budget(db=db, providers=cfg.providers))
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=cfg.refresh)
         deliverer = webhooks.Deliverer(

@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from tokend import clock, config, metrics, refresher, store, stream, vocabulary
+from tokend import budget, clock, config, metrics, refresher, store, stream, vocabulary
 
 log = structlog.get_logger("tokend.loop")
 
@@ -30,9 +30,10 @@ class Loop:
         self, *, db: store.Store, worker: refresher.Refresher, hub: stream.Hub,
         stats: metrics.Metrics, settings: config.RefreshConfig, instance: str,
         stop: asyncio.Event, clock: Callable[[], datetime] = clock.now,
-        log_retention_seconds: float | None = None,
+        log_retention_seconds: float | None = None, spending: budget.Budget | None = None,
     ) -> None:
         self.db, self.worker, self.hub, self.stats = db, worker, hub, stats
+        self.spending = spending
         self.settings, self.instance, self.stop, self.clock = settings, instance, stop, clock
         self.interval_seconds = settings.interval_seconds
         self.started_at = clock()
@@ -106,7 +107,16 @@ class Loop:
         try:
             while not self.stop.is_set():
                 free = s.concurrency - len(in_flight)
-                if free == 0:
+                # Asked before every claim: the day's count moves while the cycle runs, and
+                # refreshes in flight are not counted yet.
+                plan = budget.Plan()
+                if free > 0 and self.spending is not None:
+                    plan = await self.spending.plan()
+                    if plan.headroom is not None:
+                        free = min(free, plan.headroom - len(in_flight))
+                if free <= 0:
+                    if not in_flight:
+                        break
                     done, in_flight = await asyncio.wait(
                         in_flight, return_when=asyncio.FIRST_COMPLETED)
                     collect(done)
@@ -114,7 +124,7 @@ class Loop:
                 batch = await self.db.claim_due(
                     self.worker.owner, self.clock(), limit=free, lease_seconds=s.lease_seconds,
                     expiry_threshold_seconds=s.expiry_threshold_seconds,
-                    max_age_seconds=s.max_age_seconds)
+                    max_age_seconds=s.max_age_seconds, reserved=plan.reserved)
                 if not batch:
                     break
                 checked += len(batch)

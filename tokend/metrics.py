@@ -50,5 +50,15 @@ class Metrics:
             "tokend_webhook_pending", "Deliveries not yet delivered or dead, by endpoint.",
             ["endpoint"], registry=r)
 
+        self.budget_calls = prom.Gauge(
+            "tokend_budget_calls", "Token-endpoint calls today (UTC), all replicas.",
+            ["provider", "grant_type"], registry=r)
+        self.budget_state = prom.Gauge(
+            "tokend_budget_state", "Daily budget: 0 normal, 1 past the reserve line, "
+            "2 limit reached (scheduled refreshes stopped).", ["provider"], registry=r)
+        self.capacity_accounts = prom.Gauge(
+            "tokend_capacity_accounts", "Accounts the daily quota carries with the current "
+            "settings.", ["provider"], registry=r)
+
     def render(self) -> bytes:
         return prom.generate_latest(self.registry)

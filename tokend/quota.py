@@ -7,6 +7,7 @@ from what the loop really does: every active account is refreshed once per perio
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ class Projection:
     period_seconds: float
     projected_daily_calls: float
     daily_quota: int | None
+    capacity_accounts: int | None = None  # accounts the quota carries at this period
 
     @property
     def over_quota(self) -> bool:
@@ -41,6 +43,14 @@ def period_seconds(provider: config.ProviderConfig, settings: config.RefreshConf
     return (due - _EPOCH).total_seconds()
 
 
+def capacity(provider: config.ProviderConfig, settings: config.RefreshConfig) -> int | None:
+    """How many accounts this keyset's daily refresh quota carries with these settings:
+    each is refreshed DAY / period times a day."""
+    if provider.daily_quota is None:
+        return None
+    return math.floor(provider.daily_quota * period_seconds(provider, settings) / DAY_SECONDS)
+
+
 async def project(db: store.Store, cfg: config.Config) -> list[Projection]:
     active = await db.active_by_provider()
     out = []
@@ -52,5 +62,5 @@ async def project(db: store.Store, cfg: config.Config) -> list[Projection]:
             continue
         period = period_seconds(provider, cfg.refresh)
         out.append(Projection(name, count, period, count * DAY_SECONDS / period,
-                              provider.daily_quota))
+                              provider.daily_quota, capacity(provider, cfg.refresh)))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import IO, Any
 
-from tokend import clock, config, quota, store
+from tokend import budget, clock, config, quota, store
 
 
 async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str, Any]:
@@ -23,6 +23,8 @@ async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str
         "accounts": await db.account_counts(),
         "paused_providers": {name: until.isoformat() for name, until in paused.items()},
         "quota": {p.provider: p.to_dict() for p in projections},
+        "budget": {b.provider: b.to_dict()
+                   for b in await budget.standings(db, cfg.providers, now)},
         "checked_at": now.isoformat(),
     }
 
@@ -54,6 +56,17 @@ def print_report(data: dict[str, Any], out: IO[str]) -> None:
         warning = "  WARNING: over the daily quota" if q["over_quota"] else ""
         out.write(f"provider {name}: {q['active_accounts']} active accounts, about "
                   f"{q['projected_daily_calls']:,.0f} refresh calls/day{limit}{warning}\n")
+        if q.get("capacity_accounts") is not None:
+            out.write(f"  this keyset carries about {q['capacity_accounts']:,} accounts "
+                      "with the current settings\n")
+    for name, b in data.get("budget", {}).items():
+        if b["limit"] is None:
+            continue
+        note = {budget.NORMAL: "", budget.RESERVE: "  past the reserve line: only expiring "
+                "accounts are refreshed", budget.EXHAUSTED: "  LIMIT REACHED: scheduled "
+                "refreshes stopped until 00:00 UTC"}[b["state"]]
+        out.write(f"budget {name} {b['day']}: {b['used']:,} of {b['limit']:,} refresh calls "
+                  f"used{note}\n")
 
 
 def _iso(value: datetime | None) -> str | None:

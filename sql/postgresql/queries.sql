@@ -88,3 +88,8 @@ WHERE stale_at IS NOT NULL
   AND coalesce(last_finished_at, last_started_at)
       >= CAST(:now AS timestamptz) - interval_seconds * 3 * interval '1 second'
 RETURNING name, instance, last_finished_at
+
+-- -- the daily budget --------------------------------------------------------------------
+
+-- fragment: provider_reserved
+(provider = ANY(CAST(:reserved AS text[])))

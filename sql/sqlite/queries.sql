@@ -64,3 +64,8 @@ UPDATE workers SET stale_at = NULL
 WHERE stale_at IS NOT NULL
   AND coalesce(last_finished_at, last_started_at) >= :now - 3 * interval_seconds
 RETURNING name, instance, last_finished_at
+
+-- -- the daily budget --------------------------------------------------------------------
+
+-- fragment: provider_reserved
+(provider IN (SELECT value FROM json_each(:reserved)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from tokend import vocabulary
@@ -21,8 +21,11 @@ REAUTH_REQUIRED = "reauth_required"
 DISABLED = "disabled"
 DELETED = "deleted"  # a tombstone: tokens and personal fields purged
 STATES = (ACTIVE, REAUTH_REQUIRED, DISABLED, DELETED)
+BUDGET_EXHAUSTED = "daily_budget_exhausted"  # a provider pause's reason at the daily limit
 MAX_ENTRY_ID = 2**63 - 1  # entry ids are 64-bit on both backends
 ENTRIES_CHANNEL = "tokend_entries"  # NOTIFY channel of new entry ids (sql insert_entry)
+GRANT_TYPES = ("refresh_token", "authorization_code", "client_credentials")
+REFRESH_TOKEN_GRANT = GRANT_TYPES[0]
 EVENTS_CHANNEL = "tokend_events"  # NOTIFY channel of new outbox events (sql insert_event)
 
 
@@ -237,17 +240,24 @@ def _unmatchable(*values: object) -> bool:
 
 
 def due_params(now: datetime, expiry_threshold_seconds: float, max_age_seconds: float,
-               ) -> dict[str, Any]:
-    """The parameters of the due rule (sql/queries.sql, fragment `due`)."""
+               reserved: Sequence[str] = ()) -> dict[str, Any]:
+    """The parameters of the due rule (sql/queries.sql, fragment `due`); `reserved` names
+    the providers past their daily budget's reserve line."""
     return {"now": now, "far_future": _FAR_FUTURE, "far_past": _FAR_PAST,
             "expiring_before": now + timedelta(seconds=expiry_threshold_seconds),
-            "refreshed_before": now - timedelta(seconds=max_age_seconds)}
+            "refreshed_before": now - timedelta(seconds=max_age_seconds),
+            "reserved": list(reserved)}
 
 
 async def emit(tx: Session, events: Sequence[Event], now: datetime) -> None:
     """Write `events` to the outbox inside the transaction `tx` that makes their change."""
     for event in events:
         await tx.one("insert_event", type=event.type, data=event.data, created_at=now)
+
+
+def utc_day(moment: datetime) -> str:
+    """The UTC day a call counts against, as the budget tables store it."""
+    return moment.astimezone(UTC).date().isoformat()
 
 
 def _account(row: Mapping[str, Any]) -> Account:
@@ -343,7 +353,7 @@ class Store:
     # -- the refresh cycle ------------------------------------------------------------
     async def claim_due(
         self, owner: str, now: datetime, *, limit: int, lease_seconds: float,
-        expiry_threshold_seconds: float, max_age_seconds: float,
+        expiry_threshold_seconds: float, max_age_seconds: float, reserved: Sequence[str] = (),
     ) -> list[Account]:
         """Lease up to `limit` due accounts (sql/queries.sql, fragment `due`) to `owner` in
         one statement and return them. Claiming bumps `version`, sets the lease and moves
@@ -352,14 +362,15 @@ class Store:
         rows = await self._db.all(
             "claim_due", owner=owner, limit=limit,
             lease_until=now + timedelta(seconds=lease_seconds),
-            **due_params(now, expiry_threshold_seconds, max_age_seconds))
+            **due_params(now, expiry_threshold_seconds, max_age_seconds, reserved))
         return [_account(row) for row in rows]
 
     async def count_due(
         self, now: datetime, *, expiry_threshold_seconds: float, max_age_seconds: float,
+        reserved: Sequence[str] = (),
     ) -> int:
-        row = await self._db.one("count_due",
-                                 **due_params(now, expiry_threshold_seconds, max_age_seconds))
+        row = await self._db.one("count_due", **due_params(
+            now, expiry_threshold_seconds, max_age_seconds, reserved))
         return row["n"]
 
     async def claim_account(
@@ -402,6 +413,9 @@ class Store:
             if applied is not None:
                 await emit(tx, outcome.events, now)
             await tx.one("insert_attempt", **dataclasses.asdict(attempt))
+            if entry.request is not None:  # the token endpoint was called: it counts
+                await tx.one("count_token_call", provider=claimed.provider,
+                             grant_type=REFRESH_TOKEN_GRANT, day=utc_day(attempt.started_at))
             row = await tx.one("insert_entry", **_entry_params(entry))
         return applied is not None, dataclasses.replace(entry, id=row["id"])
 
@@ -563,6 +577,46 @@ class Store:
         if self._db.listen is None:
             raise StoreError(f"the {self.backend} store cannot listen")
         return await self._db.listen(EVENTS_CHANNEL, lambda _payload: callback())
+
+    # -- the daily budget: token-endpoint calls per provider, grant and UTC day ----------
+    async def count_token_call(self, provider: str, grant: str, now: datetime) -> int:
+        """Count one call to `provider`'s token endpoint with `grant` (one of GRANT_TYPES)
+        on `now`'s UTC day; returns the day's count so far. Refreshes are counted by
+        `finish`; the other grants' callers call this after their HTTP call."""
+        if grant not in GRANT_TYPES:
+            raise ValueError(f"unknown grant type {grant!r}")
+        row = await self._db.one("count_token_call", provider=provider, grant_type=grant,
+                                 day=utc_day(now))
+        assert row is not None
+        return row["calls"]
+
+    async def budget_usage(self, day: date) -> dict[str, dict[str, int]]:
+        """Token-endpoint calls on `day` (UTC): provider -> grant type -> calls."""
+        out: dict[str, dict[str, int]] = {}
+        for row in await self._db.all("budget_usage", day=day.isoformat()):
+            out.setdefault(row["provider"], {})[row["grant_type"]] = row["calls"]
+        return out
+
+    async def budget_reached(
+        self, provider: str, now: datetime, *, day_ends: datetime, warning: Event | None,
+        exhausted: Event | None,
+    ) -> list[Event]:
+        """Record what the day's use of `provider` crossed, once across replicas: the
+        reserve line (`warning`: budget.warning, once per provider and day) and the limit
+        (`exhausted`: scheduled refreshes pause until `day_ends`). Returns what it emitted."""
+        emitted = []
+        async with self._db.transaction() as tx:
+            if warning is not None and await tx.one(
+                    "record_budget_warning", provider=provider, day=utc_day(now), now=now):
+                emitted.append(warning)
+            if exhausted is not None:
+                row = await tx.one("provider_paused_until", provider=provider)
+                if row is None or row["paused_until"] < day_ends:
+                    await tx.one("pause_provider", provider=provider, until=day_ends,
+                                 reason=BUDGET_EXHAUSTED)
+                    emitted.append(exhausted)
+            await emit(tx, emitted, now)
+        return emitted
 
     @property
     def can_listen(self) -> bool:

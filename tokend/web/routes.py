@@ -13,7 +13,7 @@ import prometheus_client as prom
 import structlog
 from aiohttp import web
 
-from tokend import probes, quota, status, store, vocabulary
+from tokend import budget, probes, quota, status, store, vocabulary
 from tokend.web import common
 
 log = structlog.get_logger("tokend.web")
@@ -128,6 +128,13 @@ async def _refresh_gauges(app: web.Application) -> None:
         stats.projected_daily_calls.labels(name).set(projection.projected_daily_calls)
         if projection.daily_quota is not None:
             stats.daily_quota.labels(name).set(projection.daily_quota)
+        if projection.capacity_accounts is not None:
+            stats.capacity_accounts.labels(name).set(projection.capacity_accounts)
+    for standing in await budget.standings(db, cfg.providers, now):
+        for grant in store.GRANT_TYPES:
+            stats.budget_calls.labels(standing.provider, grant).set(
+                standing.calls.get(grant, 0))
+        stats.budget_state.labels(standing.provider).set(budget.STATES.index(standing.state))
     deliveries = await db.delivery_counts()
     for endpoint in cfg.webhooks:
         stats.webhook_pending.labels(endpoint.name).set(
