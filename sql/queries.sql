@@ -8,7 +8,8 @@
 -- The due rule, written once: active, its time has come, not leased, not paused, and the
 -- access token expires soon or the last refresh is old (or there was none). A provider past
 -- its daily budget's reserve line (:reserved) refreshes only healthy accounts whose access
--- token is about to expire. The expiry test
+-- token is about to expire. With demand-aware scheduling (:idle_providers, :idle_seconds)
+-- an account no app has had a token of for that long is refreshed only when one asks. The expiry test
 -- uses coalesce with far-off bounds (same truth table as `x <= :expiring_before` and
 -- `y IS NULL OR y <= :refreshed_before`) so PostgreSQL's planner cannot estimate it: it is
 -- correlated with next_attempt_at, and the plain form gets estimated ~100x too selective,
@@ -24,6 +25,7 @@ state = 'active'
   AND (NOT {{provider_reserved}}
        OR (consecutive_failures = 0
            AND coalesce(access_expires_at, :far_future) <= :expiring_before))
+  AND {{demanded}}
 
 -- name: ping
 SELECT 1
@@ -269,3 +271,11 @@ RETURNING provider
 
 -- name: provider_paused_until
 SELECT paused_until FROM provider_pauses WHERE provider = :provider
+
+-- name: touch_vended
+UPDATE accounts SET last_vended_at = :now WHERE id = :id
+
+-- name: demand_split
+-- Active accounts per provider, and how many of them the schedule refreshes (not idle).
+SELECT provider, count(*) AS n, sum(CASE WHEN {{demanded}} THEN 1 ELSE 0 END) AS scheduled
+FROM accounts WHERE state = 'active' GROUP BY provider

@@ -216,3 +216,77 @@ async def test_status_loop_status_and_metrics_say_where_the_budget_stands(
         status.print_report(exhausted, out)
         assert "carries about 2,083 accounts" in out.getvalue()
         assert "LIMIT REACHED" in out.getvalue()
+
+
+# -- demand-aware scheduling ----------------------------------------------------------------
+
+IDLE_AFTER = {kit.PROVIDER: 3600.0}
+
+
+async def due_at(harness: Harness, offset: float, idle_after=IDLE_AFTER) -> list[str]:
+    s = harness.settings
+    when = clock.now() + timedelta(seconds=offset)
+    count = await harness.db.count_due(
+        when, expiry_threshold_seconds=s.expiry_threshold_seconds,
+        max_age_seconds=s.max_age_seconds, idle_after=idle_after)
+    claimed = sorted(a.id for a in await harness.db.claim_due(
+        "probe", when, limit=50, lease_seconds=0.001, idle_after=idle_after,
+        expiry_threshold_seconds=s.expiry_threshold_seconds, max_age_seconds=s.max_age_seconds))
+    assert count == len(claimed)
+    return claimed
+
+
+async def test_accounts_no_app_asked_for_are_not_refreshed_on_schedule(
+        harness: Harness) -> None:
+    for name in ("wanted", "idle"):
+        await harness.add(name)
+        assert (await harness.worker.refresh_now(name)).success
+    await harness.db.touch_vended("wanted", clock.now() + timedelta(seconds=6000))
+    # Two hours on, both tokens are about to expire; only the wanted one was asked for
+    # within the hour.
+    assert await due_at(harness, 6700) == ["wanted"]
+    assert await due_at(harness, 6701, idle_after={"other-provider": 60.0}) == [
+        "idle", "wanted"]
+    split = await harness.db.demand_split(IDLE_AFTER, clock.now() + timedelta(seconds=6700))
+    assert split == {kit.PROVIDER: {"scheduled": 1, "idle": 1}}
+    assert await harness.db.demand_split({}, clock.now()) == {
+        kit.PROVIDER: {"scheduled": 2, "idle": 0}}
+
+
+async def test_the_first_vend_refreshes_an_idle_account_and_puts_it_back(
+        harness: Harness) -> None:
+    day = {kit.PROVIDER: 86_400.0}
+    await harness.add("sleeper")
+    assert await due_at(harness, 90_000, day) == []  # nobody asked for a day: idle
+    vended = await harness_vendor(harness).vend("sleeper", min_valid_seconds=60)
+    assert vended.refreshed  # on demand
+    account = await harness.db.get_account("sleeper")
+    assert account is not None and account.last_vended_at is not None
+    # Back on the schedule: due when its token nears expiry; idle again a day later.
+    assert await due_at(harness, 6700, day) == ["sleeper"]
+    assert await due_at(harness, 90_000, day) == []
+    assert await harness.db.demand_split(day, clock.now()) == {
+        kit.PROVIDER: {"scheduled": 1, "idle": 0}}
+
+
+async def test_the_projection_counts_only_scheduled_accounts(harness: Harness,
+                                                             db_url: str) -> None:
+    providers = {name: dataclasses.replace(p, idle_after_seconds=3600.0)
+                 for name, p in harness.cfg.providers.items()}
+    cfg = dataclasses.replace(harness.cfg, providers=providers)
+    for n in range(4):
+        await harness.add(f"a{n}")
+    await harness.db.touch_vended("a0", clock.now())
+    # Created just now, all four are inside the idle window; an hour and more on, only
+    # a0's vend would keep it scheduled, but the projection is for now.
+    (projection,) = await quota.project(harness.db, cfg)
+    assert projection.active_accounts == 4 and projection.scheduled_accounts == 4
+    await kit.execute_sql(db_url, "UPDATE accounts SET created_at = "
+                          + ("created_at - 7200" if harness.db.backend == "sqlite"
+                             else "created_at - interval '2 hours'"))
+    (projection,) = await quota.project(harness.db, cfg)
+    assert projection.scheduled_accounts == 1 and projection.projected_daily_calls == 24
+    out = io.StringIO()
+    status.print_report({"loops": [], "accounts": {}, "paused_providers": {},
+                         "quota": {kit.PROVIDER: projection.to_dict()}, "budget": {}}, out)
+    assert "4 active accounts (1 scheduled, 3 idle)" in out.getvalue()

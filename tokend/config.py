@@ -100,6 +100,9 @@ class ProviderConfig:
     refresh_sends_scope: bool = True
     # The share of daily_quota after which only expiring healthy accounts are refreshed.
     budget_reserve: float = 0.8
+    # Demand-aware scheduling: an account whose access token no app has had for this long
+    # is refreshed only when one asks (then it is back on the schedule). None: always.
+    idle_after_seconds: float | None = None
 
     def quota_for(self, grant: str) -> int | None:
         """Token-endpoint calls allowed per day for `grant` (tokend/budget.py)."""
@@ -150,6 +153,11 @@ class Config:
     server: ServerConfig = ServerConfig()
     providers: Mapping[str, ProviderConfig] = dataclasses.field(default_factory=dict)
     webhooks: tuple[WebhookConfig, ...] = ()
+
+    def idle_after(self) -> dict[str, float]:
+        """The demand-aware providers and their idle_after_seconds."""
+        return {name: p.idle_after_seconds for name, p in self.providers.items()
+                if p.idle_after_seconds is not None}
 
 
 class _Table:
@@ -392,6 +400,8 @@ def _provider(name: str, t: _Table) -> ProviderConfig:
         else t.number("default_expires_in_seconds", 0.0),
         refresh_sends_scope=t.get("refresh_sends_scope", bool, True),
         budget_reserve=t.number("budget_reserve", 0.8),
+        idle_after_seconds=None if "idle_after_seconds" not in t.data
+        else t.number("idle_after_seconds", 0.0),
     )
     if out.budget_reserve > 1:
         raise ConfigError(t.key("budget_reserve"), "must be a share between 0 and 1")

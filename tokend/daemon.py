@@ -125,7 +125,8 @@ async def assemble(
         refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats,
                                  settings=cfg.refresh, instance=instance, stop=stop,
                                  log_retention_seconds=cfg.database.log_retention_seconds,
-                                 spending=budget.Budget(db=db, providers=cfg.providers))
+                                 spending=budget.Budget(db=db, providers=cfg.providers),
+                                 idle_after=cfg.idle_after())
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=cfg.refresh)
         deliverer = webhooks.Deliverer(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,9 +31,10 @@ class Loop:
         stats: metrics.Metrics, settings: config.RefreshConfig, instance: str,
         stop: asyncio.Event, clock: Callable[[], datetime] = clock.now,
         log_retention_seconds: float | None = None, spending: budget.Budget | None = None,
+        idle_after: Mapping[str, float] | None = None,
     ) -> None:
         self.db, self.worker, self.hub, self.stats = db, worker, hub, stats
-        self.spending = spending
+        self.spending, self.idle_after = spending, idle_after
         self.settings, self.instance, self.stop, self.clock = settings, instance, stop, clock
         self.interval_seconds = settings.interval_seconds
         self.started_at = clock()
@@ -124,7 +125,8 @@ class Loop:
                 batch = await self.db.claim_due(
                     self.worker.owner, self.clock(), limit=free, lease_seconds=s.lease_seconds,
                     expiry_threshold_seconds=s.expiry_threshold_seconds,
-                    max_age_seconds=s.max_age_seconds, reserved=plan.reserved)
+                    max_age_seconds=s.max_age_seconds, reserved=plan.reserved,
+                    idle_after=self.idle_after)
                 if not batch:
                     break
                 checked += len(batch)

@@ -60,5 +60,10 @@ class Metrics:
             "tokend_capacity_accounts", "Accounts the daily quota carries with the current "
             "settings.", ["provider"], registry=r)
 
+        self.accounts_scheduled = prom.Gauge(
+            "tokend_accounts_scheduled", "Active accounts the schedule refreshes (scheduled) "
+            "or only a vend does (idle, demand-aware providers).", ["provider", "schedule"],
+            registry=r)
+
     def render(self) -> bytes:
         return prom.generate_latest(self.registry)

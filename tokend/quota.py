@@ -11,7 +11,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from tokend import config, schedule, store
+from tokend import clock, config, schedule, store
 
 DAY_SECONDS = 86_400.0
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -25,6 +25,7 @@ class Projection:
     projected_daily_calls: float
     daily_quota: int | None
     capacity_accounts: int | None = None  # accounts the quota carries at this period
+    scheduled_accounts: int | None = None  # of the active, those not idle (demand-aware)
 
     @property
     def over_quota(self) -> bool:
@@ -52,7 +53,10 @@ def capacity(provider: config.ProviderConfig, settings: config.RefreshConfig) ->
 
 
 async def project(db: store.Store, cfg: config.Config) -> list[Projection]:
+    """Idle accounts of a demand-aware provider are refreshed only when an app asks: the
+    projection counts the scheduled ones."""
     active = await db.active_by_provider()
+    split = await db.demand_split(cfg.idle_after(), clock.now())
     out = []
     for name in sorted(set(cfg.providers) | set(active)):
         provider = cfg.providers.get(name)
@@ -61,6 +65,8 @@ async def project(db: store.Store, cfg: config.Config) -> list[Projection]:
             out.append(Projection(name, count, 0.0, 0.0, None))
             continue
         period = period_seconds(provider, cfg.refresh)
-        out.append(Projection(name, count, period, count * DAY_SECONDS / period,
-                              provider.daily_quota, capacity(provider, cfg.refresh)))
+        scheduled = split.get(name, {}).get("scheduled", count)
+        out.append(Projection(name, count, period, scheduled * DAY_SECONDS / period,
+                              provider.daily_quota, capacity(provider, cfg.refresh),
+                              scheduled))
     return out

@@ -54,7 +54,10 @@ def print_report(data: dict[str, Any], out: IO[str]) -> None:
     for name, q in data["quota"].items():
         limit = f" of {q['daily_quota']:,} allowed" if q["daily_quota"] else ""
         warning = "  WARNING: over the daily quota" if q["over_quota"] else ""
-        out.write(f"provider {name}: {q['active_accounts']} active accounts, about "
+        scheduled = q.get("scheduled_accounts")
+        idle = 0 if scheduled is None else q["active_accounts"] - scheduled
+        split = f" ({scheduled} scheduled, {idle} idle)" if idle else ""
+        out.write(f"provider {name}: {q['active_accounts']} active accounts{split}, about "
                   f"{q['projected_daily_calls']:,.0f} refresh calls/day{limit}{warning}\n")
         if q.get("capacity_accounts") is not None:
             out.write(f"  this keyset carries about {q['capacity_accounts']:,} accounts "

@@ -93,3 +93,12 @@ RETURNING name, instance, last_finished_at
 
 -- fragment: provider_reserved
 (provider = ANY(CAST(:reserved AS text[])))
+
+-- fragment: demanded
+-- Not idle: the provider is not demand-aware, or an app had a token recently enough.
+(NOT (provider = ANY(CAST(:idle_providers AS text[])))
+ OR coalesce(last_vended_at, created_at) >= CAST(:now AS timestamptz)
+    - (SELECT c.seconds FROM unnest(CAST(:idle_providers AS text[]),
+                                    CAST(:idle_seconds AS double precision[]))
+                             AS c(provider, seconds)
+       WHERE c.provider = accounts.provider) * interval '1 second')

@@ -69,3 +69,9 @@ RETURNING name, instance, last_finished_at
 
 -- fragment: provider_reserved
 (provider IN (SELECT value FROM json_each(:reserved)))
+
+-- fragment: demanded
+(provider NOT IN (SELECT value FROM json_each(:idle_providers))
+ OR coalesce(last_vended_at, created_at) >= :now
+    - (SELECT json_extract(:idle_seconds, '$[' || j.key || ']')
+       FROM json_each(:idle_providers) AS j WHERE j.value = accounts.provider))

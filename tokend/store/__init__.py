@@ -240,13 +240,21 @@ def _unmatchable(*values: object) -> bool:
 
 
 def due_params(now: datetime, expiry_threshold_seconds: float, max_age_seconds: float,
-               reserved: Sequence[str] = ()) -> dict[str, Any]:
+               reserved: Sequence[str] = (), idle_after: Mapping[str, float] | None = None,
+               ) -> dict[str, Any]:
     """The parameters of the due rule (sql/queries.sql, fragment `due`); `reserved` names
-    the providers past their daily budget's reserve line."""
+    the providers past their daily budget's reserve line, `idle_after` the demand-aware
+    providers and their idle_after_seconds."""
     return {"now": now, "far_future": _FAR_FUTURE, "far_past": _FAR_PAST,
             "expiring_before": now + timedelta(seconds=expiry_threshold_seconds),
             "refreshed_before": now - timedelta(seconds=max_age_seconds),
-            "reserved": list(reserved)}
+            "reserved": list(reserved), **_idle_params(idle_after)}
+
+
+def _idle_params(idle_after: Mapping[str, float] | None) -> dict[str, Any]:
+    pairs = sorted((idle_after or {}).items())
+    return {"idle_providers": [p for p, _ in pairs],
+            "idle_seconds": [float(s) for _, s in pairs]}
 
 
 async def emit(tx: Session, events: Sequence[Event], now: datetime) -> None:
@@ -354,6 +362,7 @@ class Store:
     async def claim_due(
         self, owner: str, now: datetime, *, limit: int, lease_seconds: float,
         expiry_threshold_seconds: float, max_age_seconds: float, reserved: Sequence[str] = (),
+        idle_after: Mapping[str, float] | None = None,
     ) -> list[Account]:
         """Lease up to `limit` due accounts (sql/queries.sql, fragment `due`) to `owner` in
         one statement and return them. Claiming bumps `version`, sets the lease and moves
@@ -362,15 +371,15 @@ class Store:
         rows = await self._db.all(
             "claim_due", owner=owner, limit=limit,
             lease_until=now + timedelta(seconds=lease_seconds),
-            **due_params(now, expiry_threshold_seconds, max_age_seconds, reserved))
+            **due_params(now, expiry_threshold_seconds, max_age_seconds, reserved, idle_after))
         return [_account(row) for row in rows]
 
     async def count_due(
         self, now: datetime, *, expiry_threshold_seconds: float, max_age_seconds: float,
-        reserved: Sequence[str] = (),
+        reserved: Sequence[str] = (), idle_after: Mapping[str, float] | None = None,
     ) -> int:
         row = await self._db.one("count_due", **due_params(
-            now, expiry_threshold_seconds, max_age_seconds, reserved))
+            now, expiry_threshold_seconds, max_age_seconds, reserved, idle_after))
         return row["n"]
 
     async def claim_account(
@@ -617,6 +626,19 @@ class Store:
                     emitted.append(exhausted)
             await emit(tx, emitted, now)
         return emitted
+
+    # -- demand-aware scheduling --------------------------------------------------------
+    async def touch_vended(self, account_id: str, now: datetime) -> None:
+        """An app just had this account's access token: it stays on the schedule."""
+        await self._db.one("touch_vended", id=account_id, now=now)
+
+    async def demand_split(
+        self, idle_after: Mapping[str, float], now: datetime,
+    ) -> dict[str, dict[str, int]]:
+        """Active accounts per provider: {"scheduled": n, "idle": m}."""
+        rows = await self._db.all("demand_split", now=now, **_idle_params(idle_after))
+        return {row["provider"]: {"scheduled": int(row["scheduled"]),
+                                  "idle": row["n"] - int(row["scheduled"])} for row in rows}
 
     @property
     def can_listen(self) -> bool:

@@ -120,7 +120,7 @@ async def _refresh_gauges(app: web.Application) -> None:
         stats.accounts.labels(state).set(counts.get(state, 0))
     stats.due_backlog.set(await db.count_due(
         now, expiry_threshold_seconds=cfg.refresh.expiry_threshold_seconds,
-        max_age_seconds=cfg.refresh.max_age_seconds))
+        max_age_seconds=cfg.refresh.max_age_seconds, idle_after=cfg.idle_after()))
     paused = await db.paused_providers(now)
     for projection in await quota.project(db, cfg):
         name = projection.provider
@@ -130,6 +130,9 @@ async def _refresh_gauges(app: web.Application) -> None:
             stats.daily_quota.labels(name).set(projection.daily_quota)
         if projection.capacity_accounts is not None:
             stats.capacity_accounts.labels(name).set(projection.capacity_accounts)
+    for provider, split in (await db.demand_split(cfg.idle_after(), now)).items():
+        for schedule_kind, n in split.items():
+            stats.accounts_scheduled.labels(provider, schedule_kind).set(n)
     for standing in await budget.standings(db, cfg.providers, now):
         for grant in store.GRANT_TYPES:
             stats.budget_calls.labels(standing.provider, grant).set(
