@@ -341,3 +341,21 @@ REAUTH = vocabulary.ACCOUNT_REAUTH_REQUIRED
 
 def received_types(receiver: Receiver) -> list[str]:
     return [r["payload"]["type"] for r in receiver.received]
+
+
+async def test_finished_deliveries_and_dispatched_events_are_pruned_after_retention(
+        store) -> None:
+    start = clock.now()
+    await store.pause_provider("p1", start, "invalid_client")
+    await store.notice_changes(start + timedelta(seconds=1))  # provider.resumed
+    await store.dispatch_events(lambda _t: ["a", "b"], start, limit=10)
+    [delivery] = await store.claim_deliveries("a", "me", start, limit=5, lease_seconds=30)
+    assert await store.finish_delivery(delivery, "me", start, state=st.DELIVERED,
+                                       next_attempt_at=start, status=204, error=None)
+    later = start + timedelta(days=31)
+    # The delivered row and the dispatched event go; the pending delivery stays.
+    assert await store.prune_deliveries(later - timedelta(days=30), 100) == 2
+    assert [(d.endpoint, d.state) for d in await store.list_deliveries()] == [
+        ("b", st.PENDING)]
+    assert await store.list_events() == []
+    assert await store.prune_deliveries(later - timedelta(days=30), 100) == 0
