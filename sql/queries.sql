@@ -273,7 +273,19 @@ RETURNING provider
 SELECT paused_until FROM provider_pauses WHERE provider = :provider
 
 -- name: touch_vended
-UPDATE accounts SET last_vended_at = :now WHERE id = :id
+-- A parked account (idle, see park_idle_accounts) is back on the schedule.
+UPDATE accounts
+SET last_vended_at = :now,
+    next_attempt_at = CASE WHEN next_attempt_at = :parked THEN :now ELSE next_attempt_at END
+WHERE id = :id
+
+-- name: park_idle_accounts
+-- Idle accounts that came due are moved out of the way (next_attempt_at = :parked), so the
+-- due rule's index walk does not step over every one of them on every claim.
+UPDATE accounts SET next_attempt_at = :parked
+WHERE state = 'active' AND next_attempt_at <= :now
+  AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
+  AND NOT {{demanded}}
 
 -- name: demand_split
 -- Active accounts per provider, and how many of them the schedule refreshes (not idle).

@@ -290,3 +290,49 @@ async def test_the_projection_counts_only_scheduled_accounts(harness: Harness,
     status.print_report({"loops": [], "accounts": {}, "paused_providers": {},
                          "quota": {kit.PROVIDER: projection.to_dict()}, "budget": {}}, out)
     assert "4 active accounts (1 scheduled, 3 idle)" in out.getvalue()
+
+
+def make_loop(harness: Harness, cfg: config.Config, *, offset: float = 0.0,
+              idle_after=None, spending: bool = True) -> loop.Loop:
+    return loop.Loop(db=harness.db, worker=harness.worker, hub=harness.hub,
+                     stats=harness.stats, settings=cfg.refresh, instance="t",
+                     stop=asyncio.Event(), idle_after=idle_after,
+                     clock=lambda: clock.now() + timedelta(seconds=offset),
+                     spending=budget.Budget(db=harness.db, providers=cfg.providers)
+                     if spending else None)
+
+
+async def test_idle_accounts_are_parked_until_a_vend_brings_them_back(
+        harness: Harness, db_url: str) -> None:
+    await harness.add("sleeper")
+    await kit.execute_sql(db_url, "UPDATE accounts SET created_at = " + (
+        "created_at - 7200" if harness.db.backend == "sqlite"
+        else "created_at - interval '2 hours'"))
+    refresh_loop = make_loop(harness, harness.cfg, idle_after=IDLE_AFTER)
+    assert await refresh_loop.cycle()
+    assert harness.sim.stats()["calls"] == 0
+    sleeper = await harness.db.get_account("sleeper")
+    assert sleeper is not None and sleeper.next_attempt_at == st.PARKED
+    assert await refresh_loop._sleep_seconds() == refresh_loop.interval_seconds
+    await harness.db.touch_vended("sleeper", clock.now())  # an app asks (vending does this)
+    assert await refresh_loop.cycle()
+    assert harness.sim.stats()["calls"] == 1
+    sleeper = await harness.db.get_account("sleeper")
+    assert sleeper is not None and sleeper.access_token is not None
+
+
+async def test_the_loop_does_not_spin_while_the_budget_holds_accounts_back(
+        harness: Harness) -> None:
+    cfg = limited(harness, 10, reserve=0.5)
+    await harness.add("healthy")
+    assert (await harness.worker.refresh_now("healthy")).success
+    for _ in range(5):
+        await harness.db.count_token_call(kit.PROVIDER, "refresh_token", clock.now())
+    # An hour on it is due by age, but past the reserve line only expiring tokens refresh.
+    held = make_loop(harness, cfg, offset=3700)
+    assert await held.cycle()
+    assert harness.sim.stats()["calls"] == 1
+    assert await held._sleep_seconds() == held.interval_seconds
+    free = make_loop(harness, cfg, offset=3700, spending=False)
+    assert await free.cycle()
+    assert harness.sim.stats()["calls"] == 2

@@ -41,6 +41,7 @@ class Loop:
         self.last_finished_at: datetime | None = None  # the last cycle that succeeded
         self.last_turned_at: datetime | None = None  # the last cycle that ended at all
         self._wake = asyncio.Event()
+        self._empty_claim_at: datetime | None = None  # the cycle's last claim found nothing
         self.log_retention_seconds = log_retention_seconds
         self._next_prune = time.monotonic()
 
@@ -93,7 +94,10 @@ class Loop:
         s = self.settings
         in_flight: set[asyncio.Task[refresher.Outcome]] = set()
         checked = refreshed = 0
+        self._empty_claim_at = None
         errors: list[dict[str, str | None]] = []
+        if self.idle_after:
+            await self.db.park_idle(self.clock(), self.idle_after)
 
         def collect(done: set[asyncio.Task[refresher.Outcome]]) -> None:
             nonlocal refreshed
@@ -122,12 +126,14 @@ class Loop:
                         in_flight, return_when=asyncio.FIRST_COMPLETED)
                     collect(done)
                     continue
+                claim_at = self.clock()
                 batch = await self.db.claim_due(
-                    self.worker.owner, self.clock(), limit=free, lease_seconds=s.lease_seconds,
+                    self.worker.owner, claim_at, limit=free, lease_seconds=s.lease_seconds,
                     expiry_threshold_seconds=s.expiry_threshold_seconds,
                     max_age_seconds=s.max_age_seconds, reserved=plan.reserved,
                     idle_after=self.idle_after)
                 if not batch:
+                    self._empty_claim_at = claim_at
                     break
                 checked += len(batch)
                 in_flight |= {asyncio.create_task(
@@ -187,6 +193,10 @@ class Loop:
         if next_due is None:
             return self.interval_seconds
         until_due = (next_due - now).total_seconds()
+        if self._empty_claim_at is not None and next_due <= self._empty_claim_at:
+            # Due before a claim that found nothing: the daily budget holds it back.
+            # Waking each second would only write heartbeats.
+            return self.interval_seconds
         return min(self.interval_seconds, max(MIN_SLEEP_SECONDS, until_due))
 
     async def _sleep(self, seconds: float) -> None:

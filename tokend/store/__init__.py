@@ -231,6 +231,8 @@ class Worker:
 # Bounds for the due rule's coalesce (see sql/queries.sql): beyond any real timestamp.
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 _FAR_PAST = datetime(1970, 1, 2, tzinfo=UTC)
+# next_attempt_at of an idle account (demand-aware scheduling): due only once an app asks.
+PARKED = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def _unmatchable(*values: object) -> bool:
@@ -629,8 +631,14 @@ class Store:
 
     # -- demand-aware scheduling --------------------------------------------------------
     async def touch_vended(self, account_id: str, now: datetime) -> None:
-        """An app just had this account's access token: it stays on the schedule."""
-        await self._db.one("touch_vended", id=account_id, now=now)
+        """An app just had this account's access token: it stays on (or returns to) the
+        schedule."""
+        await self._db.one("touch_vended", id=account_id, now=now, parked=PARKED)
+
+    async def park_idle(self, now: datetime, idle_after: Mapping[str, float]) -> None:
+        """Move idle accounts that came due to `PARKED` until an app asks for them."""
+        await self._db.one("park_idle_accounts", now=now, parked=PARKED,
+                           **_idle_params(idle_after))
 
     async def demand_split(
         self, idle_after: Mapping[str, float], now: datetime,
