@@ -29,7 +29,7 @@ log = structlog.get_logger("tokend.webhooks")
 
 POLL_SECONDS = 0.5  # without a NOTIFY (SQLite), how often new events are looked for
 IDLE_POLL_SECONDS = 5.0  # with one (PostgreSQL): a safety net only
-NOTICE_EVERY_SECONDS = 2.0  # how often pauses and loop heartbeats are checked
+NOTICE_EVERY_SECONDS = 5.0  # how often pauses and loop heartbeats are checked
 ERROR_RETRY_SECONDS = 5.0
 DISPATCH_BATCH = 200
 CONCURRENCY = 8  # deliveries in flight per endpoint
@@ -128,7 +128,8 @@ class Deliverer:
                 stop_listening = await self.db.listen_events(self.wake)
             except store.StoreError as exc:
                 log.warning("events_listener_unavailable", error=str(exc))
-        poll = IDLE_POLL_SECONDS if stop_listening else POLL_SECONDS
+        # Without endpoints events only need marking (for retention): no hurry.
+        poll = IDLE_POLL_SECONDS if stop_listening or not self.endpoints else POLL_SECONDS
         async with aiohttp.ClientSession() as session:
             posters = [asyncio.create_task(self._endpoint(session, e), name=f"webhook:{e.name}")
                        for e in self.endpoints]
