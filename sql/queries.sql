@@ -6,7 +6,10 @@
 
 -- fragment: due
 -- The due rule, written once: active, its time has come, not leased, not paused, and the
--- access token expires soon or the last refresh is old (or there was none). The expiry test
+-- access token expires soon or the last refresh is old (or there was none). A provider past
+-- its daily budget's reserve line (:reserved) refreshes only healthy accounts whose access
+-- token is about to expire. With demand-aware scheduling (:idle_providers, :idle_seconds)
+-- an account no app has had a token of for that long is refreshed only when one asks. The expiry test
 -- uses coalesce with far-off bounds (same truth table as `x <= :expiring_before` and
 -- `y IS NULL OR y <= :refreshed_before`) so PostgreSQL's planner cannot estimate it: it is
 -- correlated with next_attempt_at, and the plain form gets estimated ~100x too selective,
@@ -19,6 +22,10 @@ state = 'active'
        OR coalesce(last_refresh_at, :far_past) <= :refreshed_before)
   AND NOT EXISTS (SELECT 1 FROM provider_pauses p
                   WHERE p.provider = accounts.provider AND p.paused_until > :now)
+  AND (NOT {{provider_reserved}}
+       OR (consecutive_failures = 0
+           AND coalesce(access_expires_at, :far_future) <= :expiring_before))
+  AND {{demanded}}
 
 -- name: ping
 SELECT 1
@@ -114,7 +121,7 @@ SELECT count(*) AS n FROM accounts WHERE {{due}}
 INSERT INTO provider_pauses (provider, paused_until, reason)
 VALUES (:provider, :until, :reason)
 ON CONFLICT (provider) DO UPDATE SET paused_until = excluded.paused_until,
-                                     reason = excluded.reason
+                                     reason = excluded.reason, resumed_at = NULL
 
 -- name: paused_providers
 SELECT provider, paused_until FROM provider_pauses WHERE paused_until > :now
@@ -192,10 +199,6 @@ SELECT * FROM http_log WHERE {{id_in}} ORDER BY id
 -- name: list_attempts
 SELECT account_id, source, started_at, finished_at, success, error_code, error_message
 FROM refresh_log WHERE account_id = :account_id ORDER BY id DESC LIMIT :limit
-
--- name: insert_event
-INSERT INTO events (type, data, created_at) VALUES (:type, :data, :created_at)
-RETURNING id
 
 -- name: list_events
 SELECT id, type, data, created_at FROM events
@@ -352,7 +355,7 @@ CASE WHEN refresh_expires_at <= :within_1 THEN 1
      ELSE 30 END
 
 -- name: expire_refresh_tokens
-UPDATE accounts
+UPDATE accounts {{by_refresh_expiry}}
 SET state = 'reauth_required', state_reason = 'refresh_token_expired',
     last_error = 'refresh_token_expired', lease_owner = NULL, lease_expires_at = NULL,
     version = version + 1, updated_at = :now
@@ -361,7 +364,7 @@ RETURNING *
 
 -- name: note_refresh_expiry
 -- The account crossed a notice threshold (30, 7 or 1 days) it has not been told about.
-UPDATE accounts
+UPDATE accounts {{by_refresh_expiry}}
 SET refresh_expiry_notice_days = {{notice_due}}, updated_at = :now
 WHERE state = 'active' AND refresh_expires_at IS NOT NULL
   AND refresh_expires_at > :now AND refresh_expires_at <= :within_30
@@ -374,7 +377,7 @@ SELECT coalesce(sum(CASE WHEN refresh_expires_at <= :within_1 THEN 1 ELSE 0 END)
        coalesce(sum(CASE WHEN refresh_expires_at <= :within_7 THEN 1 ELSE 0 END), 0)
            AS within_7,
        count(*) AS within_30
-FROM accounts
+FROM accounts {{by_refresh_expiry}}
 WHERE state = 'active' AND refresh_expires_at IS NOT NULL AND refresh_expires_at <= :within_30
 
 -- -- console: the accounts page, operator actions, provider overview ------------------
@@ -483,9 +486,6 @@ RETURNING *
 -- name: provider_pauses
 SELECT provider, paused_until, reason FROM provider_pauses WHERE paused_until > :now
 
--- name: resume_provider
-DELETE FROM provider_pauses WHERE provider = :provider RETURNING provider
-
 -- name: failing_by_error
 SELECT provider, coalesce(last_error, 'unknown') AS error_code, count(*) AS n
 FROM accounts
@@ -493,10 +493,91 @@ WHERE consecutive_failures > 0 AND state <> 'deleted'
   AND (CAST(:org AS text) IS NULL OR org = :org)
 GROUP BY provider, coalesce(last_error, 'unknown')
 
--- name: refresh_calls
--- Attempts stopped before any HTTP (nothing to decrypt, no such provider) cost no call.
-SELECT a.provider, count(*) AS n
-FROM refresh_log r JOIN accounts a ON a.id = r.account_id
-WHERE r.started_at >= :start AND r.started_at < :end
-  AND (r.error_code IS NULL OR r.error_code NOT IN ('decrypt_failed', 'provider_unknown'))
-GROUP BY a.provider
+-- -- webhooks: delivery of the outbox (tokend/webhooks.py) ---------------------------------
+
+-- name: insert_delivery
+INSERT INTO webhook_deliveries (event_id, endpoint, type, data, event_at, next_attempt_at,
+                                created_at)
+VALUES (:event_id, :endpoint, :type, :data, :event_at, :now, :now)
+ON CONFLICT (event_id, endpoint) DO NOTHING
+
+-- name: finish_delivery
+-- Only while the lease is still ours: after a lease ran out somebody else owns the row.
+UPDATE webhook_deliveries
+SET state = :state, attempts = attempts + 1, next_attempt_at = :next_attempt_at,
+    last_status = :status, last_error = :error, lease_owner = NULL, lease_expires_at = NULL,
+    finished_at = :finished_at
+WHERE id = :id AND lease_owner = :owner
+RETURNING id
+
+-- name: list_deliveries
+SELECT * FROM webhook_deliveries
+WHERE (CAST(:endpoint AS text) IS NULL OR endpoint = :endpoint)
+  AND (CAST(:state AS text) IS NULL OR state = :state)
+  AND (CAST(:type AS text) IS NULL OR type = :type)
+  AND (CAST(:event_id AS bigint) IS NULL OR event_id = :event_id)
+  AND (CAST(:before_id AS bigint) IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit
+
+-- name: delivery_counts
+SELECT endpoint, state, count(*) AS n FROM webhook_deliveries GROUP BY endpoint, state
+
+-- name: prune_deliveries
+WITH old AS (SELECT id FROM webhook_deliveries
+             WHERE state <> 'pending' AND finished_at < :before ORDER BY id LIMIT :limit)
+DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM old) RETURNING id
+
+-- name: prune_events
+WITH old AS (SELECT id FROM events WHERE dispatched_at < :before ORDER BY id LIMIT :limit)
+DELETE FROM events WHERE id IN (SELECT id FROM old) RETURNING id
+
+-- name: resume_providers
+-- A pause whose time ran out, once: the row lock makes a second replica see resumed_at set.
+UPDATE provider_pauses SET resumed_at = :now
+WHERE paused_until <= :now AND resumed_at IS NULL
+RETURNING provider, reason
+
+-- name: clear_provider_pause
+UPDATE provider_pauses SET paused_until = :now, resumed_at = :now
+WHERE provider = :provider AND paused_until > :now AND resumed_at IS NULL
+RETURNING provider, reason
+
+-- -- the daily budget (tokend/budget.py) ------------------------------------------------
+
+-- name: count_token_call
+INSERT INTO token_calls (provider, grant_type, day, calls)
+VALUES (:provider, :grant_type, :day, 1)
+ON CONFLICT (provider, grant_type, day) DO UPDATE SET calls = token_calls.calls + 1
+RETURNING calls
+
+-- name: budget_usage
+SELECT provider, grant_type, calls FROM token_calls WHERE day = :day
+
+-- name: record_budget_warning
+INSERT INTO budget_warnings (provider, day, created_at) VALUES (:provider, :day, :now)
+ON CONFLICT (provider, day) DO NOTHING
+RETURNING provider
+
+-- name: provider_paused_until
+SELECT paused_until FROM provider_pauses WHERE provider = :provider
+
+-- name: touch_vended
+-- A parked account (idle, see park_idle_accounts) is back on the schedule.
+UPDATE accounts
+SET last_vended_at = :now,
+    next_attempt_at = CASE WHEN next_attempt_at = :parked THEN :now ELSE next_attempt_at END
+WHERE id = :id
+
+-- name: park_idle_accounts
+-- Idle accounts that came due are moved out of the way (next_attempt_at = :parked), so the
+-- due rule's index walk does not step over every one of them on every claim.
+UPDATE accounts SET next_attempt_at = :parked
+WHERE state = 'active' AND next_attempt_at <= :now
+  AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
+  AND NOT {{demanded}}
+
+-- name: demand_split
+-- Active accounts per provider, and how many of them the schedule refreshes (not idle).
+SELECT provider, count(*) AS n, sum(CASE WHEN {{demanded}} THEN 1 ELSE 0 END) AS scheduled
+FROM accounts WHERE state = 'active' GROUP BY provider

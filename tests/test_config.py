@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import re
@@ -61,7 +62,7 @@ def assert_names(exc: config.ConfigError, key: str) -> None:
 
 def documented_keys(text: str) -> dict[str, set[str]]:
     """Keys per table in the example, counting commented-out `# key = value` lines too."""
-    header = re.compile(r"^#?\s*\[([A-Za-z0-9_.-]+)\]")
+    header = re.compile(r"^#?\s*\[\[?([A-Za-z0-9_.-]+)\]\]?")
     assignment = re.compile(r"^#?\s*([A-Za-z0-9_-]+)\s*=")
     tables: dict[str, set[str]] = {"": set()}
     current = ""
@@ -97,7 +98,7 @@ def test_example_documents_every_key() -> None:
     docs = documented_keys(text)
     sections = {"database": config.DatabaseConfig, "refresh": config.RefreshConfig,
                 "crypto": config.CryptoConfig, "server": config.ServerConfig}
-    assert set(data) <= set(sections) | {"providers"}
+    assert set(data) <= set(sections) | {"providers", "webhooks"}
     for name, cls in sections.items():
         missing = field_names(cls) - docs[name]
         assert not missing, f"[{name}] keys missing from config.example.toml: {missing}"
@@ -111,6 +112,9 @@ def test_example_documents_every_key() -> None:
     missing = field_names(config.ProviderConfig) - {"name"} - provider_docs
     assert not missing, f"provider keys missing from config.example.toml: {missing}"
     assert provider_docs <= field_names(config.ProviderConfig) | {"client_secret_file"}
+    missing = field_names(config.WebhookConfig) - docs["webhooks"]
+    assert not missing, f"[[webhooks]] keys missing from config.example.toml: {missing}"
+    assert docs["webhooks"] <= field_names(config.WebhookConfig) | {"secret_file"}
 
 
 def test_example_values_in_real_toml_match_the_dataclass_defaults() -> None:
@@ -700,3 +704,56 @@ def test_ebay_notifications_defaults_and_secret_sources(
 def test_ebay_notifications_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     error = expect_error(tmp_path, text, key)
     assert "v" * 31 not in str(error)  # the message never repeats the token
+
+
+# -- [[webhooks]] -------------------------------------------------------------------------
+
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_webhooks_parse_with_defaults_and_a_derived_name(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, f'[[webhooks]]\nurl = "https://u:p@hooks.example.com/t?k=1"\n'
+                              f'secret = "{WHSEC}"\nevents = ["loop.stale"]\n')
+    [hook] = cfg.webhooks
+    assert hook.name == "hooks.example.com/t"  # no credentials, no query string
+    assert hook.events == ("loop.stale",) and hook.wants("loop.stale")
+    assert not hook.wants("budget.warning")
+    assert hook.key == base64.b64decode(WHSEC.removeprefix("whsec_"))
+    assert WHSEC not in repr(cfg)
+
+
+def test_webhook_secret_from_file_and_environment(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "hook-secret").write_text(WHSEC + "\n")
+    cfg = load_text(tmp_path, '[[webhooks]]\nurl = "https://h.example/x"\nname = "ops"\n'
+                              'secret_file = "hook-secret"\n')
+    assert cfg.webhooks[0].secret == WHSEC
+    other = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    monkeypatch.setenv("TOKEND_WEBHOOK_OPS_SECRET", other)
+    cfg = load_text(tmp_path, '[[webhooks]]\nurl = "https://h.example/x"\nname = "ops"\n')
+    assert cfg.webhooks[0].secret == other
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('url = "ftp://x"\nsecret = "{s}"', "webhooks[0].url"),
+    ('url = "https://x/y"', "webhooks[0].secret"),
+    ('url = "https://x/y"\nsecret = "not-whsec"', "webhooks[0].secret"),
+    ('url = "https://x/y"\nsecret = "whsec_***"', "webhooks[0].secret"),
+    ('url = "https://x/y"\nsecret = "whsec_c2hvcnQ="', "webhooks[0].secret"),
+    ('url = "https://x/y"\nsecret = "{s}"\nevents = ["account.exploded"]', "webhooks[0].events"),
+    ('url = "https://x/y"\nsecret = "{s}"\ntimeout_seconds = 0', "webhooks[0].timeout_seconds"),
+    ('url = "https://x/y"\nsecret = "{s}"\nmax_attempts = 0', "webhooks[0].max_attempts"),
+    ('url = "https://x/y"\nsecret = "{s}"\ncolour = "red"', "webhooks[0].colour"),
+])
+def test_bad_webhooks_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        load_text(tmp_path, "[[webhooks]]\n" + text.replace("{s}", WHSEC) + "\n")
+    assert caught.value.key == key
+
+
+def test_two_webhooks_need_distinct_names(tmp_path: Path) -> None:
+    hook = f'[[webhooks]]\nurl = "https://x/y"\nsecret = "{WHSEC}"\n'
+    with pytest.raises(config.ConfigError) as caught:
+        load_text(tmp_path, hook + hook)
+    assert caught.value.key == "webhooks[1].name"
+    assert len(load_text(tmp_path, hook + hook + 'name = "second"\n').webhooks) == 2

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 
 import tokend.store as st
@@ -146,7 +147,8 @@ async def test_claim_due_uses_the_partial_index_on_sqlite(sqlite_url):
             FROM g
             """, (now,))
         conn.execute("ANALYZE")
-        params = {k: v.timestamp() if isinstance(v, datetime) else v
+        params = {k: v.timestamp() if isinstance(v, datetime)
+                  else orjson.dumps(v).decode() if isinstance(v, list) else v
                   for k, v in claim_params(datetime.fromtimestamp(now, UTC)).items()}
         rows = conn.execute(f"EXPLAIN QUERY PLAN {queries.load('sqlite')['claim_due']}", params)
         plan = "\n".join(row[3] for row in rows)

@@ -141,6 +141,7 @@ class AppTokens:
             return issued
         result = await client.send(self.session,
                                    client.prepare_client_credentials(scopes_text.split()))
+        await self.db.count_token_call(client.name, "client_credentials", clock.now())
         sealed = expires_at = None
         if result.ok:
             sealed = self.keyring.encrypt(result.grant.access_token, account_id=_aad_id(key),

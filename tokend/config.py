@@ -6,6 +6,8 @@ against `$CREDENTIALS_DIRECTORY`, then the config file's folder), else inline.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import math
 import os
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tokend import crypto
+from tokend import crypto, vocabulary
 from tokend.ebay import profile as ebay_profile
 
 
@@ -103,6 +105,17 @@ class ProviderConfig:
     authorize_url: str = ""
     identity_url: str = ""
     redirect_uri: str = ""
+    # The share of daily_quota after which only expiring healthy accounts are refreshed.
+    budget_reserve: float = 0.8
+    # Demand-aware scheduling: an account whose access token no app has had for this long
+    # is refreshed only when one asks (then it is back on the schedule). None: always.
+    idle_after_seconds: float | None = None
+
+    def quota_for(self, grant: str) -> int | None:
+        """Token-endpoint calls allowed per day for `grant` (tokend/budget.py)."""
+        if grant == "refresh_token":
+            return self.daily_quota
+        return ebay_profile.DAILY_QUOTAS.get(grant) if self.type == "ebay" else None
 
     @property
     def expires_in_fallback_seconds(self) -> float:
@@ -111,6 +124,32 @@ class ProviderConfig:
         if self.type == "ebay":
             return ebay_profile.ACCESS_TOKEN_LIFETIME_SECONDS
         return OAUTH2_DEFAULT_EXPIRES_IN_SECONDS
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (Standard Webhooks' prefix, not a secret)
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookConfig:
+    """One `[[webhooks]]` endpoint (SPEC 10.2)."""
+
+    url: str
+    secret: str = dataclasses.field(repr=False)  # whsec_ + base64 of the signing key
+    name: str = ""  # its label in the table, the API and metrics; default host + path
+    events: tuple[str, ...] = ()  # empty: every event type
+    timeout_seconds: float = 10.0
+    max_attempts: int = 12
+    backoff_base_seconds: float = 10.0
+    backoff_max_seconds: float = 3600.0
+    breaker_failures: int = 5
+    breaker_seconds: float = 60.0
+
+    @property
+    def key(self) -> bytes:
+        return base64.b64decode(self.secret.removeprefix(WEBHOOK_SECRET_PREFIX))
+
+    def wants(self, event_type: str) -> bool:
+        return not self.events or event_type in self.events
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +170,12 @@ class Config:
     server: ServerConfig = ServerConfig()
     providers: Mapping[str, ProviderConfig] = dataclasses.field(default_factory=dict)
     ebay_notifications: EbayNotificationsConfig | None = None
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+    def idle_after(self) -> dict[str, float]:
+        """The demand-aware providers and their idle_after_seconds."""
+        return {name: p.idle_after_seconds for name, p in self.providers.items()
+                if p.idle_after_seconds is not None}
 
 
 class _Table:
@@ -388,7 +433,12 @@ def _provider(name: str, t: _Table) -> ProviderConfig:
         identity_url=_url(t, "identity_url",
                           ebay_profile.IDENTITY_URLS[environment] if environment else ""),
         redirect_uri=t.get("redirect_uri", str, ""),
+        budget_reserve=t.number("budget_reserve", 0.8),
+        idle_after_seconds=None if "idle_after_seconds" not in t.data
+        else t.number("idle_after_seconds", 0.0),
     )
+    if out.budget_reserve > 1:
+        raise ConfigError(t.key("budget_reserve"), "must be a share between 0 and 1")
     if out.daily_quota is not None and out.daily_quota < 1:
         raise ConfigError(t.key("daily_quota"), "must be at least 1")
     t.done()
@@ -434,6 +484,61 @@ def _ebay_notifications(
                                    public_key_url=public_key_url)
 
 
+def _webhook_env_name(name: str) -> str:
+    return "TOKEND_WEBHOOK_" + re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_SECRET"
+
+
+def _webhook_secret(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ConfigError(key, "expected whsec_ followed by base64")
+    try:
+        raw = base64.b64decode(value.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(key, "expected whsec_ followed by base64") from None
+    if len(raw) < 16:
+        raise ConfigError(key, "the key must be at least 16 bytes")
+    return value
+
+
+def _webhook(t: _Table) -> WebhookConfig:
+    d = WebhookConfig(url="", secret="")
+    url = t.get("url", str, "")
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(t.key("url"), "is required: an http(s) URL")
+    without_scheme = url.split("://", 1)[1]
+    name = t.get("name", str, "") or without_scheme.split("?", 1)[0].split("@")[-1]
+    if not name or "\x00" in name or len(name) > 200:
+        raise ConfigError(t.key("name"), "must be 1-200 characters")
+    events = t.strings("events", ())
+    unknown = [e for e in events if e not in vocabulary.EVENT_TYPES]
+    if unknown:
+        raise ConfigError(t.key("events"), f"unknown event type {unknown[0]!r} "
+                          f"(one of {', '.join(vocabulary.EVENT_TYPES)})")
+    out = WebhookConfig(
+        url=url, name=name, events=events,
+        secret=_webhook_secret(t.key("secret"),
+                               t.secret("secret", _webhook_env_name(name), None)),
+        timeout_seconds=t.number("timeout_seconds", d.timeout_seconds),
+        max_attempts=t.integer("max_attempts", d.max_attempts),
+        backoff_base_seconds=t.number("backoff_base_seconds", d.backoff_base_seconds),
+        backoff_max_seconds=t.number("backoff_max_seconds", d.backoff_max_seconds),
+        breaker_failures=t.integer("breaker_failures", d.breaker_failures),
+        breaker_seconds=t.number("breaker_seconds", d.breaker_seconds))
+    t.done()
+    return out
+
+
+def _webhooks(root: _Table) -> tuple[WebhookConfig, ...]:
+    items = root.get("webhooks", list, [])
+    out = tuple(_webhook(_Table(f"webhooks[{n}]", item, root.base_dir))
+                for n, item in enumerate(items))
+    names = [w.name for w in out]
+    for n, name in enumerate(names):
+        if name in names[:n]:
+            raise ConfigError(f"webhooks[{n}].name", f"{name!r} is used twice; give each a name")
+    return out
+
+
 def parse(data: Mapping[str, Any], base_dir: Path) -> Config:
     root = _Table("", data, base_dir)
     providers_table = root.table("providers")
@@ -447,6 +552,7 @@ def parse(data: Mapping[str, Any], base_dir: Path) -> Config:
         server=_server(root.table("server")),
         providers=providers,
         ebay_notifications=_ebay_notifications(root.table("ebay_notifications"), providers),
+        webhooks=_webhooks(root),
     )
     root.done()
     return config

@@ -263,6 +263,7 @@ class Service:
                                          exc.code, link=link) from None
         result = await client.send(self.session, client.prepare_code(
             code, redirect_uri=self.redirect_uri(p), code_verifier=verifier))
+        await self.db.count_token_call(link.provider, "authorization_code", clock.now())
         grant = result.grant
         problem = result.error_description or result.error_code
         if grant is not None and not grant.refresh_token:

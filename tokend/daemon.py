@@ -16,6 +16,7 @@ from aiohttp import web as aioweb
 
 from tokend import (
     apptokens,
+    budget,
     clock,
     config,
     connect,
@@ -31,6 +32,7 @@ from tokend import (
     systemd,
     vending,
     web,
+    webhooks,
 )
 from tokend.ebay import notifications
 
@@ -92,6 +94,7 @@ class Parts:
     refresher: refresher.Refresher
     loop: loop.Loop
     vendor: vending.Vendor
+    deliverer: webhooks.Deliverer
     readiness: probes.Readiness
     connect: connect.Service
     app: aioweb.Application
@@ -130,9 +133,14 @@ async def assemble(
         refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats,
                                  settings=cfg.refresh, instance=instance, stop=stop,
                                  log_retention_seconds=cfg.database.log_retention_seconds,
-                                 status=notifier.status)
+                                 status=notifier.status,
+                                 spending=budget.Budget(db=db, providers=cfg.providers),
+                                 idle_after=cfg.idle_after())
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=cfg.refresh)
+        deliverer = webhooks.Deliverer(
+            db=db, endpoints=cfg.webhooks, stats=stats, instance=instance, stop=stop,
+            retention_seconds=cfg.database.log_retention_seconds)
         app_tokens = apptokens.AppTokens(db=db, keyring=keyring, clients=clients,
                                          session=session, hub=hub, settings=cfg.refresh,
                                          owner=instance)
@@ -155,7 +163,8 @@ async def assemble(
         yield Parts(cfg=cfg, instance=instance, stop=stop, notifier=notifier, keyring=keyring,
                     stats=stats, db=db, session=session, hub=hub, refresher=worker,
                     loop=refresh_loop, vendor=vendor, readiness=readiness, app=app,
-                    app_tokens=app_tokens, ebay_receiver=ebay_receiver, connect=connector)
+                    app_tokens=app_tokens, ebay_receiver=ebay_receiver, connect=connector,
+                    deliverer=deliverer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +214,8 @@ async def _serve(
     on_ready: Callable[[str], Awaitable[None] | None] | None,
 ) -> None:
     notifier = parts.notifier
-    tasks = [asyncio.create_task(parts.loop.run(), name="refresh-loop")]
+    tasks = [asyncio.create_task(parts.loop.run(), name="refresh-loop"),
+             asyncio.create_task(parts.deliverer.run(), name="webhook-delivery")]
     # The stream feed runs until cancelled: it is not waited on during the grace.
     feeds = [asyncio.create_task(t, name=n) for n, t in parts.hub.side_tasks(parts.db)]
     interval = systemd.watchdog_interval_seconds()

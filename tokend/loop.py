@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
-from tokend import clock, config, metrics, refresher, store, stream, vocabulary
+from tokend import budget, clock, config, metrics, refresher, store, stream, vocabulary
 
 log = structlog.get_logger("tokend.loop")
 
 NAME = "refresh"
 QUIET_MESSAGE = "no accounts need token refresh"
+STOPPED = "stopped"  # last_status of a loop that stopped cleanly
 MIN_SLEEP_SECONDS = 1.0
 ERROR_RETRY_SECONDS = 5.0
 MAX_LISTED_ERRORS = 50
@@ -31,15 +32,18 @@ class Loop:
         stop: asyncio.Event, clock: Callable[[], datetime] = clock.now,
         log_retention_seconds: float | None = None,
         status: Callable[[str], object] = lambda text: None,
+        spending: budget.Budget | None = None, idle_after: Mapping[str, float] | None = None,
     ) -> None:
         self.db, self.worker, self.hub, self.stats = db, worker, hub, stats
         self.status = status  # one line per cycle for the supervisor (systemd's STATUS=)
+        self.spending, self.idle_after = spending, idle_after
         self.settings, self.instance, self.stop, self.clock = settings, instance, stop, clock
         self.interval_seconds = settings.interval_seconds
         self.started_at = clock()
         self.last_finished_at: datetime | None = None  # the last cycle that succeeded
         self.last_turned_at: datetime | None = None  # the last cycle that ended at all
         self._wake = asyncio.Event()
+        self._empty_claim_at: datetime | None = None  # the cycle's last claim found nothing
         self.log_retention_seconds = log_retention_seconds
         self.next_prune = time.monotonic()  # monotonic time of the next log prune
 
@@ -62,6 +66,11 @@ class Loop:
             ok = await self.cycle(woken=woken)
             woken = await self.sleep(
                 await self.seconds_until_next_cycle() if ok else self._retry_seconds())
+        try:  # a clean stop is not a stale loop (no loop.stale for it)
+            await self.db.worker_finished(NAME, self.instance, self.clock(), STOPPED,
+                                          {"status": STOPPED, "timestamp": self._now_iso()})
+        except store.StoreError as exc:
+            log.warning("stop_not_recorded", error=str(exc))
         log.info("loop_stopped", instance=self.instance)
 
     async def cycle(self, *, woken: bool = False) -> bool:
@@ -93,7 +102,10 @@ class Loop:
         s = self.settings
         in_flight: set[asyncio.Task[refresher.Outcome]] = set()
         checked = refreshed = 0
+        self._empty_claim_at = None
         errors: list[dict[str, str | None]] = []
+        if self.idle_after:
+            await self.db.park_idle(self.clock(), self.idle_after)
 
         def collect(done: set[asyncio.Task[refresher.Outcome]]) -> None:
             nonlocal refreshed
@@ -108,16 +120,28 @@ class Loop:
         try:
             while not self.stop.is_set():
                 free = s.concurrency - len(in_flight)
-                if free == 0:
+                # Asked before every claim: the day's count moves while the cycle runs, and
+                # refreshes in flight are not counted yet.
+                plan = budget.Plan()
+                if free > 0 and self.spending is not None:
+                    plan = await self.spending.plan()
+                    if plan.headroom is not None:
+                        free = min(free, plan.headroom - len(in_flight))
+                if free <= 0:
+                    if not in_flight:
+                        break
                     done, in_flight = await asyncio.wait(
                         in_flight, return_when=asyncio.FIRST_COMPLETED)
                     collect(done)
                     continue
+                claim_at = self.clock()
                 batch = await self.db.claim_due(
-                    self.worker.owner, self.clock(), limit=free, lease_seconds=s.lease_seconds,
+                    self.worker.owner, claim_at, limit=free, lease_seconds=s.lease_seconds,
                     expiry_threshold_seconds=s.expiry_threshold_seconds,
-                    max_age_seconds=s.max_age_seconds)
+                    max_age_seconds=s.max_age_seconds, reserved=plan.reserved,
+                    idle_after=self.idle_after)
                 if not batch:
+                    self._empty_claim_at = claim_at
                     break
                 checked += len(batch)
                 in_flight |= {asyncio.create_task(
@@ -188,6 +212,10 @@ class Loop:
         if next_due is None:
             return self.interval_seconds
         until_due = (next_due - now).total_seconds()
+        if self._empty_claim_at is not None and next_due <= self._empty_claim_at:
+            # Due before a claim that found nothing: the daily budget holds it back.
+            # Waking each second would only write heartbeats.
+            return self.interval_seconds
         return min(self.interval_seconds, max(MIN_SLEEP_SECONDS, until_due))
 
     async def sleep(self, seconds: float) -> bool:

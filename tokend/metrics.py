@@ -49,5 +49,30 @@ class Metrics:
         self.vends = prom.Counter(
             "tokend_vends", "Access tokens handed to apps, by outcome.", ["outcome"], registry=r)
 
+        self.webhook_deliveries = prom.Counter(
+            "tokend_webhook_deliveries", "Webhook delivery attempts by endpoint and outcome "
+            "(delivered, retry, dead).", ["endpoint", "outcome"], registry=r)
+        self.webhook_latency = prom.Histogram(
+            "tokend_webhook_latency_seconds", "From an event's commit to its delivery.",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.webhook_pending = prom.Gauge(
+            "tokend_webhook_pending", "Deliveries not yet delivered or dead, by endpoint.",
+            ["endpoint"], registry=r)
+
+        self.budget_calls = prom.Gauge(
+            "tokend_budget_calls", "Token-endpoint calls today (UTC), all replicas.",
+            ["provider", "grant_type"], registry=r)
+        self.budget_state = prom.Gauge(
+            "tokend_budget_state", "Daily budget: 0 normal, 1 past the reserve line, "
+            "2 limit reached (scheduled refreshes stopped).", ["provider"], registry=r)
+        self.capacity_accounts = prom.Gauge(
+            "tokend_capacity_accounts", "Accounts the daily quota carries with the current "
+            "settings.", ["provider"], registry=r)
+
+        self.accounts_scheduled = prom.Gauge(
+            "tokend_accounts_scheduled", "Active accounts the schedule refreshes (scheduled) "
+            "or only a vend does (idle, demand-aware providers).", ["provider", "schedule"],
+            registry=r)
+
     def render(self) -> bytes:
         return prom.generate_latest(self.registry)

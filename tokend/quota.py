@@ -7,10 +7,11 @@ from what the loop really does: every active account is refreshed once per perio
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import UTC, datetime
 from typing import Any
 
-from tokend import config, schedule, store
+from tokend import clock, config, schedule, store
 
 DAY_SECONDS = 86_400.0
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -23,6 +24,8 @@ class Projection:
     period_seconds: float
     projected_daily_calls: float
     daily_quota: int | None
+    capacity_accounts: int | None = None  # accounts the quota carries at this period
+    scheduled_accounts: int | None = None  # of the active, those not idle (demand-aware)
 
     @property
     def over_quota(self) -> bool:
@@ -41,8 +44,19 @@ def period_seconds(provider: config.ProviderConfig, settings: config.RefreshConf
     return (due - _EPOCH).total_seconds()
 
 
+def capacity(provider: config.ProviderConfig, settings: config.RefreshConfig) -> int | None:
+    """How many accounts this keyset's daily refresh quota carries with these settings:
+    each is refreshed DAY / period times a day."""
+    if provider.daily_quota is None:
+        return None
+    return math.floor(provider.daily_quota * period_seconds(provider, settings) / DAY_SECONDS)
+
+
 async def project(db: store.Store, cfg: config.Config) -> list[Projection]:
+    """Idle accounts of a demand-aware provider are refreshed only when an app asks: the
+    projection counts the scheduled ones."""
     active = await db.active_by_provider()
+    split = await db.demand_split(cfg.idle_after(), clock.now())
     out = []
     for name in sorted(set(cfg.providers) | set(active)):
         provider = cfg.providers.get(name)
@@ -51,6 +65,8 @@ async def project(db: store.Store, cfg: config.Config) -> list[Projection]:
             out.append(Projection(name, count, 0.0, 0.0, None))
             continue
         period = period_seconds(provider, cfg.refresh)
-        out.append(Projection(name, count, period, count * DAY_SECONDS / period,
-                              provider.daily_quota))
+        scheduled = split.get(name, {}).get("scheduled", count)
+        out.append(Projection(name, count, period, scheduled * DAY_SECONDS / period,
+                              provider.daily_quota, capacity(provider, cfg.refresh),
+                              scheduled))
     return out

@@ -72,6 +72,11 @@ def decide(
         pause_until = now + timedelta(seconds=delay)
     elif result.kind in (providers.CONFIG, providers.DECRYPT):
         delay = s.backoff_max_seconds
+    if pause_until is None and schedule.backoff_is_long(
+            account.consecutive_failures, base_seconds=s.backoff_base_seconds,
+            max_seconds=s.backoff_max_seconds):
+        # An account that keeps failing spends the daily budget healthy ones need.
+        delay = max(delay, schedule.failing_retry_seconds(jitter))
     code = result.error_code or "error"
     events = []
     if state is not None:

@@ -36,3 +36,19 @@ def backoff_seconds(
     if retry_after_seconds is not None:
         delay = max(delay, retry_after_seconds)
     return min(delay, max_seconds)
+
+
+# Once its backoff is at the maximum, a failing account is tried at most this often a day.
+FAILING_RETRIES_PER_DAY = 4
+
+
+def backoff_is_long(failures: int, *, base_seconds: float, max_seconds: float) -> bool:
+    """The backoff after `failures` earlier failures has reached its maximum."""
+    return base_seconds * 2.0 ** min(failures, 32) >= max_seconds
+
+
+def failing_retry_seconds(jitter: float) -> float:
+    """The wait between attempts of an account that keeps failing: a quarter day and up
+    to a quarter more, so such accounts do not retry together."""
+    spacing = 86_400.0 / FAILING_RETRIES_PER_DAY
+    return spacing * (1.0 + 0.25 * jitter)

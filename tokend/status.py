@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import IO, Any
 
-from tokend import clock, config, quota, store
+from tokend import budget, clock, config, quota, store
 
 FAILING = "failing"  # not a stored state: active accounts whose last attempts failed
 
@@ -30,6 +30,8 @@ async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str
         "refresh_tokens_expiring": await db.refresh_expiry_counts(now),
         "paused_providers": {name: until.isoformat() for name, until in paused.items()},
         "quota": {p.provider: p.to_dict() for p in projections},
+        "budget": {b.provider: b.to_dict()
+                   for b in await budget.standings(db, cfg.providers, now)},
         "checked_at": now.isoformat(),
     }
 
@@ -63,7 +65,7 @@ def print_report(data: dict[str, Any], out: IO[str]) -> None:
                       f"{summary.get('error_count', len(summary.get('errors', [])))}\n")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(data["accounts"].items()))
     out.write(f"accounts: {counts or 'none'}\n")
-    for code, n in sorted(data["failing_accounts"].items()):
+    for code, n in sorted((data.get("failing_accounts") or {}).items()):
         out.write(f"  failing with {code}: {n}\n")
     expiring = data.get("refresh_tokens_expiring") or {}
     if any(expiring.values()):
@@ -74,8 +76,22 @@ def print_report(data: dict[str, Any], out: IO[str]) -> None:
     for name, q in data["quota"].items():
         limit = f" of {q['daily_quota']:,} allowed" if q["daily_quota"] else ""
         warning = "  WARNING: over the daily quota" if q["over_quota"] else ""
-        out.write(f"provider {name}: {q['active_accounts']} active accounts, about "
+        scheduled = q.get("scheduled_accounts")
+        idle = 0 if scheduled is None else q["active_accounts"] - scheduled
+        split = f" ({scheduled} scheduled, {idle} idle)" if idle else ""
+        out.write(f"provider {name}: {q['active_accounts']} active accounts{split}, about "
                   f"{q['projected_daily_calls']:,.0f} refresh calls/day{limit}{warning}\n")
+        if q.get("capacity_accounts") is not None:
+            out.write(f"  this keyset carries about {q['capacity_accounts']:,} accounts "
+                      "with the current settings\n")
+    for name, b in data.get("budget", {}).items():
+        if b["limit"] is None:
+            continue
+        note = {budget.NORMAL: "", budget.RESERVE: "  past the reserve line: only expiring "
+                "accounts are refreshed", budget.EXHAUSTED: "  LIMIT REACHED: scheduled "
+                "refreshes stopped until 00:00 UTC"}[b["state"]]
+        out.write(f"budget {name} {b['day']}: {b['used']:,} of {b['limit']:,} refresh calls "
+                  f"used{note}\n")
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -21,6 +21,7 @@ from tokend import clock, config, crypto, metrics, refresher, store, vocabulary
 log = structlog.get_logger("tokend.vending")
 
 POLL_SECONDS = 0.1
+VEND_MARK_SECONDS = 60.0  # how stale accounts.last_vended_at may get
 LEASE_WAIT_MARGIN_SECONDS = 5.0  # beyond the provider call: the holder's save and release
 
 
@@ -92,6 +93,7 @@ class Vendor:
             refreshed = True
             self._learn(account, min_valid_seconds)
         assert account.access_token is not None and account.access_expires_at is not None
+        await self._mark_in_demand(account)
         try:
             token = self.keyring.decrypt(account.access_token, account_id=account.id,
                                          column="access_token")
@@ -99,6 +101,14 @@ class Vendor:
             raise Unavailable("stored access token cannot be decrypted") from None
         return Vended(access_token=token, expires_at=account.access_expires_at,
                       refreshed=refreshed)
+
+    async def _mark_in_demand(self, account: store.Account) -> None:
+        """Keep the account on the schedule of a demand-aware provider (one write a
+        minute at most per account, so a busy app costs no write per vend)."""
+        now = self.clock()
+        last = account.last_vended_at
+        if last is None or (now - last).total_seconds() >= VEND_MARK_SECONDS:
+            await self.db.touch_vended(account.id, now)
 
     def _learn(self, account: store.Account, min_valid_seconds: float) -> None:
         """Remember which accounts' providers hand out tokens shorter than apps ask for,

@@ -53,3 +53,66 @@ CAST('9999-01-01 00:00:00+00' AS timestamptz)
 -- keep one generic plan, and the generic plan of `(:x IS NULL OR col = :x)` cannot use the
 -- index the filter needs (an org's first page took 80 ms instead of 2 at 100,000 accounts).
 SET LOCAL plan_cache_mode = force_custom_plan
+
+-- -- webhooks --------------------------------------------------------------------------
+
+-- name: insert_event
+-- The notification goes out on commit and wakes every replica's delivery task.
+WITH event AS (
+    INSERT INTO events (type, data, created_at) VALUES (:type, :data, :created_at)
+    RETURNING id
+)
+SELECT id, pg_notify('tokend_events', id::text) FROM event
+
+-- name: dispatch_events
+-- Take undispatched events a batch at a time; a replica skips what another is fanning out.
+UPDATE events SET dispatched_at = :now
+WHERE id IN (SELECT id FROM events WHERE dispatched_at IS NULL
+             ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
+RETURNING id, type, data, created_at
+
+-- name: claim_deliveries
+-- Like claim_due: due rows of one endpoint, skipping rows another replica holds, leased.
+WITH due AS (
+    SELECT id FROM webhook_deliveries
+    WHERE endpoint = :endpoint AND state = 'pending' AND next_attempt_at <= :now
+    ORDER BY next_attempt_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+SET lease_owner = :owner, lease_expires_at = :lease_until, next_attempt_at = :lease_until
+FROM due WHERE d.id = due.id
+RETURNING d.*
+
+-- name: mark_stale_workers
+-- No finished cycle within three intervals (store.Worker.stale), noticed once.
+UPDATE workers SET stale_at = :now
+WHERE stale_at IS NULL AND last_status IS DISTINCT FROM 'stopped'
+  AND coalesce(last_finished_at, last_started_at)
+      < CAST(:now AS timestamptz) - interval_seconds * 3 * interval '1 second'
+RETURNING name, instance, last_finished_at
+
+-- name: mark_recovered_workers
+UPDATE workers SET stale_at = NULL
+WHERE stale_at IS NOT NULL
+  AND coalesce(last_finished_at, last_started_at)
+      >= CAST(:now AS timestamptz) - interval_seconds * 3 * interval '1 second'
+RETURNING name, instance, last_finished_at
+
+-- -- the daily budget --------------------------------------------------------------------
+
+-- fragment: provider_reserved
+(provider = ANY(CAST(:reserved AS text[])))
+
+-- fragment: demanded
+-- Not idle: the provider is not demand-aware, or an app had a token recently enough.
+(NOT (provider = ANY(CAST(:idle_providers AS text[])))
+ OR coalesce(last_vended_at, created_at) >= CAST(:now AS timestamptz)
+    - (SELECT c.seconds FROM unnest(CAST(:idle_providers AS text[]),
+                                    CAST(:idle_seconds AS double precision[]))
+                             AS c(provider, seconds)
+       WHERE c.provider = accounts.provider) * interval '1 second')
+
+-- fragment: by_refresh_expiry
+-- Nothing: the planner has statistics and picks accounts_refresh_expiry by itself.

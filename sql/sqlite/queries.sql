@@ -42,3 +42,51 @@ RETURNING id
 -- name: console_custom_plan
 -- SQLite plans every statement with its values already.
 SELECT 1 AS planned
+
+-- -- webhooks --------------------------------------------------------------------------
+
+-- name: insert_event
+INSERT INTO events (type, data, created_at) VALUES (:type, :data, :created_at)
+RETURNING id
+
+-- name: dispatch_events
+UPDATE events SET dispatched_at = :now
+WHERE id IN (SELECT id FROM events WHERE dispatched_at IS NULL ORDER BY id LIMIT :limit)
+RETURNING id, type, data, created_at
+
+-- name: claim_deliveries
+UPDATE webhook_deliveries
+SET lease_owner = :owner, lease_expires_at = :lease_until, next_attempt_at = :lease_until
+WHERE id IN (SELECT id FROM webhook_deliveries
+             WHERE endpoint = :endpoint AND state = 'pending' AND next_attempt_at <= :now
+             ORDER BY next_attempt_at LIMIT :limit)
+RETURNING *
+
+-- name: mark_stale_workers
+UPDATE workers SET stale_at = :now
+WHERE stale_at IS NULL AND last_status IS NOT 'stopped'
+  AND coalesce(last_finished_at, last_started_at) < :now - 3 * interval_seconds
+RETURNING name, instance, last_finished_at
+
+-- name: mark_recovered_workers
+UPDATE workers SET stale_at = NULL
+WHERE stale_at IS NOT NULL
+  AND coalesce(last_finished_at, last_started_at) >= :now - 3 * interval_seconds
+RETURNING name, instance, last_finished_at
+
+-- -- the daily budget --------------------------------------------------------------------
+
+-- fragment: provider_reserved
+(provider IN (SELECT value FROM json_each(:reserved)))
+
+-- fragment: demanded
+(provider NOT IN (SELECT value FROM json_each(:idle_providers))
+ OR coalesce(last_vended_at, created_at) >= :now
+    - (SELECT json_extract(:idle_seconds, '$[' || j.key || ']')
+       FROM json_each(:idle_providers) AS j WHERE j.value = accounts.provider))
+
+-- fragment: by_refresh_expiry
+-- SQLite plans without statistics and would prefer an equality index on state (the
+-- console's), scanning every active account each cycle; name the partial index instead
+-- (an error, not a slow plan, if it ever cannot serve).
+INDEXED BY accounts_refresh_expiry

@@ -21,8 +21,12 @@ REAUTH_REQUIRED = "reauth_required"
 DISABLED = "disabled"
 DELETED = "deleted"  # a tombstone: tokens and personal fields purged
 STATES = (ACTIVE, REAUTH_REQUIRED, DISABLED, DELETED)
+BUDGET_EXHAUSTED = "daily_budget_exhausted"  # a provider pause's reason at the daily limit
 MAX_ENTRY_ID = 2**63 - 1  # entry ids are 64-bit on both backends
 ENTRIES_CHANNEL = "tokend_entries"  # NOTIFY channel of new entry ids (sql insert_entry)
+GRANT_TYPES = ("refresh_token", "authorization_code", "client_credentials")
+REFRESH_TOKEN_GRANT = GRANT_TYPES[0]
+EVENTS_CHANNEL = "tokend_events"  # NOTIFY channel of new outbox events (sql insert_event)
 
 
 class StoreError(Exception):
@@ -66,6 +70,7 @@ class Account:
     provider_user_name: str | None = None  # e.g. the eBay username
     state_reason: str | None = None  # why the account left `active`
     refresh_expiry_notice_days: int | None = None  # the last expiry notice given (30/7/1)
+    last_vended_at: datetime | None = None  # when an app last had its access token
 
     def public(self) -> dict[str, Any]:
         """Everything an operator may see: no token, not even encrypted."""
@@ -104,6 +109,38 @@ class Event:
               ) -> Event:
         return cls(type, {"account_id": account.id, "org": account.org,
                           "provider": account.provider, "state": state, "reason": reason})
+
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+DELIVERY_STATES = (PENDING, DELIVERED, DEAD)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event on its way to one webhook endpoint (tokend/webhooks.py)."""
+
+    id: int
+    event_id: int
+    endpoint: str
+    type: str
+    data: Mapping[str, Any]
+    event_at: datetime
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    def public(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+        return out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -292,6 +329,8 @@ def _notice_params(now: datetime) -> dict[str, Any]:
 # Bounds for the due rule's coalesce (see sql/queries.sql): beyond any real timestamp.
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 _FAR_PAST = datetime(1970, 1, 2, tzinfo=UTC)
+# next_attempt_at of an idle account (demand-aware scheduling): due only once an app asks.
+PARKED = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def _unmatchable(*values: object) -> bool:
@@ -301,11 +340,21 @@ def _unmatchable(*values: object) -> bool:
 
 
 def due_params(now: datetime, expiry_threshold_seconds: float, max_age_seconds: float,
+               reserved: Sequence[str] = (), idle_after: Mapping[str, float] | None = None,
                ) -> dict[str, Any]:
-    """The parameters of the due rule (sql/queries.sql, fragment `due`)."""
+    """The parameters of the due rule (sql/queries.sql, fragment `due`); `reserved` names
+    the providers past their daily budget's reserve line, `idle_after` the demand-aware
+    providers and their idle_after_seconds."""
     return {"now": now, "far_future": _FAR_FUTURE, "far_past": _FAR_PAST,
             "expiring_before": now + timedelta(seconds=expiry_threshold_seconds),
-            "refreshed_before": now - timedelta(seconds=max_age_seconds)}
+            "refreshed_before": now - timedelta(seconds=max_age_seconds),
+            "reserved": list(reserved), **_idle_params(idle_after)}
+
+
+def _idle_params(idle_after: Mapping[str, float] | None) -> dict[str, Any]:
+    pairs = sorted((idle_after or {}).items())
+    return {"idle_providers": [p for p, _ in pairs],
+            "idle_seconds": [float(s) for _, s in pairs]}
 
 
 async def emit(tx: Session, events: Sequence[Event], now: datetime) -> None:
@@ -326,6 +375,11 @@ async def _described(
         stored = await tx.one("insert_entry", **_entry_params(entry))
         entries.append(dataclasses.replace(entry, id=stored["id"]))
     return entries
+
+
+def utc_day(moment: datetime) -> str:
+    """The UTC day a call counts against, as the budget tables store it."""
+    return moment.astimezone(UTC).date().isoformat()
 
 
 def _account(row: Mapping[str, Any]) -> Account:
@@ -464,7 +518,8 @@ class Store:
     # -- the refresh cycle ------------------------------------------------------------
     async def claim_due(
         self, owner: str, now: datetime, *, limit: int, lease_seconds: float,
-        expiry_threshold_seconds: float, max_age_seconds: float,
+        expiry_threshold_seconds: float, max_age_seconds: float, reserved: Sequence[str] = (),
+        idle_after: Mapping[str, float] | None = None,
     ) -> list[Account]:
         """Lease up to `limit` due accounts (sql/queries.sql, fragment `due`) to `owner` in
         one statement and return them. Claiming bumps `version`, sets the lease and moves
@@ -473,14 +528,15 @@ class Store:
         rows = await self._db.all(
             "claim_due", owner=owner, limit=limit,
             lease_until=now + timedelta(seconds=lease_seconds),
-            **due_params(now, expiry_threshold_seconds, max_age_seconds))
+            **due_params(now, expiry_threshold_seconds, max_age_seconds, reserved, idle_after))
         return [_account(row) for row in rows]
 
     async def count_due(
         self, now: datetime, *, expiry_threshold_seconds: float, max_age_seconds: float,
+        reserved: Sequence[str] = (), idle_after: Mapping[str, float] | None = None,
     ) -> int:
-        row = await self._db.one("count_due",
-                                 **due_params(now, expiry_threshold_seconds, max_age_seconds))
+        row = await self._db.one("count_due", **due_params(
+            now, expiry_threshold_seconds, max_age_seconds, reserved, idle_after))
         return row["n"]
 
     async def claim_account(
@@ -523,6 +579,9 @@ class Store:
             if applied is not None:
                 await emit(tx, outcome.events, now)
             await tx.one("insert_attempt", **dataclasses.asdict(attempt))
+            if entry.request is not None:  # the token endpoint was called: it counts
+                await tx.one("count_token_call", provider=claimed.provider,
+                             grant_type=REFRESH_TOKEN_GRANT, day=utc_day(attempt.started_at))
             row = await tx.one("insert_entry", **_entry_params(entry))
         return applied is not None, dataclasses.replace(entry, id=row["id"])
 
@@ -583,6 +642,168 @@ class Store:
         """Outbox events after `after_id`, oldest first."""
         rows = await self._db.all("list_events", after_id=after_id, limit=limit)
         return [Event(**row) for row in rows]
+
+    # -- webhooks: the outbox's deliveries ---------------------------------------------
+    async def dispatch_events(
+        self, targets: Callable[[str], Sequence[str]], now: datetime, *, limit: int,
+    ) -> int:
+        """Fan up to `limit` undispatched events out to the endpoints `targets(type)` names,
+        in one transaction (replicas skip each other's batches); returns how many."""
+        async with self._db.transaction() as tx:
+            rows = await tx.all("dispatch_events", now=now, limit=limit)
+            for row in rows:
+                for endpoint in targets(row["type"]):
+                    await tx.one("insert_delivery", event_id=row["id"], endpoint=endpoint,
+                                 type=row["type"], data=row["data"],
+                                 event_at=row["created_at"], now=now)
+        return len(rows)
+
+    async def claim_deliveries(
+        self, endpoint: str, owner: str, now: datetime, *, limit: int, lease_seconds: float,
+    ) -> list[Delivery]:
+        """Lease up to `limit` due deliveries of `endpoint`, oldest due first."""
+        rows = await self._db.all(
+            "claim_deliveries", endpoint=endpoint, owner=owner, now=now, limit=limit,
+            lease_until=now + timedelta(seconds=lease_seconds))
+        return [Delivery(**row) for row in rows]
+
+    async def finish_delivery(
+        self, delivery: Delivery, owner: str, now: datetime, *, state: str,
+        next_attempt_at: datetime, status: int | None, error: str | None,
+    ) -> bool:
+        """Record one attempt; False when the lease was lost meanwhile."""
+        row = await self._db.one(
+            "finish_delivery", id=delivery.id, owner=owner, state=state,
+            next_attempt_at=next_attempt_at, status=status, error=error,
+            finished_at=None if state == PENDING else now)
+        return row is not None
+
+    async def list_deliveries(
+        self, *, endpoint: str | None = None, state: str | None = None,
+        type: str | None = None, event_id: int | None = None, before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Delivery]:
+        """Deliveries, newest first."""
+        if _unmatchable(endpoint, state, type):
+            return []
+        rows = await self._db.all("list_deliveries", endpoint=endpoint, state=state,
+                                  type=type, event_id=event_id, before_id=before_id,
+                                  limit=limit)
+        return [Delivery(**row) for row in rows]
+
+    async def delivery_counts(self) -> dict[str, dict[str, int]]:
+        """Deliveries per endpoint and state."""
+        out: dict[str, dict[str, int]] = {}
+        for row in await self._db.all("delivery_counts"):
+            out.setdefault(row["endpoint"], dict.fromkeys(DELIVERY_STATES, 0))[
+                row["state"]] = row["n"]
+        return out
+
+    async def prune_deliveries(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` finished deliveries and dispatched events older than
+        `before` each."""
+        async with self._db.transaction() as tx:
+            deliveries = await tx.all("prune_deliveries", before=before, limit=limit)
+            events = await tx.all("prune_events", before=before, limit=limit)
+        return len(deliveries) + len(events)
+
+    async def notice_changes(self, now: datetime) -> list[Event]:
+        """Emit what time alone changes, once across replicas: pauses that ran out
+        (provider.resumed) and worker rows crossing three intervals (loop.stale,
+        loop.recovered). Returns the events written."""
+        events = []
+        async with self._db.transaction() as tx:
+            for row in await tx.all("resume_providers", now=now):
+                events.append(Event(vocabulary.PROVIDER_RESUMED,
+                                    {"provider": row["provider"], "reason": "pause_ended"}))
+            stale = await tx.all("mark_stale_workers", now=now)
+            recovered = await tx.all("mark_recovered_workers", now=now)
+            for kind, rows in ((vocabulary.LOOP_STALE, stale),
+                               (vocabulary.LOOP_RECOVERED, recovered)):
+                for row in rows:
+                    finished = row["last_finished_at"]
+                    events.append(Event(kind, {
+                        "worker": row["name"], "instance": row["instance"],
+                        "last_finished_at": finished and finished.isoformat()}))
+            await emit(tx, events, now)
+        return events
+
+    async def clear_provider_pause(self, provider: str, now: datetime) -> bool:
+        """End a provider's pause now (an operator's action); emits provider.resumed."""
+        async with self._db.transaction() as tx:
+            row = await tx.one("clear_provider_pause", provider=provider, now=now)
+            if row is not None:
+                await emit(tx, [Event(vocabulary.PROVIDER_RESUMED,
+                                      {"provider": provider, "reason": "cleared"})], now)
+        return row is not None
+
+    async def listen_events(
+        self, callback: Callable[[], None],
+    ) -> Callable[[], Awaitable[None]]:
+        """Call `callback()` whenever any replica commits an event; returns `stop`.
+        Only where `can_listen`."""
+        if self._db.listen is None:
+            raise StoreError(f"the {self.backend} store cannot listen")
+        return await self._db.listen(EVENTS_CHANNEL, lambda _payload: callback())
+
+    # -- the daily budget: token-endpoint calls per provider, grant and UTC day ----------
+    async def count_token_call(self, provider: str, grant: str, now: datetime) -> int:
+        """Count one call to `provider`'s token endpoint with `grant` (one of GRANT_TYPES)
+        on `now`'s UTC day; returns the day's count so far. Refreshes are counted by
+        `finish`; the other grants' callers call this after their HTTP call."""
+        if grant not in GRANT_TYPES:
+            raise ValueError(f"unknown grant type {grant!r}")
+        row = await self._db.one("count_token_call", provider=provider, grant_type=grant,
+                                 day=utc_day(now))
+        assert row is not None
+        return row["calls"]
+
+    async def budget_usage(self, day: date) -> dict[str, dict[str, int]]:
+        """Token-endpoint calls on `day` (UTC): provider -> grant type -> calls."""
+        out: dict[str, dict[str, int]] = {}
+        for row in await self._db.all("budget_usage", day=day.isoformat()):
+            out.setdefault(row["provider"], {})[row["grant_type"]] = row["calls"]
+        return out
+
+    async def budget_reached(
+        self, provider: str, now: datetime, *, day_ends: datetime, warning: Event | None,
+        exhausted: Event | None,
+    ) -> list[Event]:
+        """Record what the day's use of `provider` crossed, once across replicas: the
+        reserve line (`warning`: budget.warning, once per provider and day) and the limit
+        (`exhausted`: scheduled refreshes pause until `day_ends`). Returns what it emitted."""
+        emitted = []
+        async with self._db.transaction() as tx:
+            if warning is not None and await tx.one(
+                    "record_budget_warning", provider=provider, day=utc_day(now), now=now):
+                emitted.append(warning)
+            if exhausted is not None:
+                row = await tx.one("provider_paused_until", provider=provider)
+                if row is None or row["paused_until"] < day_ends:
+                    await tx.one("pause_provider", provider=provider, until=day_ends,
+                                 reason=BUDGET_EXHAUSTED)
+                    emitted.append(exhausted)
+            await emit(tx, emitted, now)
+        return emitted
+
+    # -- demand-aware scheduling --------------------------------------------------------
+    async def touch_vended(self, account_id: str, now: datetime) -> None:
+        """An app just had this account's access token: it stays on (or returns to) the
+        schedule."""
+        await self._db.one("touch_vended", id=account_id, now=now, parked=PARKED)
+
+    async def park_idle(self, now: datetime, idle_after: Mapping[str, float]) -> None:
+        """Move idle accounts that came due to `PARKED` until an app asks for them."""
+        await self._db.one("park_idle_accounts", now=now, parked=PARKED,
+                           **_idle_params(idle_after))
+
+    async def demand_split(
+        self, idle_after: Mapping[str, float], now: datetime,
+    ) -> dict[str, dict[str, int]]:
+        """Active accounts per provider: {"scheduled": n, "idle": m}."""
+        rows = await self._db.all("demand_split", now=now, **_idle_params(idle_after))
+        return {row["provider"]: {"scheduled": int(row["scheduled"]),
+                                  "idle": row["n"] - int(row["scheduled"])} for row in rows}
 
     @property
     def can_listen(self) -> bool:
@@ -857,25 +1078,12 @@ class Store:
         rows = await self._db.all("provider_pauses", now=now)
         return {row["provider"]: (row["paused_until"], row["reason"]) for row in rows}
 
-    async def resume_provider(self, provider: str) -> bool:
-        """Lift a provider's pause; False when it was not paused."""
-        if _unmatchable(provider):
-            return False
-        return bool(await self._db.all("resume_provider", provider=provider))
-
     async def failing_by_error(self, org: str | None = None) -> dict[str, dict[str, int]]:
         """Accounts with failures (not deleted), provider -> last error code -> count."""
         out: dict[str, dict[str, int]] = {}
         for row in await self._db.all("failing_by_error", org=org):
             out.setdefault(row["provider"], {})[row["error_code"]] = row["n"]
         return out
-
-    async def budget_usage(self, day: date) -> dict[str, dict[str, int]]:
-        """Token-endpoint calls on `day` (UTC): provider -> grant type -> calls. Counted
-        from the refresh log, whose every HTTP attempt is a `refresh_token` grant."""
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        rows = await self._db.all("refresh_calls", start=start, end=start + timedelta(days=1))
-        return {row["provider"]: {"refresh_token": row["n"]} for row in rows}
 
 
 class Session(Protocol):

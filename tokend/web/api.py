@@ -198,8 +198,41 @@ async def app_token(request: web.Request) -> web.Response:
         headers=NO_STORE)
 
 
+DELIVERY_PARAMS = frozenset({"endpoint", "state", "type", "event_id", "before_id", "limit"})
+DELIVERIES_LIMIT_DEFAULT = 100
+DELIVERIES_LIMIT_MAX = 1000
+
+
+async def webhook_deliveries(request: web.Request) -> web.Response:
+    """Deliveries newest first, with their state, attempts and last error (SPEC 10.2).
+    Events of every org go to the same endpoints: an org token sees none of it."""
+    principal = auth.admin(request)
+    if principal.org is not None:
+        raise common.ApiError(403, "webhook deliveries need the admin token")
+    query = request.query
+    unknown = sorted(set(query) - DELIVERY_PARAMS)
+    if unknown:
+        raise _bad(f"unknown parameter {unknown[0]!r}")
+    endpoint = query.get("endpoint")  # rows outlive an endpoint's removal from the config
+    if endpoint is not None and not 0 < len(endpoint) <= 200:
+        raise _bad("endpoint must be 1-200 characters")
+    state = query.get("state")
+    if state is not None and state not in store.DELIVERY_STATES:
+        raise _bad(f"state must be one of {', '.join(store.DELIVERY_STATES)}")
+    event_type = query.get("type")
+    if event_type is not None and event_type not in vocabulary.EVENT_TYPES:
+        raise _bad(f"type must be one of {', '.join(vocabulary.EVENT_TYPES)}")
+    rows = await request.app[common.STORE].list_deliveries(
+        endpoint=endpoint, state=state, type=event_type,
+        event_id=_int_param(query, "event_id", None, 1, store.MAX_ENTRY_ID),
+        before_id=_int_param(query, "before_id", None, 1, store.MAX_ENTRY_ID),
+        limit=_int_param(query, "limit", DELIVERIES_LIMIT_DEFAULT, 1, DELIVERIES_LIMIT_MAX))
+    return common.json_response({"deliveries": [d.public() for d in rows]})
+
+
 def setup(app: web.Application) -> None:
     app.router.add_post("/api/accounts/{id}/refresh", refresh)
     app.router.add_get("/api/accounts/{id}/access-token", access_token)
     app.router.add_get("/api/providers/{name}/app-token", app_token)
+    app.router.add_get("/api/webhook-deliveries", webhook_deliveries)
     app.router.add_get("/api/logs", logs)

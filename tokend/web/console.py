@@ -213,7 +213,7 @@ async def resume(request: web.Request) -> web.Response:
         raise common.ApiError(404, "unknown provider")
     if principal.org is not None:
         raise common.ApiError(403, "only the admin token can resume a provider")
-    resumed = await request.app[common.STORE].resume_provider(name)
+    resumed = await request.app[common.STORE].clear_provider_pause(name, clock.now())
     request.app[common.LOOP].wake()
     return common.json_response({"provider": name, "resumed": resumed})
 

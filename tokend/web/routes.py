@@ -13,7 +13,7 @@ import prometheus_client as prom
 import structlog
 from aiohttp import web
 
-from tokend import probes, quota, refresher, status, store, vocabulary
+from tokend import budget, probes, quota, refresher, status, store, vocabulary
 from tokend.web import common
 
 log = structlog.get_logger("tokend.web")
@@ -124,7 +124,7 @@ async def _refresh_gauges(app: web.Application) -> None:
         stats.failing_accounts.labels(label).inc(n)
     stats.due_backlog.set(await db.count_due(
         now, expiry_threshold_seconds=cfg.refresh.expiry_threshold_seconds,
-        max_age_seconds=cfg.refresh.max_age_seconds))
+        max_age_seconds=cfg.refresh.max_age_seconds, idle_after=cfg.idle_after()))
     for key, n in (await db.refresh_expiry_counts(now)).items():
         stats.refresh_tokens_expiring.labels(key.split("_")[1]).set(n)
     paused = await db.paused_providers(now)
@@ -134,6 +134,20 @@ async def _refresh_gauges(app: web.Application) -> None:
         stats.projected_daily_calls.labels(name).set(projection.projected_daily_calls)
         if projection.daily_quota is not None:
             stats.daily_quota.labels(name).set(projection.daily_quota)
+        if projection.capacity_accounts is not None:
+            stats.capacity_accounts.labels(name).set(projection.capacity_accounts)
+    for provider, split in (await db.demand_split(cfg.idle_after(), now)).items():
+        for schedule_kind, n in split.items():
+            stats.accounts_scheduled.labels(provider, schedule_kind).set(n)
+    for standing in await budget.standings(db, cfg.providers, now):
+        for grant in store.GRANT_TYPES:
+            stats.budget_calls.labels(standing.provider, grant).set(
+                standing.calls.get(grant, 0))
+        stats.budget_state.labels(standing.provider).set(budget.STATES.index(standing.state))
+    deliveries = await db.delivery_counts()
+    for endpoint in cfg.webhooks:
+        stats.webhook_pending.labels(endpoint.name).set(
+            deliveries.get(endpoint.name, {}).get(store.PENDING, 0))
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -1,0 +1,132 @@
+"""The daily budget: token-endpoint calls per provider and grant type, per UTC day, counted
+in the database (so every replica spends from the same day) against configured limits.
+
+Below the reserve line refreshes run as scheduled. Past it only healthy accounts whose
+access token is about to expire are refreshed, and `budget.warning` fires once per provider
+and day. At the limit the provider's scheduled refreshes pause until the UTC day turns;
+vending still answers from stored tokens that are valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import structlog
+
+from tokend import clock, config, store, vocabulary
+
+log = structlog.get_logger("tokend.budget")
+
+NORMAL, RESERVE, EXHAUSTED = "normal", "reserve", "exhausted"
+STATES = (NORMAL, RESERVE, EXHAUSTED)
+
+
+def day_ends(now: datetime) -> datetime:
+    """The next UTC midnight: when the day's budget starts again."""
+    today = now.astimezone(UTC).date()
+    return datetime.combine(today + timedelta(days=1), time(), tzinfo=UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Standing:
+    """One provider's refresh budget today."""
+
+    provider: str
+    day: str
+    calls: Mapping[str, int]  # grant type -> calls today
+    limit: int | None  # refresh_token calls allowed per day; None: unlimited
+    reserve_line: int | None  # past this many, only expiring healthy accounts refresh
+
+    @property
+    def used(self) -> int:
+        return self.calls.get(store.REFRESH_TOKEN_GRANT, 0)
+
+    @property
+    def state(self) -> str:
+        if self.limit is None or self.reserve_line is None:
+            return NORMAL
+        if self.used >= self.limit:
+            return EXHAUSTED
+        return RESERVE if self.used >= self.reserve_line else NORMAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"provider": self.provider, "day": self.day, "calls": dict(self.calls),
+                "used": self.used, "limit": self.limit, "reserve_line": self.reserve_line,
+                "state": self.state}
+
+
+def reserve_line(provider: config.ProviderConfig) -> int | None:
+    if provider.daily_quota is None:
+        return None
+    return int(provider.daily_quota * provider.budget_reserve)
+
+
+async def standings(db: store.Store, providers: Mapping[str, config.ProviderConfig],
+                    now: datetime) -> list[Standing]:
+    usage = await db.budget_usage(now.astimezone(UTC).date())
+    day = store.utc_day(now)
+    return [Standing(name, day, usage.get(name, {}), p.daily_quota, reserve_line(p))
+            for name, p in sorted(providers.items())]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """`reserved`: providers past the reserve line. `headroom`: refresh calls left today for
+    the provider with the fewest (None: no limit applies), so a cycle claims no more."""
+
+    reserved: tuple[str, ...] = ()
+    headroom: int | None = None
+
+
+class Budget:
+    """What the loop asks before each claim: which providers are past the reserve line.
+    It also records (once per provider and day, across replicas) the warning and the pause
+    at the limit; this process remembers what it already recorded."""
+
+    def __init__(self, *, db: store.Store, providers: Mapping[str, config.ProviderConfig],
+                 clock: Callable[[], datetime] = clock.now) -> None:
+        self.db, self.providers, self.clock = db, providers, clock
+        self._recorded: set[tuple[str, str, str]] = set()  # (provider, day, state)
+
+    @property
+    def limited(self) -> bool:
+        return any(p.daily_quota is not None for p in self.providers.values())
+
+    async def plan(self) -> Plan:
+        """Where the day stands before a claim; records the warning and the limit's pause."""
+        if not self.limited:
+            return Plan()
+        now = self.clock()
+        reserved, headroom = [], None
+        for standing in await standings(self.db, self.providers, now):
+            state = standing.state
+            if standing.limit is not None and state != EXHAUSTED:
+                left = standing.limit - standing.used
+                headroom = left if headroom is None else min(headroom, left)
+            if state == NORMAL:
+                continue
+            reserved.append(standing.provider)
+            key = (standing.provider, standing.day, state)
+            if key not in self._recorded:
+                await self._record(standing, now)
+                self._recorded.add(key)
+        return Plan(tuple(reserved), headroom)
+
+    async def _record(self, standing: Standing, now: datetime) -> None:
+        data = standing.to_dict()
+        warning = store.Event(vocabulary.BUDGET_WARNING, data)
+        exhausted = None
+        if standing.state == EXHAUSTED:
+            until = day_ends(now)
+            exhausted = store.Event(vocabulary.PROVIDER_PAUSED, {
+                "provider": standing.provider, "until": until.isoformat(),
+                "reason": store.BUDGET_EXHAUSTED})
+        emitted = await self.db.budget_reached(standing.provider, now, day_ends=day_ends(now),
+                                               warning=warning, exhausted=exhausted)
+        for event in emitted:
+            log.warning("budget_" + ("exhausted" if event is exhausted else "warning"),
+                        provider=standing.provider, used=standing.used, limit=standing.limit,
+                        reserve_line=standing.reserve_line)
