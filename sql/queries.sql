@@ -189,3 +189,11 @@ SELECT * FROM http_log WHERE {{id_in}} ORDER BY id
 -- name: list_attempts
 SELECT account_id, source, started_at, finished_at, success, error_code, error_message
 FROM refresh_log WHERE account_id = :account_id ORDER BY id DESC LIMIT :limit
+
+-- Scale (PgBouncer): the stream polls for new entry ids when it cannot LISTEN.
+
+-- name: latest_entry_id
+SELECT max(id) AS id FROM http_log
+
+-- name: entry_ids_after
+SELECT id FROM http_log WHERE id > :after_id ORDER BY id LIMIT :limit

@@ -116,7 +116,7 @@ def _load(args: argparse.Namespace) -> config.Config:
 
 def _open(cfg: config.Config, *, check_schema: bool = True,
           ) -> contextlib.AbstractAsyncContextManager[store.Store]:
-    return store.open(cfg.database.url, pool_max_size=cfg.database.pool_max_size,
+    return store.open(cfg.database.url, **cfg.database.store_options(),
                       check_schema=check_schema)
 
 

@@ -110,7 +110,7 @@ async def assemble(
     async with contextlib.AsyncExitStack() as stack:
         if db is None:
             db = await stack.enter_async_context(store.open(
-                cfg.database.url, pool_max_size=cfg.database.pool_max_size))
+                cfg.database.url, **cfg.database.store_options()))
         session = await stack.enter_async_context(http_session(cfg.refresh))
         hub = stream.Hub(queue_size=cfg.server.stream_queue_size, stats=stats)
         timeout = cfg.refresh.request_timeout_seconds
@@ -191,6 +191,7 @@ async def _serve(
 
     notifier.ready()
     log.info("daemon_ready", url=url, instance=parts.instance, backend=parts.db.backend,
+             stream_feed=parts.db.feed_mode,
              providers=sorted(parts.cfg.providers))
     if on_ready is not None:
         result = on_ready(url)

@@ -28,7 +28,8 @@ async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str
 
 
 async def collect(cfg: config.Config) -> dict[str, Any]:
-    async with store.open(cfg.database.url, pool_max_size=1) as db:
+    async with store.open(cfg.database.url, **{**cfg.database.store_options(),
+                                               "pool_max_size": 1}) as db:
         return await report(db, cfg, clock.now())
 
 

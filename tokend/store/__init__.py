@@ -7,13 +7,18 @@ Every timestamp crosses this boundary as an aware UTC `datetime`; every secret a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import structlog
+
 from tokend.store import queries
+
+_log = structlog.get_logger("tokend.store")
 
 ACTIVE = "active"
 REAUTH_REQUIRED = "reauth_required"
@@ -22,6 +27,12 @@ DELETED = "deleted"  # a tombstone: tokens and personal fields purged
 STATES = (ACTIVE, REAUTH_REQUIRED, DISABLED, DELETED)
 MAX_ENTRY_ID = 2**63 - 1  # entry ids are 64-bit on both backends
 ENTRIES_CHANNEL = "tokend_entries"  # NOTIFY channel of new entry ids (sql insert_entry)
+# Without LISTEN (PgBouncer, no listen_url), new entry ids are polled this often.
+POLL_INTERVAL_SECONDS = 0.5
+POLL_BATCH = 1000
+# Entry ids come from a sequence at INSERT but become visible at COMMIT, so a lower id can
+# appear after a higher one was seen: each poll looks this many ids back (each announced once).
+POLL_LOOKBACK_IDS = 2000
 
 
 class StoreError(Exception):
@@ -392,17 +403,75 @@ class Store:
 
     @property
     def can_listen(self) -> bool:
-        """Whether other processes' entries can be heard (PostgreSQL's LISTEN)."""
-        return self._db.listen is not None
+        """Whether other processes' entries can be heard (`feed_mode` is not None)."""
+        return self._db.feed_mode is not None
+
+    @property
+    def feed_mode(self) -> str | None:
+        """How other processes' entries are heard: "notify" (PostgreSQL LISTEN), "poll"
+        (PostgreSQL behind PgBouncer without a direct `listen_url`), or None (SQLite: one
+        process sees its own writes)."""
+        return self._db.feed_mode
 
     async def listen_entries(
         self, callback: Callable[[int], None],
     ) -> Callable[[], Awaitable[None]]:
         """Call `callback(entry_id)` for every entry any replica commits; returns `stop`.
         Only where `can_listen`."""
+        if self._db.feed_mode == "poll":
+            return await self._poll_entries(callback)
         if self._db.listen is None:
             raise StoreError(f"the {self.backend} store cannot listen")
         return await self._db.listen(ENTRIES_CHANNEL, lambda payload: callback(int(payload)))
+
+    async def _poll_entries(
+        self, callback: Callable[[int], None],
+    ) -> Callable[[], Awaitable[None]]:
+        """`listen_entries` by reading new http_log ids every POLL_INTERVAL_SECONDS."""
+        row = await self._db.one("latest_entry_id")
+        high = row["id"] or 0
+        announced: set[int] = set()
+
+        async def poll_once() -> None:
+            nonlocal high
+            after = max(high - POLL_LOOKBACK_IDS, 0)
+            while True:
+                rows = await self._db.all("entry_ids_after", after_id=after, limit=POLL_BATCH)
+                for r in rows:
+                    if r["id"] not in announced:
+                        announced.add(r["id"])
+                        callback(r["id"])
+                if rows:
+                    after = rows[-1]["id"]
+                    high = max(high, after)
+                if len(rows) < POLL_BATCH:
+                    break
+            floor = high - POLL_LOOKBACK_IDS
+            announced.difference_update([i for i in announced if i <= floor])
+
+        async def poll() -> None:
+            failing = False
+            while True:
+                await asyncio.sleep(POLL_INTERVAL_SECONDS)
+                try:
+                    await poll_once()
+                except StoreError as exc:
+                    if not failing:
+                        _log.warning("entries_listener_lost", error=str(exc))
+                    failing = True
+                    continue
+                if failing:
+                    _log.info("entries_listener_restored")
+                    failing = False
+
+        task = asyncio.create_task(poll(), name="tokend-entries-poller")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        return stop
 
     # -- workers ----------------------------------------------------------------------
     async def worker_started(
@@ -456,6 +525,7 @@ class Connector(Protocol):
     dialect: str
     listen: Callable[[str, Callable[[str], None]],
                      Awaitable[Callable[[], Awaitable[None]]]] | None
+    feed_mode: str | None  # "notify" | "poll" | None, matching `listen`
 
     async def all(self, query: str, /, **params: Any) -> list[Mapping[str, Any]]: ...
     async def one(self, query: str, /, **params: Any) -> Mapping[str, Any] | None: ...
@@ -465,8 +535,10 @@ class Connector(Protocol):
     async def close(self) -> None: ...
 
 
-async def connect(url: str, *, pool_max_size: int = 10) -> Store:
-    """Open the store that `url` names; the caller owns it and must `close()` it."""
+async def connect(url: str, *, pool_max_size: int = 10, pgbouncer: bool = False,
+                  listen_url: str | None = None) -> Store:
+    """Open the store that `url` names; the caller owns it and must `close()` it.
+    `pgbouncer` and `listen_url` apply to PostgreSQL (see `postgres.Connector.open`)."""
     if url.startswith("sqlite://"):
         from tokend.store import sqlite
 
@@ -474,16 +546,19 @@ async def connect(url: str, *, pool_max_size: int = 10) -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         from tokend.store import postgres
 
-        return Store(await postgres.Connector.open(url, pool_max_size=pool_max_size))
+        return Store(await postgres.Connector.open(url, pool_max_size=pool_max_size,
+                                                   pgbouncer=pgbouncer, listen_url=listen_url))
     raise StoreError(f"unsupported database url scheme: {url.split(':', 1)[0]!r}")
 
 
 @contextlib.asynccontextmanager
 async def open(
-    url: str, *, pool_max_size: int = 10, check_schema: bool = True,
+    url: str, *, pool_max_size: int = 10, check_schema: bool = True, pgbouncer: bool = False,
+    listen_url: str | None = None,
 ) -> AsyncIterator[Store]:
     """The store for `url`, schema checked, closed on the way out."""
-    db = await connect(url, pool_max_size=pool_max_size)
+    db = await connect(url, pool_max_size=pool_max_size, pgbouncer=pgbouncer,
+                       listen_url=listen_url)
     try:
         if check_schema:
             await db.check_schema()

@@ -157,3 +157,4 @@ class Connector:
             return await Session(self._conn).one(query, **params)
 
     listen = None  # one process: the hub sees every entry this process writes
+    feed_mode = None
