@@ -751,3 +751,14 @@ async def test_behind_pgbouncer_many_concurrent_calls_share_few_server_connectio
         assert await count(db) == 0
     finally:
         await db.close()
+
+
+async def test_sqlite_commits_are_durable_against_power_loss(sqlite_url):
+    """WAL with synchronous = FULL: every commit is fsynced before it returns (NORMAL
+    would survive a crash of tokend but not of the OS, losing a saved rotation)."""
+    db = await st.connect(sqlite_url)
+    try:
+        assert (await db._db._conn.execute_fetchall("PRAGMA synchronous"))[0][0] == 2  # FULL
+        assert (await db._db._conn.execute_fetchall("PRAGMA journal_mode"))[0][0] == "wal"
+    finally:
+        await db.close()
