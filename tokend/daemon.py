@@ -18,6 +18,7 @@ from tokend import (
     clock,
     config,
     crypto,
+    groupcommit,
     loop,
     metrics,
     probes,
@@ -116,8 +117,11 @@ async def assemble(
         timeout = cfg.refresh.request_timeout_seconds
         clients = {name: providers.build(p, request_timeout_seconds=timeout)
                    for name, p in cfg.providers.items()}
+        commits = groupcommit.GroupCommit(db)
+        stack.push_async_callback(commits.close)
         worker = refresher.Refresher(db=db, keyring=keyring, clients=clients, session=session,
-                                     hub=hub, stats=stats, settings=cfg.refresh, owner=instance)
+                                     hub=hub, stats=stats, settings=cfg.refresh, owner=instance,
+                                     commits=commits)
         stack.push_async_callback(worker.drain)
         refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats,
                                  settings=cfg.refresh, instance=instance, stop=stop,

@@ -209,10 +209,34 @@ def _maybe_account(row: Mapping[str, Any] | None) -> Account | None:
     return None if row is None else _account(row)
 
 
+# Field names once, not per save: dataclasses.asdict deep-copies and walks every field.
+_ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(Entry) if f.name != "id")
+_SUCCESS_FIELDS = tuple(f.name for f in dataclasses.fields(Success))
+_ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))
+
+
 def _entry_params(entry: Entry) -> dict[str, Any]:
-    params = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
-    del params["id"]
-    return params
+    return {name: getattr(entry, name) for name in _ENTRY_FIELDS}
+
+
+def _success_params(outcome: Success) -> dict[str, Any]:
+    return {name: getattr(outcome, name) for name in _SUCCESS_FIELDS}
+
+
+def _attempt_params(attempt: Attempt) -> dict[str, Any]:
+    return {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Save:
+    """One refresh's result to persist: the arguments of `Store.finish`."""
+
+    claimed: Account
+    owner: str
+    outcome: Success | Failure
+    attempt: Attempt
+    entry: Entry
+    now: datetime
 
 
 class Store:
@@ -334,21 +358,34 @@ class Store:
         since the claim (a new refresh token, another refresher) bumped the version. The log
         rows are written either way. Returns (applied, entry with id).
         """
-        guard = {"id": claimed.id, "version": claimed.version, "owner": owner, "now": now}
         async with self._db.transaction() as tx:
-            if isinstance(outcome, Success):
-                applied = await tx.one("finish_success", **guard,
-                                       **dataclasses.asdict(outcome))
-            else:
-                applied = await tx.one(
-                    "finish_failure", **guard, error_code=outcome.error_code,
-                    next_attempt_at=outcome.next_attempt_at, state=outcome.state)
-                if applied is not None and outcome.pause_until is not None:
-                    await tx.one("pause_provider", provider=claimed.provider,
-                                 until=outcome.pause_until, reason=outcome.error_code)
-            await tx.one("insert_attempt", **dataclasses.asdict(attempt))
-            row = await tx.one("insert_entry", **_entry_params(entry))
-        return applied is not None, dataclasses.replace(entry, id=row["id"])
+            return await self.write_finish(tx, Save(claimed, owner, outcome, attempt, entry,
+                                                    now))
+
+    async def finish_many(self, saves: Sequence[Save]) -> list[tuple[bool, Entry]]:
+        """`finish` for several saves in ONE transaction (one commit, one fsync): all of
+        them are saved or none. Each keeps its own lease and version guard."""
+        async with self._db.transaction() as tx:
+            return [await self.write_finish(tx, save) for save in saves]
+
+    async def write_finish(self, tx: Session, save: Save) -> tuple[bool, Entry]:
+        """One save's writes on the caller's transaction: what `finish` and `finish_many`
+        commit. Anything else a save must write atomically with the account belongs here."""
+        claimed, outcome = save.claimed, save.outcome
+        guard = {"id": claimed.id, "version": claimed.version, "owner": save.owner,
+                 "now": save.now}
+        if isinstance(outcome, Success):
+            applied = await tx.one("finish_success", **guard, **_success_params(outcome))
+        else:
+            applied = await tx.one(
+                "finish_failure", **guard, error_code=outcome.error_code,
+                next_attempt_at=outcome.next_attempt_at, state=outcome.state)
+            if applied is not None and outcome.pause_until is not None:
+                await tx.one("pause_provider", provider=claimed.provider,
+                             until=outcome.pause_until, reason=outcome.error_code)
+        await tx.one("insert_attempt", **_attempt_params(save.attempt))
+        row = await tx.one("insert_entry", **_entry_params(save.entry))
+        return applied is not None, dataclasses.replace(save.entry, id=row["id"])
 
     async def next_due_at(self, now: datetime) -> datetime | None:
         """Earliest next_attempt_at of an active account of an unpaused provider."""
