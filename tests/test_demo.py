@@ -40,10 +40,11 @@ async def test_demo_shows_refreshes_heartbeat_invalid_grant_and_decrypt_failed()
             async with asyncio.timeout(85):
                 while len(seen) < 4:
                     message = await ws.receive_json()
-                    if message.get("type") != "entry":
-                        continue
-                    if (kind := kind_of(message)) in WANTED:
-                        seen.setdefault(kind, message)
+                    batch = (message["entries"] if message.get("type") == "entries"
+                             else [message] if message.get("type") == "entry" else [])
+                    for entry in batch:
+                        if (kind := kind_of(entry)) in WANTED:
+                            seen.setdefault(kind, entry)
         assert seen["decrypt_failed"]["request"] is None  # nothing was sent
         assert seen["invalid_grant"]["response"]["status"] == 400
         assert seen["token_refreshed"]["source"] == "scheduled"

@@ -208,7 +208,13 @@ class Listener:
 
     @property
     def entries(self) -> list[dict[str, Any]]:
-        return [m for m in map(orjson.loads, self.frames) if m["type"] == "entry"]
+        out = []
+        for m in map(orjson.loads, self.frames):
+            if m["type"] == "entry":
+                out.append(m)
+            elif m["type"] == "entries":
+                out.extend(m["entries"])
+        return out
 
 
 async def dump_tables(pg_url: str) -> str:

@@ -83,6 +83,24 @@ class Subscription:
         self._held = entry
         return marker
 
+    def get_nowait(self) -> store.Entry | Dropped | None:
+        """The next item if one is ready now (None if not, or once closed)."""
+        if self._held is not None:
+            entry, self._held = self._held, None
+            return entry
+        if self.closed:
+            return None
+        if self._queue.empty():
+            return self._take_marker() if self._dropped else None
+        item = self._queue.get_nowait()
+        if item is None:
+            return None
+        marker, entry = item
+        if marker is None:
+            return entry
+        self._held = entry
+        return marker
+
     def close(self) -> None:
         if self.closed:
             return
