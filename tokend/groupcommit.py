@@ -1,8 +1,9 @@
 """Group commit: refresh saves that finish close together go to the database as one
 transaction, so N saves cost one BEGIN/COMMIT, one pool checkout and one fsync instead of N.
 
-A save waits in a buffer until `max_items` are waiting or `max_delay_seconds` passed since
-the first one came in, then the buffer is written with `Store.finish_many`. Each caller
+A save is written at once when no batch is being written; otherwise it waits until
+`max_items` are waiting, the batch in flight commits, or `max_delay_seconds` passed since
+the first one came in, and the buffer is written with `Store.finish_many`. Each caller
 awaits the commit of ITS batch, so durability is unchanged: `finish` returns only once the
 save is on disk, and a kill -9 loses nothing that was reported saved. Every save keeps its
 own lease and version guard (`Store.write_finish`). A batch the database refuses fails each
@@ -49,8 +50,12 @@ class GroupCommit:
         if len(self._waiting) >= self.max_items:
             self._flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(
-                self.max_delay_seconds, self._flush)
+            # Nothing being written: go at the next turn of the event loop (saves finishing
+            # in the same turn still share it), so a lone save waits for nobody. Otherwise
+            # collect until the batch in flight commits, at most max_delay_seconds.
+            loop = asyncio.get_running_loop()
+            self._timer = (loop.call_soon(self._flush) if not self._flushes
+                           else loop.call_later(self.max_delay_seconds, self._flush))
         return await future
 
     def _flush(self) -> None:
@@ -63,7 +68,13 @@ class GroupCommit:
         if batch:
             task = asyncio.create_task(self._write(batch), name="group-commit")
             self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+            task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        """A batch committed: what collected meanwhile goes now, not at its timer."""
+        self._flushes.discard(task)
+        if self._waiting and not self._flushes:
+            self._flush()
 
     async def _write(
         self, batch: list[tuple[store.Save, asyncio.Future[tuple[bool, store.Entry]]]],
