@@ -233,14 +233,14 @@ def tokend_config(db_url: str, token_url: str, key_line: str, *, pool_max_size: 
     )
 
 
-def write_toml(path: Path, db_url: str, token_url: str, key_line: str,
-               **refresh: Any) -> Path:
+def write_toml(path: Path, db_url: str, token_url: str, key_line: str, *,
+               pool_max_size: int = 10, **refresh: Any) -> Path:
     """The same configuration as a file, for `tokend run` in a child process."""
     def value(v: Any) -> str:
         return repr(v) if isinstance(v, int | float) else orjson.dumps(v).decode()
 
     lines = [
-        "[database]", f"url = {value(db_url)}", "",
+        "[database]", f"url = {value(db_url)}", f"pool_max_size = {pool_max_size}", "",
         "[refresh]", *(f"{k} = {value(v)}" for k, v in refresh.items()), "",
         "[crypto]", f"keys = [{value(key_line)}]", "",
         "[server]", 'host = "127.0.0.1"', "port = 0", f"admin_token = {value(ADMIN_TOKEN)}", "",

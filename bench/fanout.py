@@ -178,7 +178,12 @@ class Subscriber(asyncio.Protocol):
             return
         message = orjson.loads(payload)
         kind = message.get("type")
-        if kind == "dropped":
+        if kind == "entries":  # several entries ready together: one frame
+            for entry in message["entries"]:
+                if entry["id"] >= ID_BASE:
+                    created = datetime.fromisoformat(entry["created_at"])
+                    self.latencies.append(arrived - created.timestamp())
+        elif kind == "dropped":
             self.dropped += message["count"]
         elif kind == "ready" and not self.ready.is_set():
             self.ready.set()

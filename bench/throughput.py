@@ -1,10 +1,14 @@
-"""Refresh throughput: N due accounts through tokend's real refresh loop, PostgreSQL store,
-against the simulator in a separate process. Run: `python -m bench.throughput [--curve]`.
+"""Refresh throughput: N due accounts, PostgreSQL, against the simulator in a separate
+process. Run: `python -m bench.throughput [--curve]`.
 
-The loop is built the way `tokend.daemon.run` builds it (refresher, stream hub with its
-NOTIFY feed, JSON logging) and one `Loop.cycle()` runs until nothing is due. Only this
-process's CPU time counts as tokend's; the simulator's and the PostgreSQL backends' are
-shown beside it.
+By default, side by side in one run against the same simulator process: the real daemon
+(`tokend run` as a child process) and the peer (`bench.peer`: Authlib + httpx + asyncpg +
+Fernet under a semaphore of the same concurrency, also a child), printing both and their
+ratio. Each process's CPU time is read from /proc.
+
+`--in-process` runs tokend's loop inside this process instead, built with
+`daemon.assemble`, one `Loop.cycle()` until nothing is due; `--breakdown` times its claims
+and group commits there.
 """
 
 from __future__ import annotations
@@ -15,10 +19,16 @@ import contextlib
 import math
 import os
 import resource
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
 from bench import common
 from tokend import crypto, daemon, logs, store
@@ -33,7 +43,7 @@ def cpu_seconds() -> float:
 
 def time_calls(db: store.Store) -> dict[str, list[float]]:
     """Time the store's claim and save as the loop sees them (pool wait included)."""
-    durations: dict[str, list[float]] = {"claim": [], "save": [], "batch": []}
+    durations: dict[str, list[float]] = {"claim": [], "save": [], "batch": [], "saves": []}
 
     def timed(name: str, method: Any) -> Any:
         async def call(*args: Any, **kwargs: Any) -> Any:
@@ -42,11 +52,14 @@ def time_calls(db: store.Store) -> dict[str, list[float]]:
             durations[name].append(time.perf_counter() - began)
             if name == "claim":
                 durations["batch"].append(len(result))
+            else:
+                durations["saves"].append(len(result))
             return result
         return call
 
     db.claim_due = timed("claim", db.claim_due)  # type: ignore[method-assign]
-    db.finish = timed("save", db.finish)  # type: ignore[method-assign]
+    # The refresher's saves are group-committed: a "save" is one batch's transaction.
+    db.finish_many = timed("save", db.finish_many)  # type: ignore[method-assign]
     return durations
 
 
@@ -123,6 +136,165 @@ async def run_once(url: str, sim: common.SimulatorProcess, keyring: crypto.Keyri
     }
 
 
+# -- side by side: the real daemon and the peer ------------------------------------------
+
+
+def _start_daemon(config_path: Path, log_path: Path) -> subprocess.Popen:
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tokend", "--config", str(config_path), "run"],
+            stdout=log_file, stderr=subprocess.STDOUT, env=common.child_env(),
+            cwd=common.REPO)
+
+
+def _find_event(log_path: Path, proc: subprocess.Popen, name: str) -> dict[str, Any] | None:
+    for line in log_path.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            event = orjson.loads(line)
+            if event.get("event") == name:
+                return event
+    if proc.poll() is not None:
+        raise RuntimeError(f"tokend run exited {proc.returncode}: "
+                           f"{log_path.read_text()[-2000:]}")
+    return None
+
+
+async def _wait_for_event(log_path: Path, proc: subprocess.Popen, name: str,
+                          within: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if (event := _find_event(log_path, proc, name)) is not None:
+            return event
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"no {name} from tokend run within {within} s")
+
+
+async def daemon_once(url: str, sim: common.SimulatorProcess, keyring: crypto.Keyring,
+                      key_line: str, *, accounts: int, concurrency: int,
+                      pool_max_size: int, profile: str | None) -> dict[str, Any]:
+    """`tokend run` refreshes `accounts` accounts that come due while it runs."""
+    await common.empty_tables(url)
+    with tempfile.TemporaryDirectory(prefix="tokend-bench-") as tmp:
+        config_path = common.write_toml(
+            Path(tmp) / "tokend.toml", url, sim.token_url, key_line,
+            pool_max_size=pool_max_size, concurrency=concurrency, interval_seconds=0.2,
+            lease_seconds=600.0, request_timeout_seconds=15.0)
+        log_path = Path(tmp) / "daemon.log"
+        proc = _start_daemon(config_path, log_path)
+        try:
+            await _wait_for_event(log_path, proc, "daemon_ready")
+            conn = await asyncpg.connect(url, timeout=10)
+            try:
+                with common.py_spy(profile, proc.pid):
+                    cpu_before, sim_before = (common.process_cpu_seconds(proc.pid),
+                                              sim.cpu_seconds())
+                    seeded_at = common.utcnow()
+                    await common.seed_sealed(url, keyring, accounts, seeded_at, due=True)
+                    deadline = time.monotonic() + 600
+                    while await conn.fetchval(
+                            "SELECT count(*) FROM accounts WHERE last_refresh_at >= $1",
+                            seeded_at) < accounts:
+                        if time.monotonic() > deadline or proc.poll() is not None:
+                            raise RuntimeError("tokend run did not refresh every account")
+                        await asyncio.sleep(0.02)
+                    done_at = time.time()
+                    cpu = common.process_cpu_seconds(proc.pid) - cpu_before
+                    sim_cpu = sim.cpu_seconds() - sim_before
+                first = await conn.fetchval("SELECT min(started_at) FROM refresh_log")
+                failed = await conn.fetchval(
+                    "SELECT count(*) FROM refresh_log WHERE NOT success")
+            finally:
+                await conn.close()
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+    wall = done_at - first.timestamp()
+    return {"wall": wall, "cpu": cpu, "sim_cpu": sim_cpu, "refreshed": accounts,
+            "failed": failed}
+
+
+async def peer_once(url: str, sim: common.SimulatorProcess, *, accounts: int,
+                    concurrency: int) -> dict[str, Any]:
+    from cryptography.fernet import Fernet
+
+    from bench import peer  # the bench extras: authlib, httpx, cryptography
+
+    key = Fernet.generate_key()
+    await peer.seed(url, key, {common.account_id(i): common.refresh_token()
+                               for i in range(1, accounts + 1)})
+    sim_before = sim.cpu_seconds()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.peer", "--db", url, "--token-url", sim.token_url,
+        "--key", key.decode(), "--concurrency", str(concurrency),
+        stdout=subprocess.PIPE, env=common.child_env(), cwd=common.REPO)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the peer exited {proc.returncode}")
+    result = orjson.loads(out.splitlines()[-1])
+    result["sim_cpu"] = sim.cpu_seconds() - sim_before
+    return result
+
+
+async def side_by_side(args: argparse.Namespace) -> None:
+    points = CURVE if args.curve else [(args.concurrency, args.latency_ms)]
+    machine = await common.describe_machine(args.admin_url)
+    common.print_machine(machine)
+    print(f"accounts {args.accounts}, pool_max_size {args.pool_max_size}, runs per point "
+          f"{args.repeat} (tokend then the peer each time); best run shown", flush=True)
+    key_line = crypto.generate_key_line("bench")
+    keyring = crypto.Keyring.from_lines([key_line])
+    rows = []
+    with common.simulator_process(points[0][1]) as sim:
+        async with common.database(args.admin_url) as url:
+            for concurrency, latency_ms in points:
+                best: dict[str, dict[str, Any]] = {}
+                for n in range(args.repeat):
+                    sim.configure(latency_seconds=latency_ms / 1000.0, reset_stats=True)
+                    t = await daemon_once(
+                        url, sim, keyring, key_line, accounts=args.accounts,
+                        concurrency=concurrency, pool_max_size=args.pool_max_size,
+                        profile=args.profile if not rows and n == 0 else None)
+                    sim.configure(latency_seconds=latency_ms / 1000.0, reset_stats=True)
+                    p = await peer_once(url, sim, accounts=args.accounts,
+                                        concurrency=concurrency)
+                    for who, r in (("tokend", t), ("peer", p)):
+                        print(f"  run: {who}, concurrency {concurrency}, latency "
+                              f"{latency_ms:g} ms: {r['wall']:.2f} s, "
+                              f"{r['refreshed'] / r['wall']:.0f}/s, "
+                              f"{1000 * r['cpu'] / r['refreshed']:.2f} CPU ms per refresh, "
+                              f"{r['failed']} failed, load {common.load_average()}", flush=True)
+                        if who not in best or r["wall"] < best[who]["wall"]:
+                            best[who] = r
+                ideal = math.ceil(args.accounts / concurrency) * latency_ms / 1000.0
+                t, p = best["tokend"], best["peer"]
+                rate_t, rate_p = t["refreshed"] / t["wall"], p["refreshed"] / p["wall"]
+                rows.append([
+                    concurrency, f"{latency_ms:g}",
+                    f"{t['wall']:.2f}", f"{p['wall']:.2f}",
+                    f"{t['wall'] / ideal:.2f}" if ideal else "-",
+                    f"{p['wall'] / ideal:.2f}" if ideal else "-",
+                    f"{rate_t:.0f}", f"{rate_p:.0f}", f"{rate_t / rate_p:.2f}",
+                    f"{1000 * t['cpu'] / t['refreshed']:.2f}",
+                    f"{1000 * p['cpu'] / p['refreshed']:.2f}"])
+    print()
+    common.print_table(
+        ["concurrency", "latency ms", "tokend wall s", "peer wall s", "tokend wall/ideal",
+         "peer wall/ideal", "tokend refreshes/s", "peer refreshes/s", "tokend / peer",
+         "tokend CPU ms/refresh", "peer CPU ms/refresh"], rows)
+    print(f"\nload after: {common.load_average()}")
+    if args.profile:
+        print()
+        common.summarize_profile(args.profile)
+
+
+# -- in process -------------------------------------------------------------------------
+
+
 async def main_async(args: argparse.Namespace) -> None:
     points = CURVE if args.curve else [(args.concurrency, args.latency_ms)]
     machine = await common.describe_machine(args.admin_url)
@@ -153,8 +325,10 @@ async def main_async(args: argparse.Namespace) -> None:
                           f"load {common.load_average()}", flush=True)
                     if r["durations"]:
                         d = r["durations"]
-                        print(f"    breakdown: provider call {r['call_ms']:.1f} ms mean; save "
-                              f"(finish) {1000 * common.median(d['save']):.1f} ms median, "
+                        print(f"    breakdown: provider call {r['call_ms']:.1f} ms mean; "
+                              f"{len(d['save'])} group commits of "
+                              f"{common.median(d['saves']):.0f} saves median, "
+                              f"{1000 * common.median(d['save']):.1f} ms median, "
                               f"{1000 * sum(d['save']) / len(d['save']):.1f} mean; "
                               f"{len(d['claim'])} claims of {common.median(d['batch']):.0f} "
                               f"accounts median, {1000 * common.median(d['claim']):.1f} ms "
@@ -199,10 +373,17 @@ def main() -> None:
     parser.add_argument("--log-file", default=os.devnull,
                         help="where tokend's JSON log lines go (default: discarded)")
     parser.add_argument("--breakdown", action="store_true",
-                        help="time every claim and save, and print where a slot's time goes")
+                        help="with --in-process: time every claim and group commit")
     parser.add_argument("--profile", metavar="PATH",
-                        help="sample the first run with py-spy into PATH (raw collapsed stacks)")
+                        help="sample tokend in the first run with py-spy into PATH "
+                             "(raw collapsed stacks)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="tokend's loop inside this process, without the peer")
     args = parser.parse_args()
+    if not args.in_process:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(side_by_side(args))
+        return
     with open(args.log_file, "w") as log_stream, contextlib.suppress(KeyboardInterrupt):
         logs.setup(level="info", stream=log_stream, json=True)
         asyncio.run(main_async(args))

@@ -581,3 +581,11 @@ WHERE state = 'active' AND next_attempt_at <= :now
 -- Active accounts per provider, and how many of them the schedule refreshes (not idle).
 SELECT provider, count(*) AS n, sum(CASE WHEN {{demanded}} THEN 1 ELSE 0 END) AS scheduled
 FROM accounts WHERE state = 'active' GROUP BY provider
+
+-- Scale (PgBouncer): the stream polls for new entry ids when it cannot LISTEN.
+
+-- name: latest_entry_id
+SELECT max(id) AS id FROM http_log
+
+-- name: entry_ids_after
+SELECT id FROM http_log WHERE id > :after_id ORDER BY id LIMIT :limit

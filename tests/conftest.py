@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import kit
+import pgbouncer
 import pytest
 import pytest_asyncio
 
@@ -122,16 +123,39 @@ async def sqlite_url(tmp_path) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def pgbouncer_port() -> Iterator[int]:
+    """Debian's PgBouncer (transaction pooling) in front of the test server, per session."""
+    if SKIP_POSTGRES:
+        pytest.skip("PostgreSQL tests skipped: TOKEND_TEST_SKIP_POSTGRES=1")
+    with pgbouncer.running(PG_BASE_URL) as port:
+        kit.PGBOUNCER_PORTS.add(port)
+        try:
+            yield port
+        finally:
+            kit.PGBOUNCER_PORTS.discard(port)
+
+
+@pytest.fixture
+def pgbouncer_url(pg_url: str, pgbouncer_port: int) -> str:
+    """This test's migrated PostgreSQL database, reached through PgBouncer; open it with
+    `kit.store_options(url)`."""
+    return pgbouncer.through(pg_url, pgbouncer_port)
+
+
+BACKEND_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "pgbouncer": "pgbouncer_url"}
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest) -> str:
-    """A migrated database of each backend in turn."""
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    """A migrated database of each backend in turn (test_store.py adds `pgbouncer`)."""
+    return request.getfixturevalue(BACKEND_FIXTURES[request.param])
 
 
 @pytest.fixture(name="store")
 async def open_store(db_url: str) -> AsyncIterator[store.Store]:
     """An open store on `db_url`, closed after the test."""
-    db = await store.connect(db_url)
+    db = await store.connect(db_url, **kit.store_options(db_url))
     try:
         yield db
     finally:

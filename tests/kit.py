@@ -10,6 +10,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -18,6 +19,14 @@ from tokend.store import queries
 from tokend.testing import simulator
 
 PROVIDER = "ebay-sandbox"
+# Ports of the PgBouncers the tests run (tests/pgbouncer.py): a URL through one of them
+# needs the store's `pgbouncer` option.
+PGBOUNCER_PORTS: set[int] = set()
+
+
+def store_options(db_url: str) -> dict[str, bool]:
+    """The `store.connect` options a test database URL needs."""
+    return {"pgbouncer": urlsplit(db_url).port in PGBOUNCER_PORTS}
 
 
 def refresh_token() -> str:
@@ -119,7 +128,7 @@ async def execute_sql(db_url: str, sql: str) -> None:
             conn.execute(sql)
             conn.commit()
         return
-    conn = await asyncpg.connect(db_url)
+    conn = await asyncpg.connect(db_url, statement_cache_size=0)
     try:
         await conn.execute(sql)
     finally:

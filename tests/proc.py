@@ -40,9 +40,9 @@ def write_config(path: Path, tables: Mapping[str, Mapping[str, Any]]) -> Path:
 
 def daemon_config(tmp_path: Path, *, db_url: str, key_line: str, token_url: str,
                   client_secret: str = simulator.DEFAULT_CLIENT_SECRET,
-                  **refresh: Any) -> Path:
+                  database: Mapping[str, Any] | None = None, **refresh: Any) -> Path:
     return write_config(tmp_path / "tokend.toml", {
-        "database": {"url": db_url},
+        "database": {"url": db_url, **(database or {})},
         "refresh": {"interval_seconds": 0.5, "request_timeout_seconds": 5,
                     "lease_seconds": 30, "shutdown_grace_seconds": 10, **refresh},
         "crypto": {"keys": [key_line]},

@@ -25,7 +25,7 @@ client_id = "app-id"
 client_secret = "inline-client-secret"
 """
 
-SECRET_KEYS = {"url", "keys", "admin_token", "consumer_token", "client_secret"}
+SECRET_KEYS = {"url", "listen_url", "keys", "admin_token", "consumer_token", "client_secret"}
 
 
 @pytest.fixture(autouse=True)
@@ -263,6 +263,11 @@ def test_org_token_errors(tmp_path: Path, text: str, key: str) -> None:
     ("[refresh]\nconcurrency = '16'\n", "refresh.concurrency"),
     ("[database]\npool_max_size = false\n", "database.pool_max_size"),
     ("[database]\nurl = 5\n", "database.url"),
+    ("[database]\npgbouncer = 'yes'\n", "database.pgbouncer"),
+    ("[database]\nurl = 'postgresql://u@h/db'\nlisten_url = 5\n", "database.listen_url"),
+    ("[database]\nurl = 'postgresql://u@h/db'\nlisten_url = 'mysql://x'\n",
+     "database.listen_url"),
+    ("[database]\nlisten_url = 'postgresql://u@h/db'\n", "database.listen_url"),
     ("[server]\nport = '8765'\n", "server.port"),
     ("[server]\nport = 8765.0\n", "server.port"),
     ("[server]\nhost = 127\n", "server.host"),

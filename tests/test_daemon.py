@@ -298,3 +298,60 @@ async def test_each_cycle_tells_systemd_what_it_did(notified) -> None:
     assert message.endswith(": no accounts need token refresh"), message
     daemon.signal(signal.SIGTERM)
     assert await daemon.wait() == 0
+
+
+async def stream_entries(url: str, into: list[dict], ready: asyncio.Event) -> None:
+    """Collect every live entry `url`'s /ws/logs sends (both frame shapes)."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(url + "/ws/logs") as ws:
+        await ws.send_json({"type": "hello", "token": ADMIN_TOKEN, "since": None,
+                            "sources": None})
+        async for msg in ws:
+            data = orjson.loads(msg.data)
+            if data["type"] == "ready":
+                ready.set()
+            elif data["type"] == "entry":
+                into.append(data)
+            elif data["type"] == "entries":
+                into.extend(data["entries"])
+
+
+async def test_two_daemons_behind_pgbouncer_share_the_work_and_one_stream_shows_both(
+        tmp_path: Path, pgbouncer_url: str, pg_url: str, keyring, key_lines) -> None:
+    """Transaction pooling: no prepared-statement cache and no session state; without a
+    direct listen_url each replica's stream polls for the other's entries."""
+    async with simulator.Simulator(latency_seconds=0.005, rotate=True) as sim:
+        config_path = daemon_config(tmp_path, db_url=pgbouncer_url, key_line=key_lines[0],
+                                    token_url=sim.token_url, concurrency=16,
+                                    database={"pgbouncer": True, "pool_max_size": 8})
+        daemons = [Daemon(config_path, tmp_path / f"d{n}.log") for n in range(2)]
+        seen: list[dict] = []
+        ready = asyncio.Event()
+        watcher = None
+        try:
+            urls = [await d.url() for d in daemons]
+            assert [(await d.wait_for_event("daemon_ready"))["stream_feed"]
+                    for d in daemons] == ["poll", "poll"]
+            watcher = asyncio.create_task(stream_entries(urls[0], seen, ready))
+            await asyncio.wait_for(ready.wait(), 10)
+            await seed_postgres(pg_url, keyring, 600)  # due now: the next cycles take them
+            await wait_until(lambda: _len_is(refreshed(pg_url), 600), 90, 0.5)
+            streamed = lambda: {e["account_id"] for e in seen  # noqa: E731
+                                if e["action"] == "token_refreshed"}
+            await wait_until(lambda: len(streamed()) == 600, 15, 0.2)
+            for d in daemons:
+                d.signal(signal.SIGTERM)
+            assert [await d.wait() for d in daemons] == [0, 0]
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            for d in daemons:
+                d.kill()
+        stats = sim.stats()
+    assert stats["max_in_flight_per_token"] == 1
+    assert stats["successes"] == 600 and stats["calls"] == 600
+    shares = [sum(e.get("event") == "token_refreshed" for e in d.events()) for d in daemons]
+    assert sum(shares) == 600 and min(shares) > 0, shares
+    assert len([e for e in seen if e["action"] == "token_refreshed"]) == 600  # each once
+    for d in daemons:
+        assert not [e for e in d.events() if e.get("level") in ("error", "critical")]

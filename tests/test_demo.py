@@ -44,10 +44,11 @@ async def test_demo_shows_refreshes_heartbeat_failures_and_ebay_notifications() 
             async with asyncio.timeout(85):
                 while len(seen) < len(WANTED):
                     message = await ws.receive_json()
-                    if message.get("type") != "entry":
-                        continue
-                    if (kind := kind_of(message)) in WANTED:
-                        seen.setdefault(kind, message)
+                    batch = (message["entries"] if message.get("type") == "entries"
+                             else [message] if message.get("type") == "entry" else [])
+                    for entry in batch:
+                        if (kind := kind_of(entry)) in WANTED:
+                            seen.setdefault(kind, entry)
         assert seen["decrypt_failed"]["request"] is None  # nothing was sent
         assert seen["invalid_grant"]["response"]["status"] == 400
         assert seen["token_refreshed"]["source"] == "scheduled"

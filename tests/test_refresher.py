@@ -138,14 +138,14 @@ async def test_save_is_shielded_from_cancellation(harness: Harness) -> None:
     harness.sim.configure(rotate=True)
     await harness.add("a1")
     saving, release = asyncio.Event(), asyncio.Event()
-    real_finish = harness.db.finish
+    real_finish = harness.db.finish_many  # the daemon's saves are group-committed
 
     async def slow_finish(*args, **kwargs):
         saving.set()
         await release.wait()
         return await real_finish(*args, **kwargs)
 
-    harness.db.finish = slow_finish
+    harness.db.finish_many = slow_finish
     task = asyncio.create_task(harness.worker.refresh_now("a1"))
     await saving.wait()  # the provider answered; the rotated token is being saved
     task.cancel()

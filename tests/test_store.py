@@ -13,13 +13,21 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from kit import execute_sql
+from conftest import BACKEND_FIXTURES
+from kit import execute_sql, store_options
 
 import tokend.store as st
 from tokend import crypto
 from tokend.store import Account, Attempt, Entry, Failure, NewAccount, Success
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "pgbouncer"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The store contract holds on each backend, and on PostgreSQL through PgBouncer's
+    transaction pooling (no session survives between transactions there)."""
+    return request.getfixturevalue(BACKEND_FIXTURES[request.param])
 LEASE = 120.0
 THRESHOLD = 900.0
 MAX_AGE = 3600.0
@@ -244,7 +252,8 @@ async def test_concurrent_claimers_never_share_an_account(store, keyring):
 
 async def test_two_stores_never_share_an_account(db_url, keyring):
     """Two processes' worth of connections on one database, claiming at once."""
-    one, two = await st.connect(db_url), await st.connect(db_url)
+    one, two = (await st.connect(db_url, **store_options(db_url)),
+                await st.connect(db_url, **store_options(db_url)))
     try:
         for n in range(80):
             await one.add_account(new_account(keyring, n), NOW)
@@ -548,7 +557,7 @@ async def dump(db: st.Store, url: str) -> str:
         out, _ = await proc.communicate()
         assert proc.returncode == 0
         return out.decode()
-    conn = await asyncpg.connect(url)
+    conn = await asyncpg.connect(url, statement_cache_size=0)
     try:
         columns = await conn.fetch(
             "SELECT table_name, column_name FROM information_schema.columns "
@@ -678,3 +687,82 @@ async def test_listen_entries_survives_a_lost_connection(pg_url, keyring):
         await listener.close()
         await writer.close()
         await proxy.cut()
+
+
+# -- behind PgBouncer ---------------------------------------------------------------------
+
+async def test_behind_pgbouncer_without_listen_url_the_feed_polls(pgbouncer_url, keyring):
+    listener = await st.connect(pgbouncer_url, pgbouncer=True)
+    writer = await st.connect(pgbouncer_url, pgbouncer=True)
+    assert listener.can_listen and listener.feed_mode == "poll"
+    heard: asyncio.Queue[int] = asyncio.Queue()
+    stop = await listener.listen_entries(heard.put_nowait)
+    try:
+        # An entry whose id is taken first but committed last is still heard, once.
+        async with writer._db.transaction() as tx:
+            late = await tx.one("insert_entry", **st._entry_params(
+                entry(None, action="worker_heartbeat", message="late")))
+            early = await writer.add_entry(entry(None, action="worker_heartbeat"))
+            assert await asyncio.wait_for(heard.get(), 5) == early.id
+        assert late["id"] < early.id
+        assert await asyncio.wait_for(heard.get(), 5) == late["id"]
+        more = [await writer.add_entry(entry(None, action="worker_heartbeat"))
+                for _ in range(3)]
+        assert [await asyncio.wait_for(heard.get(), 5) for _ in more] == [e.id for e in more]
+        await asyncio.sleep(3 * st.POLL_INTERVAL_SECONDS)
+        assert heard.empty(), "an entry was announced twice"
+    finally:
+        await stop()
+        await listener.close()
+        await writer.close()
+
+
+async def test_behind_pgbouncer_listen_url_listens_directly(pgbouncer_url, pg_url, keyring):
+    listener = await st.connect(pgbouncer_url, pgbouncer=True, listen_url=pg_url)
+    writer = await st.connect(pgbouncer_url, pgbouncer=True)
+    assert listener.feed_mode == "notify"
+    heard: asyncio.Queue[int] = asyncio.Queue()
+    stop = await listener.listen_entries(heard.put_nowait)
+    try:
+        sent = await writer.add_entry(entry(None, action="worker_heartbeat"))
+        assert await asyncio.wait_for(heard.get(), 5) == sent.id
+    finally:
+        await stop()
+        await listener.close()
+        await writer.close()
+
+
+async def test_behind_pgbouncer_many_concurrent_calls_share_few_server_connections(
+        pgbouncer_url, keyring):
+    """Transaction pooling hands each transaction whatever server connection is free: with
+    more client connections than PgBouncer keeps per database, nothing may depend on a
+    session (a prepared statement cached on one would be missing on the next)."""
+    db = await st.connect(pgbouncer_url, pgbouncer=True, pool_max_size=30)
+    try:
+        for n in range(40):
+            await db.add_account(new_account(keyring, n), NOW)
+
+        async def claim_one_and_finish() -> bool:
+            got = await claim(db, limit=1, owner="w1")
+            if not got:
+                return False
+            applied, _ = await db.finish(got[0], "w1", success(keyring, got[0]),
+                                         attempt(got[0]), entry(got[0]), NOW)
+            return applied
+
+        results = await asyncio.gather(*(claim_one_and_finish() for _ in range(40)))
+        assert sum(results) == 40
+        assert await count(db) == 0
+    finally:
+        await db.close()
+
+
+async def test_sqlite_commits_are_durable_against_power_loss(sqlite_url):
+    """WAL with synchronous = FULL: every commit is fsynced before it returns (NORMAL
+    would survive a crash of tokend but not of the OS, losing a saved rotation)."""
+    db = await st.connect(sqlite_url)
+    try:
+        assert (await db._db._conn.execute_fetchall("PRAGMA synchronous"))[0][0] == 2  # FULL
+        assert (await db._db._conn.execute_fetchall("PRAGMA journal_mode"))[0][0] == "wal"
+    finally:
+        await db.close()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 import webstack
+from pgproxy import PgProxy
 
 from tokend import metrics, store, stream
 
@@ -140,3 +141,30 @@ async def test_sqlite_has_no_feed(sqlite_url):
         assert stream.Hub().side_tasks(db) == []
     finally:
         await db.close()
+
+
+async def test_a_feed_started_while_the_database_is_down_waits_for_it(pg_url):
+    """A daemon may start its stream feed just as the database goes away: the feed keeps
+    trying instead of dying, and hears other replicas once the database is back."""
+    proxy = PgProxy(pg_url)
+    await proxy.start()
+    reader, writer = await store.connect(proxy.url), await store.connect(pg_url)
+    hub = stream.Hub()
+    task = None
+    try:
+        async with proxy.outage():
+            task = asyncio.create_task(hub.feed(reader))
+            await asyncio.sleep(2.5 * stream.FEED_RETRY_SECONDS)
+            assert not task.done() and not hub.listening.is_set()
+        await asyncio.wait_for(hub.listening.wait(), 10)
+        with hub.subscribe() as subscription:
+            sent = await writer.add_entry(entry(None))
+            got = await asyncio.wait_for(subscription.get(), 5)
+        assert got.id == sent.id
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await reader.close()
+        await writer.close()
+        await proxy.close()

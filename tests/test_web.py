@@ -19,6 +19,7 @@ import webstack
 from aiohttp import WSCloseCode
 
 from tokend import logclient, vocabulary
+from tokend.web import websocket
 
 ADMIN, ORG_ACME, CONSUMER = webstack.ADMIN, webstack.ORG_ACME, webstack.CONSUMER
 
@@ -322,12 +323,19 @@ async def receive(ws, timeout=5.0):
     return orjson.loads(msg.data)
 
 
+def entries_of(message):
+    """The entries a live frame carries: one `entry`, or several ready together."""
+    if message["type"] == "entries":
+        return message["entries"]
+    assert message["type"] == "entry", message
+    return [message]
+
+
 async def receive_entries(ws, n):
     out = []
     while len(out) < n:
-        data = await receive(ws)
-        assert data["type"] == "entry", data
-        out.append(data)
+        out.extend(entries_of(await receive(ws)))
+    assert len(out) == n, out
     return out
 
 
@@ -337,6 +345,23 @@ async def stream(stack, **hello_fields):
         await ws.send_json(hello(**hello_fields))
         assert await receive(ws) == {"type": "ready"}
         yield ws
+
+
+async def test_entries_published_together_go_out_as_one_frame_serialised_once(stack):
+    async with stream(stack) as one, stream(stack) as two:
+        burst = [webstack.make_entry(20_000_000 + n) for n in range(5)]
+        for entry in burst:
+            stack.hub.publish(entry)
+        frames = [await receive(one), await receive(two)]
+        assert [m["type"] for m in frames] == ["entries", "entries"]
+        assert [[e["id"] for e in m["entries"]] for m in frames] == [[e.id for e in burst]] * 2
+        assert frames[0]["entries"][0] == {**burst[0].to_dict(), "id": burst[0].id}
+        # Both subscribers got the very same bytes: the batch was serialised once.
+        cache = stack.app[websocket.FRAMES]
+        assert cache.message(burst) is cache.message(list(burst))
+        lone = webstack.make_entry(20_000_100)
+        stack.hub.publish(lone)
+        assert await receive(one) == {"type": "entry", **lone.to_dict()}
 
 
 async def test_backlog_then_live_then_reconnect_without_gap_or_duplicate(stack):
@@ -519,7 +544,7 @@ async def test_a_stalled_client_gets_dropped_markers_and_delays_nobody(store, ke
                     s.hub.publish(entry)
                     worst = max(worst, time.perf_counter() - began)
                 while len(fast_ids) < start + batch - 1:  # the fast reader keeps up
-                    fast_ids.append((await receive(fast))["id"])
+                    fast_ids.extend(e["id"] for e in entries_of(await receive(fast)))
             assert fast_ids == [10_000_000 + i for i in range(1, total + 1)]
             assert worst < 0.05  # microseconds in practice; a blocked publish takes seconds
 
@@ -529,7 +554,7 @@ async def test_a_stalled_client_gets_dropped_markers_and_delays_nobody(store, ke
             if message["type"] == "dropped":
                 dropped += message["count"]
             else:
-                entries += 1
+                entries += len(entries_of(message))
         stalled.close()
         assert dropped > 0 and entries > 0
         assert entries + dropped == total
@@ -571,6 +596,25 @@ async def test_the_logs_client_prints_history_then_follows(stack):
         await webstack.add_entry(stack.db, stack.hub, account_id="acct-c")
         await wait_for_text(out, "acct-c")
         assert "acct-d" not in out.getvalue() and "acct-a" not in out.getvalue()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_the_logs_client_follows_entries_frames(stack):
+    out = io.StringIO()
+    task = asyncio.create_task(logclient.follow(stack.url, ADMIN, json_lines=True, out=out))
+    try:
+        await asyncio.sleep(0.3)
+        burst = [webstack.make_entry(30_000_000 + n) for n in range(4)]
+        for entry in burst:  # published together: one `entries` frame
+            stack.hub.publish(entry)
+        await wait_for_text(out, str(burst[-1].id))
+        ids = [orjson.loads(line)["id"] for line in out.getvalue().splitlines()]
+        assert ids[-4:] == [e.id for e in burst]
+        assert all("type" not in orjson.loads(line) for line in out.getvalue().splitlines())
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

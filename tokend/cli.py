@@ -173,7 +173,7 @@ def require_database(database: config.DatabaseConfig) -> None:
 
 def _open(cfg: config.Config) -> contextlib.AbstractAsyncContextManager[store.Store]:
     require_database(cfg.database)
-    return store.open(cfg.database.url, pool_max_size=cfg.database.pool_max_size)
+    return store.open(cfg.database.url, **cfg.database.store_options())
 
 
 def _emit(data: Any) -> None:
@@ -198,7 +198,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     database = config.load_database(args.config)
 
     async def go() -> list[str]:
-        async with store.open(database.url, pool_max_size=database.pool_max_size,
+        async with store.open(database.url, **database.store_options(),
                               check_schema=False) as db:
             return await db.migrate()
 

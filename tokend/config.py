@@ -32,6 +32,15 @@ class DatabaseConfig:
     url: str = dataclasses.field(default="sqlite:///var/lib/tokend/tokend.db", repr=False)
     pool_max_size: int = 10
     log_retention_seconds: float = 30 * 86_400.0
+    # PgBouncer in transaction pooling mode sits in front of `url`: no prepared-statement
+    # cache, and LISTEN needs `listen_url` (a direct connection) or the stream polls.
+    pgbouncer: bool = False
+    listen_url: str | None = dataclasses.field(default=None, repr=False)
+
+    def store_options(self) -> dict[str, Any]:
+        """The keyword arguments of `store.open`/`store.connect` besides the URL."""
+        return {"pool_max_size": self.pool_max_size, "pgbouncer": self.pgbouncer,
+                "listen_url": self.listen_url}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,9 +304,16 @@ def _database(t: _Table) -> DatabaseConfig:
         raise ConfigError(t.key("url"), "must start with sqlite://, postgresql:// or postgres://")
     if url.startswith("sqlite://") and not url.removeprefix("sqlite://"):
         raise ConfigError(t.key("url"), "sqlite:// needs a file path")
+    listen_url = t.secret("listen_url", None, None)
+    if listen_url is not None and (not isinstance(listen_url, str) or not listen_url.startswith(
+            ("postgresql://", "postgres://"))):
+        raise ConfigError(t.key("listen_url"), "must start with postgresql:// or postgres://")
+    if listen_url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(t.key("listen_url"), "only applies to a PostgreSQL url")
     out = DatabaseConfig(
         url=url, pool_max_size=t.integer("pool_max_size", d.pool_max_size),
-        log_retention_seconds=t.number("log_retention_seconds", d.log_retention_seconds))
+        log_retention_seconds=t.number("log_retention_seconds", d.log_retention_seconds),
+        pgbouncer=t.get("pgbouncer", bool, d.pgbouncer), listen_url=listen_url)
     t.done()
     return out
 

@@ -21,6 +21,7 @@ from tokend import (
     config,
     connect,
     crypto,
+    groupcommit,
     loop,
     metrics,
     probes,
@@ -121,14 +122,17 @@ async def assemble(
     async with contextlib.AsyncExitStack() as stack:
         if db is None:
             db = await stack.enter_async_context(store.open(
-                cfg.database.url, pool_max_size=cfg.database.pool_max_size))
+                cfg.database.url, **cfg.database.store_options()))
         session = await stack.enter_async_context(http_session(cfg.refresh))
         hub = stream.Hub(queue_size=cfg.server.stream_queue_size, stats=stats)
         timeout = cfg.refresh.request_timeout_seconds
         clients = {name: providers.build(p, request_timeout_seconds=timeout)
                    for name, p in cfg.providers.items()}
+        commits = groupcommit.GroupCommit(db)
+        stack.push_async_callback(commits.close)
         worker = refresher.Refresher(db=db, keyring=keyring, clients=clients, session=session,
-                                     hub=hub, stats=stats, settings=cfg.refresh, owner=instance)
+                                     hub=hub, stats=stats, settings=cfg.refresh, owner=instance,
+                                     commits=commits)
         stack.push_async_callback(worker.drain)
         refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats,
                                  settings=cfg.refresh, instance=instance, stop=stop,
@@ -226,6 +230,7 @@ async def _serve(
 
     notifier.ready()
     log.info("daemon_ready", url=url, instance=parts.instance, backend=parts.db.backend,
+             stream_feed=parts.db.feed_mode,
              providers=sorted(parts.cfg.providers))
     if on_ready is not None:
         result = on_ready(url)

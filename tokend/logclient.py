@@ -170,16 +170,20 @@ async def _stream(
                     _emit(out, orjson.dumps(data).decode() + "\n")
                 else:
                     _emit(out, render_dropped(data.get("count", 0), color=color))
-            elif data.get("type") == "entry" and data.get("id") not in seen:
-                seen.add(data["id"])
-                if len(seen) > SEEN_MAX:  # only recent ids can come back after a reconnect
-                    keep = sorted(seen)[-SEEN_MAX // 2:]
-                    seen.clear()
-                    seen.update(keep)
-                last_id = data["id"]
-                data.pop("type")
-                _emit(out, orjson.dumps(data).decode() + "\n" if json_lines
-                      else render(data, color=color))
+            elif data.get("type") in ("entry", "entries"):
+                # Entries ready together may come as one `entries` frame.
+                for entry in data["entries"] if data["type"] == "entries" else [data]:
+                    if entry.get("id") in seen:
+                        continue
+                    seen.add(entry["id"])
+                    if len(seen) > SEEN_MAX:  # only recent ids come back after a reconnect
+                        keep = sorted(seen)[-SEEN_MAX // 2:]
+                        seen.clear()
+                        seen.update(keep)
+                    last_id = entry["id"]
+                    entry.pop("type", None)
+                    _emit(out, orjson.dumps(entry).decode() + "\n" if json_lines
+                          else render(entry, color=color))
         if ws.close_code in vocabulary.CLOSE_CODES.values():
             raise LogsError("tokend refused the token"
                             if ws.close_code == vocabulary.CLOSE_UNAUTHORIZED

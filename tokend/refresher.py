@@ -12,7 +12,18 @@ from typing import Any
 import aiohttp
 import structlog
 
-from tokend import clock, config, crypto, metrics, providers, schedule, store, stream, vocabulary
+from tokend import (
+    clock,
+    config,
+    crypto,
+    groupcommit,
+    metrics,
+    providers,
+    schedule,
+    store,
+    stream,
+    vocabulary,
+)
 
 log = structlog.get_logger("tokend.refresher")
 
@@ -116,9 +127,12 @@ class Refresher:
         self, *, db: store.Store, keyring: crypto.Keyring,
         clients: Mapping[str, providers.Provider], session: aiohttp.ClientSession,
         hub: stream.Hub, stats: metrics.Metrics, settings: config.RefreshConfig, owner: str,
-        clock: Callable[[], datetime] = clock.now,
+        clock: Callable[[], datetime] = clock.now, commits: groupcommit.GroupCommit | None = None,
     ) -> None:
+        """`commits`: saves go through group commit (the daemon's way); without it each
+        save is a transaction of its own."""
         self.db, self.keyring, self.clients, self.session = db, keyring, clients, session
+        self._finish = commits.finish if commits is not None else db.finish
         self.hub, self.stats, self.settings, self.owner = hub, stats, settings, owner
         self.clock = clock
         self._saves: set[asyncio.Task] = set()
@@ -220,8 +234,8 @@ class Refresher:
         deadline = account.lease_expires_at or self.clock()
         while True:
             try:
-                return await self.db.finish(account, self.owner, outcome, attempt, entry,
-                                            self.clock())
+                return await self._finish(account, self.owner, outcome, attempt, entry,
+                                          self.clock())
             except store.StoreError as exc:
                 if self.clock() >= deadline:
                     log.error("refresh_result_lost", error=str(exc),

@@ -46,7 +46,8 @@ async def account_health(db: store.Store) -> tuple[dict[str, int], dict[str, int
 
 
 async def collect(cfg: config.Config) -> dict[str, Any]:
-    async with store.open(cfg.database.url, pool_max_size=1) as db:
+    async with store.open(cfg.database.url, **{**cfg.database.store_options(),
+                                               "pool_max_size": 1}) as db:
         return await report(db, cfg, clock.now())
 
 

@@ -24,6 +24,7 @@ log = structlog.get_logger("tokend.stream")
 RECENT_IDS = 10_000  # ids remembered for de-duplication; far more than one NOTIFY burst
 FEED_BATCH = 100  # ids fetched per query when other replicas announce entries
 FEED_PENDING_MAX = 50_000  # announced ids waiting for a fetch; older ones are given up
+FEED_RETRY_SECONDS = 1.0  # between attempts to start listening while the database is down
 
 Predicate = Callable[[store.Entry], bool]
 
@@ -77,6 +78,24 @@ class Subscription:
         item = await self._queue.get()
         if item is None:
             raise StopAsyncIteration
+        marker, entry = item
+        if marker is None:
+            return entry
+        self._held = entry
+        return marker
+
+    def get_nowait(self) -> store.Entry | Dropped | None:
+        """The next item if one is ready now (None if not, or once closed)."""
+        if self._held is not None:
+            entry, self._held = self._held, None
+            return entry
+        if self.closed:
+            return None
+        if self._queue.empty():
+            return self._take_marker() if self._dropped else None
+        item = self._queue.get_nowait()
+        if item is None:
+            return None
         marker, entry = item
         if marker is None:
             return entry
@@ -161,7 +180,15 @@ class Hub:
                 pending.append(entry_id)
                 wake.set()
 
-        stop = await db.listen_entries(announced)
+        while True:
+            try:
+                stop = await db.listen_entries(announced)
+                break
+            except store.StoreError as exc:
+                # The database may be down as the daemon starts: the feed waits for it
+                # instead of dying (and taking the daemon with it).
+                log.warning("entries_listener_lost", error=str(exc))
+                await asyncio.sleep(FEED_RETRY_SECONDS)
         self.listening.set()
         try:
             while True:

@@ -7,14 +7,19 @@ Every timestamp crosses this boundary as an aware UTC `datetime`; every secret a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
+import structlog
+
 from tokend import vocabulary
 from tokend.store import queries
+
+_log = structlog.get_logger("tokend.store")
 
 ACTIVE = "active"
 REAUTH_REQUIRED = "reauth_required"
@@ -27,6 +32,12 @@ ENTRIES_CHANNEL = "tokend_entries"  # NOTIFY channel of new entry ids (sql inser
 GRANT_TYPES = ("refresh_token", "authorization_code", "client_credentials")
 REFRESH_TOKEN_GRANT = GRANT_TYPES[0]
 EVENTS_CHANNEL = "tokend_events"  # NOTIFY channel of new outbox events (sql insert_event)
+# Without LISTEN (PgBouncer, no listen_url), new entry ids are polled this often.
+POLL_INTERVAL_SECONDS = 0.5
+POLL_BATCH = 1000
+# Entry ids come from a sequence at INSERT but become visible at COMMIT, so a lower id can
+# appear after a higher one was seen: each poll looks this many ids back (each announced once).
+POLL_LOOKBACK_IDS = 2000
 
 
 class StoreError(Exception):
@@ -390,10 +401,35 @@ def _maybe_account(row: Mapping[str, Any] | None) -> Account | None:
     return None if row is None else _account(row)
 
 
+# Field names once, not per save: dataclasses.asdict deep-copies and walks every field.
+_ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(Entry) if f.name != "id")
+# What finish_success writes; the events go to the outbox.
+_SUCCESS_FIELDS = tuple(f.name for f in dataclasses.fields(Success) if f.name != "events")
+_ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))
+
+
 def _entry_params(entry: Entry) -> dict[str, Any]:
-    params = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
-    del params["id"]
-    return params
+    return {name: getattr(entry, name) for name in _ENTRY_FIELDS}
+
+
+def _success_params(outcome: Success) -> dict[str, Any]:
+    return {name: getattr(outcome, name) for name in _SUCCESS_FIELDS}
+
+
+def _attempt_params(attempt: Attempt) -> dict[str, Any]:
+    return {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Save:
+    """One refresh's result to persist: the arguments of `Store.finish`."""
+
+    claimed: Account
+    owner: str
+    outcome: Success | Failure
+    attempt: Attempt
+    entry: Entry
+    now: datetime
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -560,30 +596,39 @@ class Store:
         since the claim (a new refresh token, another refresher) bumped the version. The log
         rows are written either way. Returns (applied, entry with id).
         """
-        guard = {"id": claimed.id, "version": claimed.version, "owner": owner, "now": now}
         async with self._db.transaction() as tx:
-            if isinstance(outcome, Success):
-                applied = await tx.one(
-                    "finish_success", **guard, access_token=outcome.access_token,
-                    access_expires_at=outcome.access_expires_at,
-                    refresh_token=outcome.refresh_token,
-                    refresh_expires_at=outcome.refresh_expires_at,
-                    refreshed_at=outcome.refreshed_at, next_attempt_at=outcome.next_attempt_at)
-            else:
-                applied = await tx.one(
-                    "finish_failure", **guard, error_code=outcome.error_code,
-                    next_attempt_at=outcome.next_attempt_at, state=outcome.state)
-                if applied is not None and outcome.pause_until is not None:
-                    await tx.one("pause_provider", provider=claimed.provider,
-                                 until=outcome.pause_until, reason=outcome.error_code)
-            if applied is not None:
-                await emit(tx, outcome.events, now)
-            await tx.one("insert_attempt", **dataclasses.asdict(attempt))
-            if entry.request is not None:  # the token endpoint was called: it counts
-                await tx.one("count_token_call", provider=claimed.provider,
-                             grant_type=REFRESH_TOKEN_GRANT, day=utc_day(attempt.started_at))
-            row = await tx.one("insert_entry", **_entry_params(entry))
-        return applied is not None, dataclasses.replace(entry, id=row["id"])
+            return await self.write_finish(tx, Save(claimed, owner, outcome, attempt, entry,
+                                                    now))
+
+    async def finish_many(self, saves: Sequence[Save]) -> list[tuple[bool, Entry]]:
+        """`finish` for several saves in ONE transaction (one commit, one fsync): all of
+        them are saved or none. Each keeps its own lease and version guard."""
+        async with self._db.transaction() as tx:
+            return [await self.write_finish(tx, save) for save in saves]
+
+    async def write_finish(self, tx: Session, save: Save) -> tuple[bool, Entry]:
+        """One save's writes on the caller's transaction: what `finish` and `finish_many`
+        commit. Anything else a save must write atomically with the account belongs here."""
+        claimed, outcome = save.claimed, save.outcome
+        guard = {"id": claimed.id, "version": claimed.version, "owner": save.owner,
+                 "now": save.now}
+        if isinstance(outcome, Success):
+            applied = await tx.one("finish_success", **guard, **_success_params(outcome))
+        else:
+            applied = await tx.one(
+                "finish_failure", **guard, error_code=outcome.error_code,
+                next_attempt_at=outcome.next_attempt_at, state=outcome.state)
+            if applied is not None and outcome.pause_until is not None:
+                await tx.one("pause_provider", provider=claimed.provider,
+                             until=outcome.pause_until, reason=outcome.error_code)
+        if applied is not None:
+            await emit(tx, outcome.events, save.now)
+        await tx.one("insert_attempt", **_attempt_params(save.attempt))
+        if save.entry.request is not None:  # the token endpoint was called: it counts
+            await tx.one("count_token_call", provider=claimed.provider,
+                         grant_type=REFRESH_TOKEN_GRANT, day=utc_day(save.attempt.started_at))
+        row = await tx.one("insert_entry", **_entry_params(save.entry))
+        return applied is not None, dataclasses.replace(save.entry, id=row["id"])
 
     async def next_due_at(self, now: datetime) -> datetime | None:
         """Earliest next_attempt_at of an active account of an unpaused provider."""
@@ -807,17 +852,75 @@ class Store:
 
     @property
     def can_listen(self) -> bool:
-        """Whether other processes' entries can be heard (PostgreSQL's LISTEN)."""
-        return self._db.listen is not None
+        """Whether other processes' entries can be heard (`feed_mode` is not None)."""
+        return self._db.feed_mode is not None
+
+    @property
+    def feed_mode(self) -> str | None:
+        """How other processes' entries are heard: "notify" (PostgreSQL LISTEN), "poll"
+        (PostgreSQL behind PgBouncer without a direct `listen_url`), or None (SQLite: one
+        process sees its own writes)."""
+        return self._db.feed_mode
 
     async def listen_entries(
         self, callback: Callable[[int], None],
     ) -> Callable[[], Awaitable[None]]:
         """Call `callback(entry_id)` for every entry any replica commits; returns `stop`.
         Only where `can_listen`."""
+        if self._db.feed_mode == "poll":
+            return await self._poll_entries(callback)
         if self._db.listen is None:
             raise StoreError(f"the {self.backend} store cannot listen")
         return await self._db.listen(ENTRIES_CHANNEL, lambda payload: callback(int(payload)))
+
+    async def _poll_entries(
+        self, callback: Callable[[int], None],
+    ) -> Callable[[], Awaitable[None]]:
+        """`listen_entries` by reading new http_log ids every POLL_INTERVAL_SECONDS."""
+        row = await self._db.one("latest_entry_id")
+        high = row["id"] or 0
+        announced: set[int] = set()
+
+        async def poll_once() -> None:
+            nonlocal high
+            after = max(high - POLL_LOOKBACK_IDS, 0)
+            while True:
+                rows = await self._db.all("entry_ids_after", after_id=after, limit=POLL_BATCH)
+                for r in rows:
+                    if r["id"] not in announced:
+                        announced.add(r["id"])
+                        callback(r["id"])
+                if rows:
+                    after = rows[-1]["id"]
+                    high = max(high, after)
+                if len(rows) < POLL_BATCH:
+                    break
+            floor = high - POLL_LOOKBACK_IDS
+            announced.difference_update([i for i in announced if i <= floor])
+
+        async def poll() -> None:
+            failing = False
+            while True:
+                await asyncio.sleep(POLL_INTERVAL_SECONDS)
+                try:
+                    await poll_once()
+                except StoreError as exc:
+                    if not failing:
+                        _log.warning("entries_listener_lost", error=str(exc))
+                    failing = True
+                    continue
+                if failing:
+                    _log.info("entries_listener_restored")
+                    failing = False
+
+        task = asyncio.create_task(poll(), name="tokend-entries-poller")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        return stop
 
     # -- workers ----------------------------------------------------------------------
     async def worker_started(
@@ -1100,6 +1203,7 @@ class Connector(Protocol):
     dialect: str
     listen: Callable[[str, Callable[[str], None]],
                      Awaitable[Callable[[], Awaitable[None]]]] | None
+    feed_mode: str | None  # "notify" | "poll" | None, matching `listen`
 
     async def all(self, query: str, /, **params: Any) -> list[Mapping[str, Any]]: ...
     async def one(self, query: str, /, **params: Any) -> Mapping[str, Any] | None: ...
@@ -1109,8 +1213,10 @@ class Connector(Protocol):
     async def close(self) -> None: ...
 
 
-async def connect(url: str, *, pool_max_size: int = 10) -> Store:
-    """Open the store that `url` names; the caller owns it and must `close()` it."""
+async def connect(url: str, *, pool_max_size: int = 10, pgbouncer: bool = False,
+                  listen_url: str | None = None) -> Store:
+    """Open the store that `url` names; the caller owns it and must `close()` it.
+    `pgbouncer` and `listen_url` apply to PostgreSQL (see `postgres.Connector.open`)."""
     if url.startswith("sqlite://"):
         from tokend.store import sqlite
 
@@ -1118,16 +1224,19 @@ async def connect(url: str, *, pool_max_size: int = 10) -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         from tokend.store import postgres
 
-        return Store(await postgres.Connector.open(url, pool_max_size=pool_max_size))
+        return Store(await postgres.Connector.open(url, pool_max_size=pool_max_size,
+                                                   pgbouncer=pgbouncer, listen_url=listen_url))
     raise StoreError(f"unsupported database url scheme: {url.split(':', 1)[0]!r}")
 
 
 @contextlib.asynccontextmanager
 async def open(
-    url: str, *, pool_max_size: int = 10, check_schema: bool = True,
+    url: str, *, pool_max_size: int = 10, check_schema: bool = True, pgbouncer: bool = False,
+    listen_url: str | None = None,
 ) -> AsyncIterator[Store]:
     """The store for `url`, schema checked, closed on the way out."""
-    db = await connect(url, pool_max_size=pool_max_size)
+    db = await connect(url, pool_max_size=pool_max_size, pgbouncer=pgbouncer,
+                       listen_url=listen_url)
     try:
         if check_schema:
             await db.check_schema()

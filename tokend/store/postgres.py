@@ -84,21 +84,33 @@ class Session:
 
 
 class Connector:
+    """`feed_mode` is how other processes' entries are heard: "notify" (`listen`: LISTEN on
+    a direct connection, `url` or `listen_url`) or, behind PgBouncer without `listen_url`,
+    "poll" (`listen` is None; the Store polls the http_log table)."""
+
     dialect = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, listen_url: str | None) -> None:
         self._pool = pool
-        self._url = url
+        self._listen_url = listen_url
+        self.listen = self._listen_notify if listen_url is not None else None
+        self.feed_mode = "notify" if listen_url is not None else "poll"
 
     @classmethod
-    async def open(cls, url: str, *, pool_max_size: int) -> Connector:
+    async def open(cls, url: str, *, pool_max_size: int, pgbouncer: bool = False,
+                   listen_url: str | None = None) -> Connector:
+        """`pgbouncer`: `url` goes through PgBouncer's transaction pooling, where a server
+        connection changes between transactions, so no named prepared statement can be
+        kept (asyncpg's unnamed ones live within one Parse/Bind/Sync and are fine), and
+        LISTEN, a session's state, needs `listen_url`."""
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=pool_max_size, init=_init_connection,
-                reset=_keep_session, timeout=CONNECT_TIMEOUT_SECONDS)
+                reset=_keep_session, timeout=CONNECT_TIMEOUT_SECONDS,
+                statement_cache_size=0 if pgbouncer else 100)
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             raise _unavailable(exc) from exc
-        return cls(pool, url)
+        return cls(pool, listen_url if pgbouncer else (listen_url or url))
 
     async def close(self) -> None:
         try:
@@ -129,7 +141,7 @@ class Connector:
         async with self.session() as s:
             return await s.one(query, **params)
 
-    async def listen(
+    async def _listen_notify(
         self, channel: str, callback: Callable[[str], None],
     ) -> Callable[[], Awaitable[None]]:
         """Call `callback(payload)` for every NOTIFY on `channel`; returns `stop`.
@@ -148,7 +160,7 @@ class Connector:
 
         async def open_listener() -> asyncpg.Connection:
             try:
-                conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_SECONDS)
+                conn = await asyncpg.connect(self._listen_url, timeout=CONNECT_TIMEOUT_SECONDS)
                 await conn.add_listener(channel, notified)
             except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
                 raise _unavailable(exc) from exc
@@ -186,3 +198,4 @@ class Connector:
                     conn.terminate()
 
         return stop
+

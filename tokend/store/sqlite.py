@@ -118,7 +118,10 @@ class Connector:
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
             await conn.execute("PRAGMA foreign_keys = ON")
-            await conn.execute("PRAGMA synchronous = NORMAL")
+            # FULL: a commit is fsynced before it returns, so a power loss or OS crash
+            # cannot roll back a saved refresh (a rotated token the provider already
+            # switched to). NORMAL in WAL mode only survives a crash of this process.
+            await conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             await conn.close()
             raise store.StoreError(f"cannot open SQLite database {path}: {exc}") from exc
@@ -158,3 +161,4 @@ class Connector:
             return await Session(self._conn).one(query, **params)
 
     listen = None  # one process: the hub sees every entry this process writes
+    feed_mode = None

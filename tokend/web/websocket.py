@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -27,6 +28,11 @@ CATCH_UP_PAGE = 500
 # A sender with a backlog yields after this many frames, so 100 busy subscribers cannot hold
 # the event loop (and the refresh loop's database calls) for a whole backlog each.
 FRAMES_PER_TURN = 16
+# Live entries ready within this long of each other go out as one `entries` frame: fewer
+# frames, wake-ups and system calls per subscriber, for at most this much more latency.
+BATCH_SECONDS = 0.005
+BATCH_MAX = 256  # entries per frame
+BATCHES_CACHED = 64  # recent batch frames kept for the subscribers that drain the same
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,27 +92,46 @@ def parse_hello(raw: str | bytes, server: Any) -> Hello:
 
 
 class EntryFrames:
-    """Each live entry's message, serialised once for all its subscribers.
+    """Live entries' messages, serialised once for all subscribers.
 
-    The hub hands every subscription the same `Entry` object, so its identity is the key;
-    holding the entry keeps that identity from being reused. Only the newest `size` are
-    kept: a subscriber further behind serialises its own copy.
+    Each entry's JSON is made once (the hub hands every subscription the same `Entry`
+    object, so its identity is the key; holding the entry keeps that identity from being
+    reused), and so is each batch frame: subscribers that wake together drain the same
+    entries. Only the newest `size` are kept: a subscriber further behind serialises its
+    own copy.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._messages: collections.OrderedDict[int, tuple[store.Entry, bytes]] = (
+        self._bodies: collections.OrderedDict[int, tuple[store.Entry, bytes]] = (
             collections.OrderedDict())
+        self._batches: collections.OrderedDict[tuple[int, ...], tuple[
+            tuple[store.Entry, ...], bytes]] = collections.OrderedDict()
 
-    def message(self, entry: store.Entry) -> bytes:
-        cached = self._messages.get(id(entry))
+    def _body(self, entry: store.Entry) -> bytes:
+        cached = self._bodies.get(id(entry))
         if cached is not None and cached[0] is entry:
             return cached[1]
-        message = entry_message(entry)
-        self._messages[id(entry)] = (entry, message)
-        if len(self._messages) > self.size:
-            self._messages.popitem(last=False)
-        return message
+        body = common.dumps(entry.to_dict())
+        self._bodies[id(entry)] = (entry, body)
+        if len(self._bodies) > self.size:
+            self._bodies.popitem(last=False)
+        return body
+
+    def message(self, entries: Sequence[store.Entry]) -> bytes:
+        """One `entry` frame, or one `entries` frame for several."""
+        if len(entries) == 1:
+            return b'{"type":"entry",' + self._body(entries[0])[1:]
+        key = tuple(id(e) for e in entries)
+        cached = self._batches.get(key)
+        if cached is not None and all(a is b for a, b in zip(cached[0], entries, strict=True)):
+            return cached[1]
+        frame = (b'{"type":"entries","entries":['
+                 + b",".join(self._body(e) for e in entries) + b"]}")
+        self._batches[key] = (tuple(entries), frame)
+        if len(self._batches) > BATCHES_CACHED:
+            self._batches.popitem(last=False)
+        return frame
 
 
 FRAMES = web.AppKey("entry_frames", EntryFrames)
@@ -153,13 +178,28 @@ async def _send_backlog(ws: web.WebSocketResponse, db: store.Store, hello: Hello
 
 async def _send_live(ws: web.WebSocketResponse, subscription: stream.Subscription,
                      backlog_last_id: int | None, frames: EntryFrames) -> None:
+    """Live entries, those ready together in one frame: after the first one arrives the
+    sender waits BATCH_SECONDS, then sends everything queued by then (up to BATCH_MAX)."""
     sent = 0
-    async for item in subscription:
-        if isinstance(item, stream.Dropped):
-            if backlog_last_id is None or item.last_id is None or item.last_id > backlog_last_id:
-                await _send(ws, {"type": "dropped", "count": item.count})
-        elif backlog_last_id is None or item.id is None or item.id > backlog_last_id:
-            await _send_text(ws, frames.message(item))
+    async for first in subscription:
+        if BATCH_SECONDS:
+            await asyncio.sleep(BATCH_SECONDS)
+        items: list[store.Entry | stream.Dropped] = [first]
+        while len(items) < BATCH_MAX and (item := subscription.get_nowait()) is not None:
+            items.append(item)
+        batch: list[store.Entry] = []
+        for item in items:
+            if isinstance(item, stream.Dropped):
+                if batch:
+                    await _send_text(ws, frames.message(batch))
+                    batch = []
+                if (backlog_last_id is None or item.last_id is None
+                        or item.last_id > backlog_last_id):
+                    await _send(ws, {"type": "dropped", "count": item.count})
+            elif backlog_last_id is None or item.id is None or item.id > backlog_last_id:
+                batch.append(item)
+        if batch:
+            await _send_text(ws, frames.message(batch))
         sent += 1
         if sent % FRAMES_PER_TURN == 0:
             await asyncio.sleep(0)
