@@ -1,6 +1,7 @@
 // The console's controls: the account filters, sort and pager, the per-account actions,
 // Resume on a paused provider, and the debug panel. Buttons and links only, so Tab reaches
 // every one of them.
+import { copyText } from "./clipboard.js";
 import { debugNodes } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,22 +14,6 @@ export function toast(message, bad) {
   node.hidden = false;
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => { node.hidden = true; }, 2600);
-}
-
-async function copy(text) {
-  if (navigator.clipboard && window.isSecureContext) {
-    try { await navigator.clipboard.writeText(text); return true; } catch (_) { /* below */ }
-  }
-  const area = document.createElement("textarea");
-  area.value = text;
-  area.setAttribute("readonly", "");
-  area.className = "visually-hidden";
-  document.body.append(area);
-  area.select();
-  let ok = false;
-  try { ok = document.execCommand("copy"); } catch (_) { ok = false; }
-  area.remove();
-  return ok;
 }
 
 export function setupFilters({ query, reload }) {
@@ -85,7 +70,7 @@ export function setupActions({ session, reload, reloadProviders }) {
       const answer = await session.call("POST", "/api/connect-links",
         { provider: account.provider, org: account.org, account_id: id });
       const link = answer.url || answer.link;
-      toast(link && await copy(link) ? `reconnect link for ${id} copied` : `link: ${link}`);
+      toast(link && await copyText(link) ? `reconnect link for ${id} copied` : `link: ${link}`);
     } catch (err) {
       if (err.status !== 401) toast(`reconnect link failed: ${err.message}`, true);
     }

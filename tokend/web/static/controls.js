@@ -1,5 +1,6 @@
 // The toolbar, the debug-refresh form and the keys. Every control is a real button or
 // input, so it is reachable with Tab and shows where the focus is.
+import { copyText } from "./clipboard.js";
 import { toggleOpen } from "./entries.js";
 import { debugNodes, el, entryText } from "./render.js";
 
@@ -47,11 +48,7 @@ export function setup({ list, vocabulary, session }) {
     const items = list.visibleItems();
     const text = items.map((i) => i.kind === "entry" ? entryText(i.data, vocabulary.sources)
       : `… skipped ${i.data.count} entries`).join("\n\n");
-    let ok = false;
-    if (navigator.clipboard && window.isSecureContext) {
-      try { await navigator.clipboard.writeText(text); ok = true; } catch (_) { ok = false; }
-    }
-    if (!ok) ok = copyFallback(text);
+    const ok = await copyText(text);
     toast(ok ? `copied ${items.filter((i) => i.kind === "entry").length} entries` : "copy failed");
   });
 
@@ -167,18 +164,4 @@ function toast(message) {
   node.hidden = false;
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => { node.hidden = true; }, 1800);
-}
-
-function copyFallback(text) {
-  const area = el("textarea");
-  area.value = text;
-  area.setAttribute("readonly", "");
-  area.style.position = "fixed";
-  area.style.opacity = "0";
-  document.body.append(area);
-  area.select();
-  let ok = false;
-  try { ok = document.execCommand("copy"); } catch (_) { ok = false; }
-  area.remove();
-  return ok;
 }
