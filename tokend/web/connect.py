@@ -20,8 +20,8 @@ from tokend.web import auth, common
 
 PAGE = Path(__file__).parent / "connect.html"
 PAGE_HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; base-uri 'none'; form-action 'none'; "
-                                "frame-ancestors 'none'"),
+    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; base-uri 'none'; "
+                                "form-action 'none'; frame-ancestors 'none'"),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -39,7 +39,8 @@ def page(status: int, title: str, message: str,
          details: Sequence[tuple[str, str]] = ()) -> web.Response:
     rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in details)
     text = (_template().replace("__DETAILS__", f'<dl id="details">{rows}</dl>' if rows else "")
-            .replace("__TITLE__", html.escape(title)).replace("__MESSAGE__", html.escape(message)))
+            .replace("__TITLE__", html.escape(title)).replace("__MESSAGE__", html.escape(message))
+            .replace("__KIND__", "ok" if status < 400 else "refused"))
     return web.Response(text=text, status=status, content_type="text/html",
                         headers=PAGE_HEADERS)
 
