@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import subprocess
 import sys
 import urllib.parse
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -16,6 +18,28 @@ from proc import env
 pytestmark = pytest.mark.timeout(120)
 WANTED = {"token_refreshed", "worker_heartbeat", "invalid_grant", "decrypt_failed",
           "reauth_required", "deleted"}
+
+
+@contextlib.asynccontextmanager
+async def demo(seconds: int) -> AsyncIterator[tuple[str, str, str]]:
+    """`tokend demo` as a newcomer runs it: its banner's base URL and admin token; after the
+    block, Ctrl-C and a clean exit."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tokend", "demo", "--port", "0", "--seconds", str(seconds),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env())
+    try:
+        banner = ""
+        async with asyncio.timeout(30):
+            while "Ctrl-C" not in banner:
+                banner += (await proc.stdout.readline()).decode()
+        url = re.search(r"terminal\s+(http://\S+)/terminal", banner).group(1)
+        token = re.search(r"admin token\s+(\S+)", banner).group(1)
+        yield url, token, banner
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            assert await proc.wait() == 0
 
 
 def kind_of(entry: dict) -> str | None:
@@ -27,16 +51,7 @@ def kind_of(entry: dict) -> str | None:
 
 
 async def test_demo_shows_refreshes_heartbeat_failures_and_ebay_notifications() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tokend", "demo", "--port", "0", "--seconds", "90",
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env())
-    try:
-        banner = ""
-        async with asyncio.timeout(30):
-            while "Ctrl-C" not in banner:
-                banner += (await proc.stdout.readline()).decode()
-        url = re.search(r"terminal\s+(http://\S+)/terminal", banner).group(1)
-        token = re.search(r"admin token\s+(\S+)", banner).group(1)
+    async with demo(90) as (url, token, _):
         seen: dict[str, dict] = {}
         async with aiohttp.ClientSession() as session, session.ws_connect(
                 f"{url}/ws/logs", headers={"Origin": url}) as ws:
@@ -61,26 +76,12 @@ async def test_demo_shows_refreshes_heartbeat_failures_and_ebay_notifications() 
         assert seen["reauth_required"]["details"]["revoke_reason"] == "REVOKED_BY_USER"
         assert seen["deleted"]["account_id"] == "acct_11"
         assert (states["acct_08"], states["acct_11"]) == ("reauth_required", "deleted")
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-        async with asyncio.timeout(20):
-            assert await proc.wait() == 0
 
 
 async def test_the_demo_prints_a_connect_link_that_works() -> None:
     """The browser's walk over plain HTTP: link -> consent page -> Agree -> callback."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tokend", "demo", "--port", "0", "--seconds", "60",
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env())
-    try:
-        banner = ""
-        async with asyncio.timeout(30):
-            while "Ctrl-C" not in banner:
-                banner += (await proc.stdout.readline()).decode()
+    async with demo(60) as (url, token, banner):
         link = re.search(r"connect\s+(http://\S+/connect/\S+)", banner).group(1)
-        token = re.search(r"admin token\s+(\S+)", banner).group(1)
-        url = link.split("/connect/")[0]
         async with aiohttp.ClientSession() as http:
             async with http.get(link) as consent_page:  # follows the redirect
                 assert consent_page.status == 200
@@ -95,8 +96,3 @@ async def test_the_demo_prints_a_connect_link_that_works() -> None:
                 accounts = (await response.json())["accounts"]
         (connected,) = [a for a in accounts if a["provider_user_name"] == "sim-seller"]
         assert connected["state"] == "active" and connected["org"] == "demo"
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-        async with asyncio.timeout(20):
-            assert await proc.wait() == 0
