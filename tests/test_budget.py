@@ -336,3 +336,27 @@ async def test_the_loop_does_not_spin_while_the_budget_holds_accounts_back(
     free = make_loop(harness, cfg, offset=3700, spending=False)
     assert await free.cycle()
     assert harness.sim.stats()["calls"] == 2
+
+
+async def test_a_normal_day_asks_the_database_once_per_cycle_not_per_claim(
+        harness: Harness) -> None:
+    """Far below the reserve line the cycle's first plan holds for its later claims: no
+    budget query on the loop's critical path for each of them."""
+    cfg = limited(harness, 10_000)
+    cfg = dataclasses.replace(cfg, refresh=dataclasses.replace(cfg.refresh, concurrency=2))
+    for n in range(12):
+        await harness.add(f"a{n}")
+    asked = 0
+    real = harness.db.budget_usage
+
+    async def counted(day):
+        nonlocal asked
+        asked += 1
+        return await real(day)
+
+    harness.db.budget_usage = counted
+    refresh_loop = make_loop(harness, cfg)
+    assert await refresh_loop.cycle()
+    assert harness.sim.stats()["calls"] == 12
+    assert asked == 1
+    assert await harness.db.budget_usage(TODAY()) == {kit.PROVIDER: {"refresh_token": 12}}

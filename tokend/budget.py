@@ -90,18 +90,36 @@ class Budget:
                  clock: Callable[[], datetime] = clock.now) -> None:
         self.db, self.providers, self.clock = db, providers, clock
         self._recorded: set[tuple[str, str, str]] = set()  # (provider, day, state)
+        # The last plan of this cycle, the cycle's claims when it was made, and how many
+        # more calls it stays true for (half the distance to the nearest reserve line).
+        self._last: tuple[Plan, int, int] | None = None
 
     @property
     def limited(self) -> bool:
         return any(p.daily_quota is not None for p in self.providers.values())
 
-    async def plan(self) -> Plan:
-        """Where the day stands before a claim; records the warning and the limit's pause."""
+    async def plan(self, *, claimed: int = 0, upto: int = 0) -> Plan:
+        """Where the day stands before a claim of at most `upto` accounts; records the
+        warning and the limit's pause.
+
+        `claimed`: accounts this cycle claimed so far. A cycle's first claim always asks the
+        database; a later one reuses the answer while every provider is far below its
+        reserve line and this cycle's claims since, this one included, stay within half
+        that distance (the other half is for other replicas). That keeps a query off the
+        loop's critical path for most claims of a normal day.
+        """
         if not self.limited:
             return Plan()
+        if claimed and self._last is not None:
+            plan, at, lasts_for = self._last
+            if claimed - at + upto <= lasts_for:
+                return plan
         now = self.clock()
         reserved, headroom = [], None
+        room = []  # calls left before each reserve line
         for standing in await standings(self.db, self.providers, now):
+            if standing.reserve_line is not None:
+                room.append(standing.reserve_line - standing.used)
             state = standing.state
             if standing.limit is not None and state != EXHAUSTED:
                 left = standing.limit - standing.used
@@ -113,7 +131,10 @@ class Budget:
             if key not in self._recorded:
                 await self._record(standing, now)
                 self._recorded.add(key)
-        return Plan(tuple(reserved), headroom)
+        plan = Plan(tuple(reserved), headroom)
+        lasts_for = min(room, default=0) // 2 if not reserved else 0
+        self._last = (plan, claimed, lasts_for) if lasts_for > 0 else None
+        return plan
 
     async def _record(self, standing: Standing, now: datetime) -> None:
         data = standing.to_dict()

@@ -139,7 +139,7 @@ class Loop:
                 # refreshes in flight are not counted yet.
                 plan = budget.Plan()
                 if self.spending is not None:
-                    plan = await self.spending.plan()
+                    plan = await self.spending.plan(claimed=checked, upto=free)
                     if plan.headroom is not None:
                         free = min(free, plan.headroom - len(in_flight))
                 if free <= 0:
