@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
-from tokend import clock, config, crypto, store
+from tokend import clock, config, crypto, model, store
 from tokend.testing import simulator
 
 ADMIN_URL = os.environ.get("TOKEND_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -167,7 +167,7 @@ async def seed_sealed(url: str, keyring: crypto.Keyring, count: int, now: dateti
         aid = account_id(i)
         last, expires, next_at = times_of(i, now, due)
         records.append((
-            aid, f"org-{i % 100:03d}", PROVIDER, f"seller-{i:07d}", [], store.ACTIVE,
+            aid, f"org-{i % 100:03d}", PROVIDER, f"seller-{i:07d}", [], model.ACTIVE,
             keyring.encrypt(refresh_token(), account_id=aid, column="refresh_token"),
             keyring.encrypt("v^1.1#i^1#p^3#r^0#I^3#f^0#t^" + secrets.token_urlsafe(96),
                             account_id=aid, column="access_token"),

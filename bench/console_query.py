@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from bench import common
-from tokend import store
+from tokend import model, store
 
 PAGE = 101
 
@@ -54,7 +54,7 @@ async def row_at(url: str, position: int, key: str, *, descending: bool = False,
     return row["key"], row["id"]
 
 
-async def measure(db: store.Store, page: store.AccountPage, repeat: int) -> tuple[list[float], int]:
+async def measure(db: store.Store, page: model.AccountPage, repeat: int) -> tuple[list[float], int]:
     await db.page_accounts(page)  # the statement prepared, the pages cached
     times, rows = [], 0
     for _ in range(repeat):
@@ -78,26 +78,26 @@ async def run(args: argparse.Namespace) -> None:
                                   descending=True)
         refresh_key = await row_at(url, middle, f"coalesce(refresh_expires_at, {never})")
         cases = [
-            ("first page, by name", store.AccountPage(limit=PAGE)),
-            (f"page at row {middle:,} (cursor), by name", store.AccountPage(
+            ("first page, by name", model.AccountPage(limit=PAGE)),
+            (f"page at row {middle:,} (cursor), by name", model.AccountPage(
                 limit=PAGE, after_key=name_key[0], after_id=name_key[1])),
-            (f"page at row {middle:,}, access expiry desc", store.AccountPage(
+            (f"page at row {middle:,}, access expiry desc", model.AccountPage(
                 sort="access_expires_at", descending=True, limit=PAGE,
                 after_key=expiry_key[0], after_id=expiry_key[1])),
-            (f"page at row {middle:,}, refresh expiry", store.AccountPage(
+            (f"page at row {middle:,}, refresh expiry", model.AccountPage(
                 sort="refresh_expires_at", limit=PAGE,
                 after_key=refresh_key[0], after_id=refresh_key[1])),
-            ("first page, failures desc", store.AccountPage(
+            ("first page, failures desc", model.AccountPage(
                 sort="consecutive_failures", descending=True, limit=PAGE)),
-            ("search q=seller-0077 (1,000 hits)", store.AccountPage(q="seller-0077", limit=PAGE)),
-            ("search q=USER_0099999 (1 hit)", store.AccountPage(q="USER_0099999", limit=PAGE)),
-            ("state=failing, by name", store.AccountPage(
-                state=store.ACTIVE, failing=True, limit=PAGE)),
-            ("state=reauth_required, by next attempt", store.AccountPage(
-                state=store.REAUTH_REQUIRED, sort="next_attempt_at", limit=PAGE)),
-            ("org token (1% of accounts), by name", store.AccountPage(org="org-042", limit=PAGE)),
-            ("org + state=failing + q=seller", store.AccountPage(
-                org="org-050", state=store.ACTIVE, failing=True, q="seller", limit=PAGE)),
+            ("search q=seller-0077 (1,000 hits)", model.AccountPage(q="seller-0077", limit=PAGE)),
+            ("search q=USER_0099999 (1 hit)", model.AccountPage(q="USER_0099999", limit=PAGE)),
+            ("state=failing, by name", model.AccountPage(
+                state=model.ACTIVE, failing=True, limit=PAGE)),
+            ("state=reauth_required, by next attempt", model.AccountPage(
+                state=model.REAUTH_REQUIRED, sort="next_attempt_at", limit=PAGE)),
+            ("org token (1% of accounts), by name", model.AccountPage(org="org-042", limit=PAGE)),
+            ("org + state=failing + q=seller", model.AccountPage(
+                org="org-050", state=model.ACTIVE, failing=True, q="seller", limit=PAGE)),
         ]
         rows = []
         async with store.open(url) as db:

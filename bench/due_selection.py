@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 
 from bench import common
-from tokend import crypto, daemon, logs, loop, store
+from tokend import crypto, daemon, logs, loop, model, store
 from tokend.store import queries
 
 LEASE_SECONDS = 3600.0  # claimed accounts stay leased for the whole benchmark
@@ -125,7 +125,7 @@ async def quiet_cycles(cfg: Any, db: store.Store, keyring: crypto.Keyring,
                     max_age_seconds=s.max_age_seconds),
                 "worker_finished": lambda: db.worker_finished(
                     loop.NAME, "bench", common.utcnow(), "idle", summary),
-                "add_entry": lambda: db.add_entry(store.Entry(
+                "add_entry": lambda: db.add_entry(model.Entry(
                     action="worker_heartbeat", source="scheduled", created_at=common.utcnow(),
                     message=loop.QUIET_MESSAGE, details=summary)),
                 "next_due_at": lambda: db.next_due_at(common.utcnow()),

@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from bench import common
-from tokend import crypto, daemon, logs, store
+from tokend import crypto, daemon, logs, model, store
 
 ID_BASE = 1_000_000_000  # published ids start here: far above the store's own entries
 CYCLE_EVERY_SECONDS = 0.1  # quiet cycles, one every 100 ms: 10 heartbeat entries a second
@@ -297,10 +297,10 @@ class SubscriberProcess:
 # -- the daemon side --------------------------------------------------------------------
 
 
-def bench_entry(n: int) -> store.Entry:
+def bench_entry(n: int) -> model.Entry:
     """A scheduled refresh's log entry, shaped like the refresher's (already masked)."""
     account = f"acct-{n % 5000:07d}"
-    return store.Entry(
+    return model.Entry(
         action="token_refreshed", source="scheduled", created_at=now(), account_id=account,
         org_id=f"org-{n % 100:03d}", provider=common.PROVIDER, environment="sandbox",
         duration_ms=48.2, id=ID_BASE + n,
@@ -368,7 +368,7 @@ async def publish_at_rate(server: Server, rate: float, seconds: float,
             "max_behind": max_behind}
 
 
-def stream_entry(stored: store.Entry, n: int) -> store.Entry:
+def stream_entry(stored: model.Entry, n: int) -> model.Entry:
     """The stored entry with the bench's id and a fresh created_at: latency counts from the
     publish, the write before it is the store's cost, not the stream's."""
     return dataclasses.replace(stored, id=ID_BASE + n, created_at=now())

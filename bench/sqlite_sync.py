@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench import common
-from tokend import crypto, groupcommit, store
+from tokend import crypto, groupcommit, model, store
 
 
 async def one_run(path: Path, mode: str, saves: int, concurrency: int, *,
@@ -29,7 +29,7 @@ async def one_run(path: Path, mode: str, saves: int, concurrency: int, *,
     now = common.utcnow()
     for i in range(saves):
         account_id = common.account_id(i)
-        await db.add_account(store.NewAccount(
+        await db.add_account(model.NewAccount(
             id=account_id, org="acme", provider=common.PROVIDER, name=account_id, scopes=(),
             refresh_token=keyring.encrypt("r", account_id=account_id, column="refresh_token"),
             refresh_expires_at=None), now)
@@ -42,15 +42,15 @@ async def one_run(path: Path, mode: str, saves: int, concurrency: int, *,
     async def saver() -> None:
         while queue:
             account = queue.pop()
-            outcome = store.Success(
+            outcome = model.Success(
                 access_token=keyring.encrypt("a", account_id=account.id, column="access_token"),
                 access_expires_at=now + timedelta(hours=2),
                 refresh_token=keyring.encrypt("r2", account_id=account.id,
                                               column="refresh_token"),
                 refresh_expires_at=now + timedelta(days=500), refreshed_at=now,
                 next_attempt_at=now + timedelta(hours=1))
-            attempt = store.Attempt(account.id, "scheduled", now, now, True, None, None)
-            entry = store.Entry(action="token_refreshed", source="scheduled", created_at=now,
+            attempt = model.Attempt(account.id, "scheduled", now, now, True, None, None)
+            entry = model.Entry(action="token_refreshed", source="scheduled", created_at=now,
                                 account_id=account.id, org_id="acme",
                                 provider=common.PROVIDER)
             started = time.perf_counter()

@@ -29,7 +29,7 @@ import standardwebhooks
 from aiohttp import web
 
 from bench import common
-from tokend import clock, crypto, store
+from tokend import clock, crypto, model, store
 from tokend.testing import simulator
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # a fixed bench key, not a credential
@@ -74,7 +74,7 @@ async def seed(url: str, keyring: crypto.Keyring, count: int) -> dict[str, str]:
     tokens = {common.account_id(i): common.refresh_token() for i in range(count)}
     async with store.open(url) as db:
         for account_id, token in tokens.items():
-            await db.add_account(store.NewAccount(
+            await db.add_account(model.NewAccount(
                 id=account_id, org="acme", provider=common.PROVIDER, name=account_id,
                 scopes=(), refresh_token=keyring.encrypt(token, account_id=account_id,
                                                          column="refresh_token"),

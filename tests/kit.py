@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from tokend import clock, config, crypto, metrics, refresher, store, stream
+from tokend import clock, config, crypto, metrics, model, refresher, store, stream
 from tokend.store import queries
 from tokend.testing import simulator
 
@@ -61,14 +61,14 @@ class Harness:
         return self.cfg.refresh
 
     async def add(self, account_id: str, *, token: str | None = None, sealed: str | None = None,
-                  org: str = "acme") -> store.Account:
+                  org: str = "acme") -> model.Account:
         sealed = sealed or self.keyring.encrypt(token or refresh_token(), account_id=account_id,
                                                 column="refresh_token")
-        return await self.db.add_account(store.NewAccount(
+        return await self.db.add_account(model.NewAccount(
             id=account_id, org=org, provider=self.provider, name=f"seller-{account_id}",
             scopes=(), refresh_token=sealed, refresh_expires_at=None), clock.now())
 
-    async def claim_due(self, *, now_offset_seconds: float = 0.0) -> list[store.Account]:
+    async def claim_due(self, *, now_offset_seconds: float = 0.0) -> list[model.Account]:
         s = self.settings
         return await self.db.claim_due(
             "probe", clock.now() + timedelta(seconds=now_offset_seconds), limit=100,
@@ -82,7 +82,7 @@ async def seed(db_url: str, keyring: crypto.Keyring, count: int) -> dict[str, st
     async with store.open(db_url) as db:
         now = clock.now()
         for account_id, token in tokens.items():
-            await db.add_account(store.NewAccount(
+            await db.add_account(model.NewAccount(
                 id=account_id, org="acme", provider=PROVIDER, name=account_id, scopes=(),
                 refresh_token=keyring.encrypt(token, account_id=account_id,
                                               column="refresh_token"),

@@ -15,7 +15,7 @@ import webstack
 from kit import Harness
 
 import tokend.store as st
-from tokend import budget, clock, config, loop, quota, schedule, status, vocabulary
+from tokend import budget, clock, config, loop, model, quota, schedule, status, vocabulary
 
 TODAY = lambda: clock.now().date()  # noqa: E731
 
@@ -75,10 +75,10 @@ async def test_past_the_reserve_line_only_expiring_healthy_accounts_refresh(
     # One failure on record (state stays active): not healthy.
     claimed = await harness.db.claim_account("failing", "t", clock.now(), lease_seconds=5)
     assert claimed is not None and failing is not None
-    await harness.db.finish(claimed, "t", st.Failure("server_error", "", clock.now()),
-                            st.Attempt("failing", "manual", clock.now(), clock.now(), False,
+    await harness.db.finish(claimed, "t", model.Failure("server_error", "", clock.now()),
+                            model.Attempt("failing", "manual", clock.now(), clock.now(), False,
                                        "server_error", None),
-                            st.Entry(action="token_refresh_failed", source="manual",
+                            model.Entry(action="token_refresh_failed", source="manual",
                                      created_at=clock.now()), clock.now())
     s = harness.settings
 
@@ -130,7 +130,7 @@ async def test_at_the_limit_scheduled_refreshes_stop_until_the_day_turns(
     assert paused == {kit.PROVIDER: budget.day_ends(clock.now())}
     types = [e.type for e in await harness.db.list_events()]
     assert types == [vocabulary.BUDGET_WARNING, vocabulary.PROVIDER_PAUSED]
-    assert (await harness.db.list_events())[1].data["reason"] == st.BUDGET_EXHAUSTED
+    assert (await harness.db.list_events())[1].data["reason"] == model.BUDGET_EXHAUSTED
     assert await refresh_loop.cycle()
     assert harness.sim.stats()["calls"] == 3
     # Vending still answers from a valid stored token.

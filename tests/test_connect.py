@@ -17,7 +17,7 @@ from test_security import assert_nowhere
 from test_security import dump_tables as security_dump
 
 import tokend.store as st
-from tokend import clock, connect, vocabulary
+from tokend import clock, connect, model, vocabulary
 from tokend.ebay import profile as ebay_profile
 from tokend.providers.client import basic_credentials
 from tokend.testing import simulator
@@ -28,11 +28,11 @@ API_SCOPE = "https://api.ebay.com/oauth/api_scope"
 INVENTORY = "https://api.ebay.com/oauth/api_scope/sell.inventory"
 
 
-async def connect_entries(db: st.Store) -> list[st.Entry]:
+async def connect_entries(db: st.Store) -> list[model.Entry]:
     return list(reversed(await db.list_entries(source=[vocabulary.CONNECT])))
 
 
-async def events(db: st.Store, type_: str) -> list[st.Event]:
+async def events(db: st.Store, type_: str) -> list[model.Event]:
     return [e for e in await db.list_events() if e.type == type_]
 
 
@@ -66,7 +66,7 @@ async def test_a_link_connects_an_active_ebay_account(store, keyring) -> None:
         assert headers["Referrer-Policy"] == "no-referrer"
 
         (account,) = await store.list_accounts()
-        assert account.state == st.ACTIVE and account.org == "acme"
+        assert account.state == model.ACTIVE and account.org == "acme"
         assert account.provider_user_id == simulator.DEFAULT_SELLER.user_id
         assert account.provider_user_name == simulator.DEFAULT_SELLER.username
         assert account.name == simulator.DEFAULT_SELLER.username
@@ -223,11 +223,11 @@ async def test_a_reconnect_keeps_the_id_and_returns_to_active(store, keyring) ->
     async with connectflow.stack(store, keyring) as s:
         await walk(s)
         (before,) = await store.list_accounts()
-        await store.set_state(before.id, st.REAUTH_REQUIRED, clock.now())
+        await store.set_state(before.id, model.REAUTH_REQUIRED, clock.now())
         status, page, _ = await walk(s, account_id=before.id)
         assert status == 200 and "Account reconnected" in page
         (after,) = await store.list_accounts()
-        assert after.id == before.id and after.state == st.ACTIVE
+        assert after.id == before.id and after.state == model.ACTIVE
         assert after.state_reason is None and after.version > before.version
         assert after.refresh_token != before.refresh_token
         reasons = [e.data["reason"] for e in await events(store, vocabulary.ACCOUNT_CONNECTED)]
@@ -298,7 +298,7 @@ async def test_the_link_api_refuses_what_it_must(store, keyring) -> None:
         async with s.http.post(s.url + "/api/connect-links", data=b"{",
                                headers=s.auth()) as response:
             assert response.status == 400
-        await store.set_state("globex-1", st.DELETED, clock.now())
+        await store.set_state("globex-1", model.DELETED, clock.now())
         assert (await create_link(s, org="globex", account_id="globex-1"))[0] == 409
         assert (await create_link(s, token=webstack.ORG_ACME))[0] == 201
 

@@ -11,8 +11,7 @@ import connectflow
 import pytest
 from connectflow import create_link
 
-import tokend.store as st
-from tokend import clock, vocabulary
+from tokend import clock, model, vocabulary
 
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
@@ -63,7 +62,7 @@ async def test_connect_refresh_and_reconnect_in_a_browser(store, keyring, page) 
         (account,) = await store.list_accounts()
         await expect(page.locator("#details")).to_contain_text(account.id)
         await expect(page.locator("#details")).to_contain_text("sim-seller")
-        assert account.state == st.ACTIVE
+        assert account.state == model.ACTIVE
 
         await asyncio.sleep((account.next_attempt_at - clock.now()).total_seconds() + 0.05)
         await s.loop.cycle()
@@ -72,12 +71,12 @@ async def test_connect_refresh_and_reconnect_in_a_browser(store, keyring, page) 
         (entry,) = await store.list_entries(action=vocabulary.TOKEN_REFRESHED)
         assert entry.account_id == account.id and entry.source == vocabulary.SCHEDULED
 
-        await store.set_state(account.id, st.REAUTH_REQUIRED, clock.now())
+        await store.set_state(account.id, model.REAUTH_REQUIRED, clock.now())
         _, link = await create_link(s, account_id=account.id)
         assert await consent_in_browser(page, link["url"]) == 200
         await expect(page.locator("#title")).to_have_text("Account reconnected")
         (again,) = await store.list_accounts()
-        assert (again.id, again.state) == (account.id, st.ACTIVE)
+        assert (again.id, again.state) == (account.id, model.ACTIVE)
 
         await page.goto(link["url"])  # the link worked once
         await expect(page.locator("#title")).to_have_text("Link already used")

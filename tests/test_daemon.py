@@ -19,13 +19,13 @@ import pytest
 from kit import seed, seed_postgres, wait_until
 from proc import ADMIN_TOKEN, Daemon, acli, cli, daemon_config, env
 
-from tokend import crypto, store
+from tokend import crypto, model, store
 from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(120)
 
 
-async def refreshed(db_url: str) -> list[store.Account]:
+async def refreshed(db_url: str) -> list[model.Account]:
     db = await store.connect(db_url)
     try:
         return [a for a in await db.list_accounts() if a.access_token is not None]

@@ -15,7 +15,7 @@ import pytest
 import webstack
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tokend import store, vocabulary
+from tokend import model, vocabulary
 from tokend.ebay import notifications
 from tokend.testing import simulator
 
@@ -34,14 +34,14 @@ def endpoint(stack: webstack.Stack) -> str:
 
 
 async def seller(stack: webstack.Stack, account_id: str, user_id: str, *,
-                 org: str = "acme") -> store.Account:
+                 org: str = "acme") -> model.Account:
     """An active seller known by eBay user id, with a fresh access token, and an entry
     holding personal data (as the Identity call of the connect flow logs it)."""
     await webstack.add_account(stack.db, stack.keyring, account_id, org)
     await stack.db.set_provider_user(account_id, user_id, USERNAME, webstack.now())
     outcome = await stack.worker.refresh_now(account_id)
     assert outcome.success
-    await stack.db.add_entry(store.Entry(
+    await stack.db.add_entry(model.Entry(
         action="token_refreshed", source="connect", created_at=webstack.now(),
         account_id=account_id, org_id=org, provider=webstack.PROVIDER,
         message=f"connected {USERNAME}", request={"method": "GET", "url": "/identity"},
@@ -49,12 +49,12 @@ async def seller(stack: webstack.Stack, account_id: str, user_id: str, *,
     return await stack.db.get_account(account_id)
 
 
-async def events(stack: webstack.Stack) -> list[store.Event]:
+async def events(stack: webstack.Stack) -> list[model.Event]:
     return await stack.db.list_events()
 
 
 async def ebay_entries(stack: webstack.Stack,
-                       action: str | None = vocabulary.EBAY_NOTIFICATION) -> list[store.Entry]:
+                       action: str | None = vocabulary.EBAY_NOTIFICATION) -> list[model.Entry]:
     """Entries about notifications, newest first (`action=None`: every ebay entry)."""
     return await stack.db.list_entries(source=["ebay"], action=action)
 
@@ -93,7 +93,7 @@ async def test_a_signed_deletion_purges_the_seller_once(stack):
     assert await stack.sim.deliver(endpoint(stack), message) == 204
 
     after = await stack.db.get_account("acct-1")
-    assert after.state == store.DELETED
+    assert after.state == model.DELETED
     assert after.state_reason == "marketplace_account_deletion"
     assert (after.refresh_token, after.access_token) == (None, None)
     assert (after.provider_user_id, after.provider_user_name) == (None, None)
@@ -138,7 +138,7 @@ async def test_a_deletion_reaches_every_org_holding_the_seller_and_unknown_selle
     assert await stack.sim.deliver(endpoint(stack),
                                    stack.sim.notification(DELETION, "shared")) == 204
     for account_id in ("acme-1", "globex-1"):
-        assert (await stack.db.get_account(account_id)).state == store.DELETED
+        assert (await stack.db.get_account(account_id)).state == model.DELETED
     assert {e.data["org"] for e in await events(stack)} == {"acme", "globex"}
     assert {e.org_id for e in await ebay_entries(stack)} == {"acme", "globex"}
     # Nobody by that id (any more): accepted, recorded, nothing to change.
@@ -158,7 +158,7 @@ async def test_a_signed_revocation_needs_reauth_at_once(stack):
                                      revocationDate="2026-11-30T10:00:00.000Z")
     assert await stack.sim.deliver(endpoint(stack), message) == 204
     account = await stack.db.get_account("acct-1")
-    assert account.state == store.REAUTH_REQUIRED
+    assert account.state == model.REAUTH_REQUIRED
     assert account.state_reason == "REVOKED_BY_USER"
     assert account.refresh_token is not None  # nothing personal to purge: the seller stays
     (event,) = await events(stack)
@@ -183,7 +183,7 @@ async def test_a_topic_tokend_does_not_handle_is_acknowledged_and_ignored(stack)
     await seller(stack, "acct-1", "ebayUser1")
     message = stack.sim.notification("ITEM_PRICE_REVISION", "ebayUser1")
     assert await stack.sim.deliver(endpoint(stack), message) == 204
-    assert (await stack.db.get_account("acct-1")).state == store.ACTIVE
+    assert (await stack.db.get_account("acct-1")).state == model.ACTIVE
     assert (await ebay_entries(stack))[0].details["outcome"] == "ignored"
 
 
@@ -232,13 +232,13 @@ async def test_an_unproven_notification_is_a_412_and_changes_nothing(stack, case
     status = await stack.sim.deliver(endpoint(stack), message, signature=signature, body=body)
     assert status == 412, case
     assert await stack.db.get_account("acct-1") == before
-    assert (await stack.db.get_account("acct-2")).state == store.ACTIVE
+    assert (await stack.db.get_account("acct-2")).state == model.ACTIVE
     assert await events(stack) == []
     refused = await ebay_entries(stack, vocabulary.EBAY_NOTIFICATION_REFUSED)
     assert len(refused) == 1 and refused[0].error["code"]
     # The notification was not recorded: the genuine delivery still applies afterwards.
     assert await stack.sim.deliver(endpoint(stack), message) == 204
-    assert (await stack.db.get_account("acct-1")).state == store.DELETED
+    assert (await stack.db.get_account("acct-1")).state == model.DELETED
 
 
 async def test_what_is_signed_is_the_message_not_its_formatting(stack):
@@ -250,7 +250,7 @@ async def test_what_is_signed_is_the_message_not_its_formatting(stack):
     assert await stack.sim.deliver(endpoint(stack), first, body=compact) == 204
     second = stack.sim.notification(REVOCATION, "ebayUser2", revokeReason="R")
     assert await stack.sim.deliver(endpoint(stack), second) == 204  # indented by default
-    assert {a.state for a in await stack.db.list_accounts()} == {store.REAUTH_REQUIRED}
+    assert {a.state for a in await stack.db.list_accounts()} == {model.REAUTH_REQUIRED}
 
 
 async def test_malformed_bodies_are_a_400_and_change_nothing(stack):
@@ -263,7 +263,7 @@ async def test_malformed_bodies_are_a_400_and_change_nothing(stack):
                    {**message, "notification": {**message["notification"],
                                                 "data": {"username": "x"}}}):
         assert await stack.sim.deliver(endpoint(stack), broken) == 400
-    assert (await stack.db.get_account("acct-1")).state == store.ACTIVE
+    assert (await stack.db.get_account("acct-1")).state == model.ACTIVE
     assert await events(stack) == []
 
 
@@ -297,10 +297,10 @@ async def test_an_unreachable_public_key_is_a_503_and_changes_nothing(stack):
     stack.sim.configure(fail_mode="500")  # the token endpoint: no application token
     message = stack.sim.notification(DELETION, "ebayUser1")
     assert await stack.sim.deliver(endpoint(stack), message) == 503
-    assert (await stack.db.get_account("acct-1")).state == store.ACTIVE
+    assert (await stack.db.get_account("acct-1")).state == model.ACTIVE
     stack.sim.configure(fail_mode=None)
     assert await stack.sim.deliver(endpoint(stack), message) == 204
-    assert (await stack.db.get_account("acct-1")).state == store.DELETED
+    assert (await stack.db.get_account("acct-1")).state == model.DELETED
 
 
 # -- pieces ----------------------------------------------------------------------------------

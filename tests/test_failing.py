@@ -8,7 +8,7 @@ import asyncio
 import pytest
 import webstack
 
-from tokend import store
+from tokend import model
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ async def stack(store, keyring):
 async def add_undecryptable(stack, account_id: str) -> None:
     sealed = stack.keyring.encrypt(webstack.refresh_token(), account_id="someone-else",
                                    column="refresh_token")
-    await stack.db.add_account(store.NewAccount(
+    await stack.db.add_account(model.NewAccount(
         id=account_id, org="acme", provider=webstack.PROVIDER, name=account_id, scopes=(),
         refresh_token=sealed, refresh_expires_at=None), webstack.now())
 

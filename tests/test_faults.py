@@ -23,7 +23,7 @@ from kit import Harness, seed, seed_postgres, wait_until
 from pgproxy import PgProxy
 from proc import Daemon, daemon_config
 
-from tokend import clock, loop, providers, store
+from tokend import clock, loop, model, providers, store
 from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(60)
@@ -162,13 +162,13 @@ async def test_kill_9_loses_only_rotations_it_never_saved_and_says_so(
     for account_id, row in accounts.items():
         if account_id in lost:
             # Its next refresh sent the token the provider had rotated away.
-            assert row["state"] == store.REAUTH_REQUIRED, account_id
+            assert row["state"] == model.REAUTH_REQUIRED, account_id
             assert row["last_error"] == providers.INVALID_GRANT
             assert attempts[account_id] == [(False, providers.INVALID_GRANT)]
             assert keyring.decrypt(row["refresh_token"], account_id=account_id,
                                    column="refresh_token") == tokens[account_id]
         else:
-            assert row["state"] == store.ACTIVE, account_id
+            assert row["state"] == model.ACTIVE, account_id
             assert attempts[account_id] == [(True, None)], (account_id, attempts[account_id])
     events = [e for d in daemons for e in d.events()]  # the victim's, up to its death
     assert sum(e.get("event") == "token_refreshed" for e in events) == count - len(lost)
@@ -511,7 +511,7 @@ async def test_a_real_postgres_crash_mid_cycle_loses_no_rotation(
     assert all(r["ok"] == 1 and r["failed"] == 0 for r in rows), \
         [dict(r) for r in rows if (r["ok"], r["failed"]) != (1, 0)][:5]
     for row in accounts:
-        assert row["state"] == store.ACTIVE
+        assert row["state"] == model.ACTIVE
         current = keyring.decrypt(row["refresh_token"], account_id=row["id"],
                                   column="refresh_token")
         # Rotated once: not the seeded token, and not one the provider has revoked.

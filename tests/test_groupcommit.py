@@ -9,7 +9,7 @@ import dataclasses
 
 from test_store import NOW, attempt, claim, entry, new_account, success
 
-from tokend import groupcommit
+from tokend import groupcommit, model
 from tokend import store as st
 
 
@@ -18,7 +18,7 @@ async def test_saves_that_come_in_together_share_one_transaction(store, keyring)
         await store.add_account(new_account(keyring, n), NOW)
     claimed = await claim(store, limit=20)
     stale = claimed[0]
-    await store.set_state(stale.id, st.ACTIVE, NOW)  # any write bumps the version
+    await store.set_state(stale.id, model.ACTIVE, NOW)  # any write bumps the version
     commits = groupcommit.GroupCommit(store, max_items=8, max_delay_seconds=0.05)
     results = await asyncio.gather(*(
         commits.finish(a, "w1", success(keyring, a), attempt(a), entry(a), NOW)

@@ -14,7 +14,7 @@ import pytest
 import webstack
 from kit import Harness
 
-from tokend import config, providers, refresher, store, vending
+from tokend import config, model, providers, refresher, vending
 from tokend.providers import answer
 from tokend.testing import simulator
 
@@ -172,11 +172,11 @@ async def test_a_persistent_invalid_scope_stops_retrying(harness: Harness):
     await harness.add("a1")
     first = await harness.worker.refresh_now("a1")
     assert first.error_code == "invalid_scope"
-    assert (await harness.db.get_account("a1")).state == store.ACTIVE  # once may be a blip
+    assert (await harness.db.get_account("a1")).state == model.ACTIVE  # once may be a blip
     second = await harness.worker.refresh_now("a1")
     assert second.error_code == "invalid_scope"
     after = await harness.db.get_account("a1")
-    assert after.state == store.REAUTH_REQUIRED and after.last_error == "invalid_scope"
+    assert after.state == model.REAUTH_REQUIRED and after.last_error == "invalid_scope"
     assert await harness.claim_due(now_offset_seconds=10 ** 7) == []
     assert harness.sim.calls == 2
 

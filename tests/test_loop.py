@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from kit import Harness, refresh_token
 
-from tokend import clock, loop, store
+from tokend import clock, loop, model, store
 
 
 def make_loop(h: Harness, stop: asyncio.Event | None = None, **overrides) -> loop.Loop:
@@ -64,7 +64,7 @@ async def test_busy_cycle_refreshes_every_due_account_and_summarises(harness: Ha
 
 def test_stale_is_three_intervals() -> None:
     now = clock.now()
-    worker = store.Worker(name="refresh", instance="i", interval_seconds=10,
+    worker = model.Worker(name="refresh", instance="i", interval_seconds=10,
                           last_started_at=now, last_finished_at=now - timedelta(seconds=29),
                           last_summary=None, last_status="idle")
     assert not worker.stale(now)
@@ -149,7 +149,7 @@ async def test_old_log_rows_are_pruned_in_batches(harness: Harness, monkeypatch)
     await harness.add("a1")
     for _ in range(4):
         assert (await harness.worker.refresh_now("a1")).success
-    await harness.db.set_state("a1", store.DISABLED, clock.now())  # keep the cycle quiet
+    await harness.db.set_state("a1", model.DISABLED, clock.now())  # keep the cycle quiet
     cycle = make_loop(harness)
     cycle.log_retention_seconds = 3600.0
     cycle.clock = lambda: clock.now() + timedelta(hours=2)  # every row is old now

@@ -13,7 +13,7 @@ import dot
 import proc
 import pytest
 
-from tokend import clock, config, crypto, daemon, providers, refresher, store
+from tokend import clock, config, crypto, daemon, model, providers, refresher, store
 
 pytestmark = pytest.mark.timeout(180)
 TOKEN_SECONDS = 20  # short, so the daemon test sees several rotations in under a minute
@@ -69,7 +69,7 @@ class Engine:
 
     async def add(self, account_id: str, auth: str = "basic") -> str:
         token = await asyncio.to_thread(self.server.refresh_token, *credentials(auth))
-        await self.db.add_account(store.NewAccount(
+        await self.db.add_account(model.NewAccount(
             id=account_id, org="acme", provider=f"dot-{auth}", name=account_id, scopes=(),
             refresh_token=self.keyring.encrypt(token, account_id=account_id,
                                                column="refresh_token"),
@@ -108,7 +108,7 @@ async def test_three_refreshes_in_a_row_each_use_the_latest_rotated_token(engine
     assert replay.error_code == "invalid_grant"
     outcome = await engine.worker.refresh_now("a1")
     assert outcome.error_code == "invalid_grant"
-    assert (await engine.db.get_account("a1")).state == store.REAUTH_REQUIRED
+    assert (await engine.db.get_account("a1")).state == model.REAUTH_REQUIRED
 
 
 async def test_a_grant_revoked_at_the_server_lands_in_reauth_required(engine: Engine):
@@ -119,7 +119,7 @@ async def test_a_grant_revoked_at_the_server_lands_in_reauth_required(engine: En
     outcome = await engine.worker.refresh_now("a1")
     assert outcome.error_code == "invalid_grant"
     after = await engine.db.get_account("a1")
-    assert after.state == store.REAUTH_REQUIRED and after.last_error == "invalid_grant"
+    assert after.state == model.REAUTH_REQUIRED and after.last_error == "invalid_grant"
 
 
 async def test_the_daemon_keeps_short_tokens_fresh_without_a_reuse(server: dot.Server,
@@ -176,7 +176,7 @@ async def test_the_daemon_keeps_short_tokens_fresh_without_a_reuse(server: dot.S
             assert await running.wait() == 0
             for account_id in ("a-basic", "a-body"):
                 account = await db.get_account(account_id)
-                assert account.state == store.ACTIVE and account.consecutive_failures == 0
+                assert account.state == model.ACTIVE and account.consecutive_failures == 0
                 entries = await db.list_entries(account_id=account_id, limit=1000)
                 assert entries and all(e.action == "token_refreshed" for e in entries), \
                     [(e.action, e.error) for e in entries]

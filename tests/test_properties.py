@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from tokend import config, crypto, providers, schedule, store
+from tokend import config, crypto, model, providers, schedule, store
 from tokend.providers import answer, client
 
 KNOWN_CODES = ["invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope",
@@ -288,21 +288,21 @@ async def _due_count_at_the_scheduled_time(expires_in: float, threshold: float,
     try:
         await db.migrate()
         sealed = KEYRING.encrypt("v^1.1#x", account_id="a", column="refresh_token")
-        await db.add_account(store.NewAccount(
+        await db.add_account(model.NewAccount(
             id="a", org="o", provider="p", name="n", scopes=(), refresh_token=sealed,
             refresh_expires_at=None), EPOCH)
         claimed = await db.claim_account("a", "me", EPOCH, lease_seconds=60)
         assert claimed is not None
         due = schedule.next_refresh_at(EPOCH, expires_in, expiry_threshold_seconds=threshold,
                                        max_age_seconds=max_age)
-        success = store.Success(
+        success = model.Success(
             access_token=KEYRING.encrypt("at", account_id="a", column="access_token"),
             access_expires_at=EPOCH + timedelta(seconds=expires_in), refresh_token=None,
             refresh_expires_at=None, refreshed_at=EPOCH, next_attempt_at=due)
-        attempt = store.Attempt(account_id="a", source="scheduled", started_at=EPOCH,
+        attempt = model.Attempt(account_id="a", source="scheduled", started_at=EPOCH,
                                 finished_at=EPOCH, success=True, error_code=None,
                                 error_message=None)
-        entry = store.Entry(action="token_refreshed", source="scheduled", created_at=EPOCH)
+        entry = model.Entry(action="token_refreshed", source="scheduled", created_at=EPOCH)
         applied, _ = await db.finish(claimed, "me", success, attempt, entry, EPOCH)
         assert applied
         kwargs = {"expiry_threshold_seconds": threshold, "max_age_seconds": max_age}

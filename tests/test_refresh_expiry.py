@@ -13,15 +13,15 @@ from kit import refresh_token
 from proc import cli, write_config
 
 import tokend.store as st
-from tokend import clock, crypto, vocabulary
+from tokend import clock, crypto, model, vocabulary
 from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def add(db: st.Store, keyring: crypto.Keyring, account_id: str,
-              expires_at: datetime | None) -> st.Account:
-    return await db.add_account(st.NewAccount(
+              expires_at: datetime | None) -> model.Account:
+    return await db.add_account(model.NewAccount(
         id=account_id, org="acme", provider=webstack.PROVIDER, name=account_id, scopes=(),
         refresh_token=keyring.encrypt(refresh_token(), account_id=account_id,
                                       column="refresh_token"),
@@ -34,12 +34,12 @@ async def test_an_expired_refresh_token_needs_reauth_without_a_provider_call(
         await add(store, keyring, "expired", clock.now() - timedelta(seconds=1))
         await s.loop.cycle()
         account = await store.get_account("expired")
-        assert account.state == st.REAUTH_REQUIRED
-        assert account.state_reason == st.REFRESH_TOKEN_EXPIRED
+        assert account.state == model.REAUTH_REQUIRED
+        assert account.state_reason == model.REFRESH_TOKEN_EXPIRED
         assert s.sim.calls == 0
         (event,) = await store.list_events()
         assert event.type == vocabulary.ACCOUNT_REAUTH_REQUIRED
-        assert event.data["reason"] == st.REFRESH_TOKEN_EXPIRED
+        assert event.data["reason"] == model.REFRESH_TOKEN_EXPIRED
         (entry,) = await store.list_entries(action=vocabulary.REFRESH_TOKEN_EXPIRED)
         assert entry.account_id == "expired" and entry.source == vocabulary.SCHEDULED
         await s.loop.cycle()
@@ -50,14 +50,14 @@ async def test_a_manual_refresh_of_an_expired_token_sends_nothing(store, keyring
     async with webstack.running(store, keyring) as s:
         await add(store, keyring, "expired", clock.now() - timedelta(seconds=1))
         outcome = await s.worker.refresh_now("expired")
-        assert outcome.error_code == st.REFRESH_TOKEN_EXPIRED and outcome.request is None
+        assert outcome.error_code == model.REFRESH_TOKEN_EXPIRED and outcome.request is None
         assert s.sim.calls == 0
         account = await store.get_account("expired")
-        assert account.state == st.REAUTH_REQUIRED
-        assert account.state_reason == st.REFRESH_TOKEN_EXPIRED
+        assert account.state == model.REAUTH_REQUIRED
+        assert account.state_reason == model.REFRESH_TOKEN_EXPIRED
         (event,) = await store.list_events()
         assert (event.type, event.data["reason"]) == (vocabulary.ACCOUNT_REAUTH_REQUIRED,
-                                                       st.REFRESH_TOKEN_EXPIRED)
+                                                       model.REFRESH_TOKEN_EXPIRED)
 
 
 async def test_one_notice_per_threshold_crossed(store, keyring) -> None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from kit import Harness, refresh_token
 
-from tokend import clock, crypto, refresher, store
+from tokend import clock, crypto, model, refresher
 from tokend.testing import simulator
 
 
@@ -68,7 +68,7 @@ async def test_bad_stored_token_sends_nothing(harness: Harness, stored: str) -> 
     assert outcome.request is None and outcome.response is None
     assert harness.sim.stats()["calls"] == 0
     after = await harness.db.get_account("a1")
-    assert after.state == store.ACTIVE and after.consecutive_failures == 1
+    assert after.state == model.ACTIVE and after.consecutive_failures == 1
     assert after.next_attempt_at > clock.now() + timedelta(seconds=3000)
     (entry,) = await harness.db.list_entries(account_id="a1")
     assert entry.action == "token_refresh_failed" and entry.error["code"] == "decrypt_failed"
@@ -80,7 +80,7 @@ async def test_invalid_grant_requires_reauth_and_stops_attempts(harness: Harness
     await harness.add("a1", token=token)
     outcome = await harness.worker.refresh_now("a1")
     assert outcome.error_code == "invalid_grant"
-    assert (await harness.db.get_account("a1")).state == store.REAUTH_REQUIRED
+    assert (await harness.db.get_account("a1")).state == model.REAUTH_REQUIRED
     assert await harness.claim_due(now_offset_seconds=10 ** 7) == []
     with pytest.raises(refresher.Busy, match="reauth_required"):
         await harness.worker.refresh_now("a1")
@@ -98,7 +98,7 @@ async def test_invalid_grant_after_a_lost_race_is_not_a_revocation(harness: Harn
         refresh_token(), account_id="a1", column="refresh_token"), None, clock.now())
     outcome = await harness.worker.refresh_claimed(claimed, "scheduled")
     assert outcome.error_code == "invalid_grant" and not outcome.applied
-    assert (await harness.db.get_account("a1")).state == store.ACTIVE
+    assert (await harness.db.get_account("a1")).state == model.ACTIVE
     assert await harness.db.list_events() == []  # no change applied, so no event
 
 
@@ -113,7 +113,7 @@ async def test_transient_failures_back_off(harness: Harness, fail_mode: str, cod
     outcome = await harness.worker.refresh_now("a1")
     assert outcome.error_code == code
     after = await harness.db.get_account("a1")
-    assert after.state == store.ACTIVE and after.consecutive_failures == 1
+    assert after.state == model.ACTIVE and after.consecutive_failures == 1
     delay = (after.next_attempt_at - before).total_seconds()
     if fail_mode == "429":
         assert delay >= 900  # Retry-After honoured

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from tokend import clock, crypto, rotation
+from tokend import clock, crypto, model, rotation
 from tokend import store as st
 
 
@@ -17,20 +17,20 @@ async def fill(db: st.Store, keyring: crypto.Keyring, count: int) -> dict[str, s
     for n in range(count):
         account_id = f"a{n:03d}"
         plain[account_id] = f"v^1.1#token-{n}"
-        await db.add_account(st.NewAccount(
+        await db.add_account(model.NewAccount(
             id=account_id, org="acme", provider="p", name=account_id, scopes=(),
             refresh_token=keyring.encrypt(plain[account_id], account_id=account_id,
                                           column="refresh_token"),
             refresh_expires_at=None), now)
         if n % 2:  # half of them also hold an access token
             claimed = await db.claim_account(account_id, "o", now, lease_seconds=60)
-            await db.finish(claimed, "o", st.Success(
+            await db.finish(claimed, "o", model.Success(
                 access_token=keyring.encrypt(f"access-{n}", account_id=account_id,
                                              column="access_token"),
                 access_expires_at=now + timedelta(hours=2), refresh_token=None,
                 refresh_expires_at=None, refreshed_at=now, next_attempt_at=now),
-                st.Attempt(account_id, "scheduled", now, now, True, None, None),
-                st.Entry(action="token_refreshed", source="scheduled", created_at=now), now)
+                model.Attempt(account_id, "scheduled", now, now, True, None, None),
+                model.Entry(action="token_refreshed", source="scheduled", created_at=now), now)
     return plain
 
 
@@ -83,7 +83,7 @@ async def test_interrupted_rotation_resumes(
 async def test_undecryptable_rows_are_counted_and_skipped(
         store: st.Store, keyring: crypto.Keyring, rotated_keyring: crypto.Keyring) -> None:
     plain = await fill(store, keyring, 4)
-    await store.add_account(st.NewAccount(
+    await store.add_account(model.NewAccount(
         id="moved", org="acme", provider="p", name="moved", scopes=(),
         refresh_token=keyring.encrypt("v^x", account_id="elsewhere", column="refresh_token"),
         refresh_expires_at=None), clock.now())

@@ -24,7 +24,7 @@ from aiohttp import web
 from kit import wait_until
 from proc import Daemon, write_config
 
-from tokend import clock, crypto, store
+from tokend import clock, crypto, model, store
 from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(60)
@@ -117,7 +117,7 @@ async def seed(pg_url: str, keyring: crypto.Keyring) -> dict[str, str]:
     db = await store.connect(pg_url)
     try:
         for account, org in ACCOUNTS.items():
-            await db.add_account(store.NewAccount(
+            await db.add_account(model.NewAccount(
                 id=account, org=org, provider="ebay-sandbox", name=account, scopes=(),
                 refresh_token=keyring.encrypt(tokens[account], account_id=account,
                                               column="refresh_token"),
@@ -306,7 +306,7 @@ async def test_no_secret_leaves_and_no_org_sees_another(tmp_path: Path, pg_url: 
                 await _app_tokens_and_notifications(api, sim, url)
                 # An entry written last, that every stream above may see: once it arrives,
                 # each has everything before it.
-                sentinel = await db.add_entry(store.Entry(
+                sentinel = await db.add_entry(model.Entry(
                     action="worker_heartbeat", source="scheduled", created_at=clock.now(),
                     org_id="acme", account_id="globex-1", message="sentinel"))
                 for listener in (admin_ws, acme_ws, nosy_ws):

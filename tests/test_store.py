@@ -17,8 +17,8 @@ from conftest import BACKEND_FIXTURES
 from kit import execute_sql, store_options
 
 import tokend.store as st
-from tokend import crypto
-from tokend.store import Account, Attempt, Entry, Failure, NewAccount, Success
+from tokend import crypto, model
+from tokend.model import Account, Attempt, Entry, Failure, NewAccount, Success
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -109,7 +109,7 @@ async def test_add_get_list(store, keyring):
     added = await store.add_account(new, NOW)
     assert added.id == new.id and added.org == "acme" and added.name == "seller-1"
     assert added.scopes == ("s1", "s2")
-    assert added.state == st.ACTIVE
+    assert added.state == model.ACTIVE
     assert added.refresh_token == new.refresh_token
     assert added.refresh_expires_at == new.refresh_expires_at
     assert added.access_token is None and added.last_refresh_at is None
@@ -146,26 +146,26 @@ async def test_set_state_and_counts(store, keyring):
     for n in range(1, 5):
         await store.add_account(new_account(keyring, n), NOW)
     before = await store.get_account("acct-002")
-    changed = await store.set_state("acct-002", st.DISABLED, later(1))
-    assert changed.state == st.DISABLED and changed.version == before.version + 1
-    await store.set_state("acct-003", st.REAUTH_REQUIRED, later(1))
-    assert await store.set_state("nope", st.DISABLED, NOW) is None
-    assert await store.account_counts() == {st.ACTIVE: 2, st.REAUTH_REQUIRED: 1,
-                                            st.DISABLED: 1, st.DELETED: 0}
+    changed = await store.set_state("acct-002", model.DISABLED, later(1))
+    assert changed.state == model.DISABLED and changed.version == before.version + 1
+    await store.set_state("acct-003", model.REAUTH_REQUIRED, later(1))
+    assert await store.set_state("nope", model.DISABLED, NOW) is None
+    assert await store.account_counts() == {model.ACTIVE: 2, model.REAUTH_REQUIRED: 1,
+                                            model.DISABLED: 1, model.DELETED: 0}
 
 
 async def test_reauth_account(store, keyring):
     account = await store.add_account(new_account(keyring, 1), NOW)
     claimed = (await claim(store))[0]
     await store.finish(claimed, "w1", Failure("invalid_grant", "revoked", later(60),
-                                               st.REAUTH_REQUIRED), attempt(claimed),
+                                               model.REAUTH_REQUIRED), attempt(claimed),
                        entry(claimed), NOW)
     stuck = await store.get_account(account.id)
-    assert stuck.state == st.REAUTH_REQUIRED and stuck.consecutive_failures == 1
+    assert stuck.state == model.REAUTH_REQUIRED and stuck.consecutive_failures == 1
 
     token = keyring.encrypt("v^1.1#new", account_id=account.id, column="refresh_token")
     again = await store.reauth_account(account.id, token, later(86400), later(10))
-    assert again.state == st.ACTIVE and again.refresh_token == token
+    assert again.state == model.ACTIVE and again.refresh_token == token
     assert again.refresh_expires_at == later(86400)
     assert again.consecutive_failures == 0 and again.last_error is None
     assert again.next_attempt_at == later(10) and again.version == stuck.version + 1
@@ -189,8 +189,8 @@ async def test_claim_due_selects_only_due_accounts(store, db_url, keyring):
     await refreshed(store, keyring, accounts[4], refreshed_at=ago(60), expires_in=7200,
                     next_attempt_at=ago(1))
     # 5, 6: not active.
-    await store.set_state(accounts[5].id, st.REAUTH_REQUIRED, ago(10))
-    await store.set_state(accounts[6].id, st.DISABLED, ago(10))
+    await store.set_state(accounts[5].id, model.REAUTH_REQUIRED, ago(10))
+    await store.set_state(accounts[6].id, model.DISABLED, ago(10))
     # 7: backing off until later.
     held = await store.claim_account(accounts[7].id, "w0", ago(10), lease_seconds=LEASE)
     await store.finish(held, "w0", Failure("temporarily_unavailable", "503", later(300)),
@@ -283,7 +283,7 @@ async def test_claim_account(store, keyring):
     assert await store.claim_account("nope", "cli", NOW, lease_seconds=LEASE) is None
 
     await store.add_account(new_account(keyring, 2), NOW)
-    await store.set_state("acct-002", st.DISABLED, NOW)
+    await store.set_state("acct-002", model.DISABLED, NOW)
     assert await store.claim_account("acct-002", "cli", NOW, lease_seconds=LEASE) is None
 
 
@@ -325,17 +325,17 @@ async def test_finish_failure_counts_and_changes_state(store, keyring):
         claimed, "w1", Failure("temporarily_unavailable", "503", later(30)),
         attempt(claimed, success=False, code="temporarily_unavailable"), entry(claimed), NOW)
     account = await store.get_account(claimed.id)
-    assert applied and account.consecutive_failures == 1 and account.state == st.ACTIVE
+    assert applied and account.consecutive_failures == 1 and account.state == model.ACTIVE
     assert account.last_error == "temporarily_unavailable"
     assert account.next_attempt_at == later(30) and account.lease_owner is None
 
     [claimed] = await claim(store, later(30))
     await store.finish(claimed, "w1", Failure("invalid_grant", "revoked", later(60),
-                                               st.REAUTH_REQUIRED),
+                                               model.REAUTH_REQUIRED),
                        attempt(claimed, success=False, code="invalid_grant"), entry(claimed),
                        later(30))
     account = await store.get_account(claimed.id)
-    assert account.consecutive_failures == 2 and account.state == st.REAUTH_REQUIRED
+    assert account.consecutive_failures == 2 and account.state == model.REAUTH_REQUIRED
     assert account.last_error == "invalid_grant"
 
     await store.reauth_account(claimed.id, account.refresh_token, None, later(60))
@@ -371,7 +371,7 @@ async def test_next_due_at_count_due_and_pauses(store, keyring):
     await store.add_account(new_account(keyring, 1), later(300))
     await store.add_account(new_account(keyring, 2, provider="acme-oauth"), later(100))
     await store.add_account(new_account(keyring, 3), later(50))
-    await store.set_state("acct-003", st.DISABLED, NOW)
+    await store.set_state("acct-003", model.DISABLED, NOW)
     assert await store.next_due_at(NOW) == later(100)
     assert await count(store) == 0
     assert await count(store, later(300)) == 2
@@ -691,27 +691,33 @@ async def test_listen_entries_survives_a_lost_connection(pg_url, keyring):
 
 # -- behind PgBouncer ---------------------------------------------------------------------
 
-async def test_behind_pgbouncer_without_listen_url_the_feed_polls(pgbouncer_url, keyring):
+async def test_behind_pgbouncer_without_listen_url_the_feed_polls(pgbouncer_url, pg_url,
+                                                                  keyring):
     listener = await st.connect(pgbouncer_url, pgbouncer=True)
     writer = await st.connect(pgbouncer_url, pgbouncer=True)
     assert listener.can_listen and listener.feed_mode == "poll"
     heard: asyncio.Queue[int] = asyncio.Queue()
     stop = await listener.listen_entries(heard.put_nowait)
+    other = await asyncpg.connect(pg_url)  # another writer, with its transaction held open
     try:
         # An entry whose id is taken first but committed last is still heard, once.
-        async with writer._db.transaction() as tx:
-            late = await tx.one("insert_entry", **st._entry_params(
-                entry(None, action="worker_heartbeat", message="late")))
+        async with other.transaction():
+            late = await other.fetchval(
+                "INSERT INTO http_log (created_at, action, source) "
+                "VALUES (now(), 'worker_heartbeat', 'scheduled') RETURNING id")
             early = await writer.add_entry(entry(None, action="worker_heartbeat"))
             assert await asyncio.wait_for(heard.get(), 5) == early.id
-        assert late["id"] < early.id
-        assert await asyncio.wait_for(heard.get(), 5) == late["id"]
+        assert late < early.id
+        assert await asyncio.wait_for(heard.get(), 5) == late
         more = [await writer.add_entry(entry(None, action="worker_heartbeat"))
                 for _ in range(3)]
         assert [await asyncio.wait_for(heard.get(), 5) for _ in more] == [e.id for e in more]
-        await asyncio.sleep(3 * st.POLL_INTERVAL_SECONDS)
-        assert heard.empty(), "an entry was announced twice"
+        # Two more polls, each ending in a sentinel: nothing was announced twice before it.
+        for _ in range(2):
+            sentinel = await writer.add_entry(entry(None, action="worker_heartbeat"))
+            assert await asyncio.wait_for(heard.get(), 5) == sentinel.id
     finally:
+        await other.close()
         await stop()
         await listener.close()
         await writer.close()

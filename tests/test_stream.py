@@ -10,11 +10,11 @@ import pytest
 import webstack
 from pgproxy import PgProxy
 
-from tokend import metrics, store, stream
+from tokend import metrics, model, store, stream
 
 
 def entry(entry_id: int | None, *, source: str = "scheduled", org: str | None = "acme"):
-    return store.Entry(action="token_refreshed", source=source, created_at=datetime.now(UTC),
+    return model.Entry(action="token_refreshed", source=source, created_at=datetime.now(UTC),
                        account_id="acct-1", org_id=org, id=entry_id)
 
 

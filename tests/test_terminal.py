@@ -10,8 +10,7 @@ import orjson
 import pytest
 import webstack
 
-from tokend import store as store_module
-from tokend import vocabulary
+from tokend import model, vocabulary
 
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
@@ -250,7 +249,7 @@ async def test_failures_only_and_the_error_text_search(store, keyring, browser):
         await expect(page.locator("#count")).to_have_text("1 of 3 entries")
         assert await serious_violations(page) == []  # the pressed toggle reads well too
         # Live entries obey it too: a new failure shows, a new success does not.
-        await s.db.add_account(store_module.NewAccount(  # sealed for another account: no HTTP
+        await s.db.add_account(model.NewAccount(  # sealed for another account: no HTTP
             id="acme-broken", org="acme", provider=webstack.PROVIDER, name="broken", scopes=(),
             refresh_token=keyring.encrypt(webstack.refresh_token(), account_id="elsewhere",
                                           column="refresh_token"),

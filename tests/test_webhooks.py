@@ -20,7 +20,7 @@ from proc import Daemon, daemon_config
 from webhook_receiver import Receiver
 
 import tokend.store as st
-from tokend import clock, config, crypto, daemon, vocabulary, webhooks
+from tokend import clock, config, crypto, daemon, model, vocabulary, webhooks
 from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(90)
@@ -52,7 +52,7 @@ async def reauth_event(parts: daemon.Parts, sim: simulator.Simulator, account_id
     invalid_grant to this account's refresh."""
     token = kit.refresh_token()
     sim.revoke(token)
-    await parts.db.add_account(st.NewAccount(
+    await parts.db.add_account(model.NewAccount(
         id=account_id, org="acme", provider=kit.PROVIDER, name=f"seller-{account_id}",
         scopes=(), refresh_token=parts.keyring.encrypt(token, account_id=account_id,
                                                        column="refresh_token"),
@@ -86,7 +86,7 @@ async def test_a_state_change_arrives_signed_with_the_standard_webhooks_format(
         assert got["id"] == f"evt_{event.id}"
         await until(lambda: counter(parts, "delivered") == 1)
         [row] = await store.list_deliveries()
-        assert (row.state, row.attempts, row.endpoint) == (st.DELIVERED, 1, "receiver")
+        assert (row.state, row.attempts, row.endpoint) == (model.DELIVERED, 1, "receiver")
         assert "refresh_token" not in str(got["payload"]) and "v^1" not in str(got["payload"])
 
 
@@ -102,7 +102,7 @@ async def test_the_events_list_filters_and_a_wrong_secret_is_refused(store, keyr
             await until(lambda: receiver.received and counter(parts, "dead", "other") == 2)
             assert [r["payload"]["type"] for r in receiver.received] == [
                 vocabulary.PROVIDER_RESUMED]
-        dead = await store.list_deliveries(endpoint="other", state=st.DEAD)
+        dead = await store.list_deliveries(endpoint="other", state=model.DEAD)
         assert len(dead) == 2 and all(d.last_status == 401 for d in dead)
         assert other.bad_signatures == 2 and not other.received
 
@@ -118,7 +118,7 @@ async def test_a_failing_receiver_gets_retries_with_backoff_then_the_event(store
             assert receiver.requests == 4 and len(receiver.received) == 1
             assert counter(parts, "retry") == 3
         [row] = await store.list_deliveries()
-        assert (row.state, row.attempts) == (st.DELIVERED, 4)
+        assert (row.state, row.attempts) == (model.DELIVERED, 4)
 
 
 async def test_a_receiver_that_always_fails_ends_dead_and_visible(store, keyring) -> None:
@@ -128,7 +128,7 @@ async def test_a_receiver_that_always_fails_ends_dead_and_visible(store, keyring
                               receiver.endpoint(max_attempts=3)) as parts:
             await reauth_event(parts, sim, "acct-1")
             await until(lambda: counter(parts, "dead") == 1)
-        [row] = await store.list_deliveries(state=st.DEAD)
+        [row] = await store.list_deliveries(state=model.DEAD)
         assert (row.attempts, row.last_status, row.last_error) == (3, 500, "HTTP 500")
         assert row.finished_at is not None and receiver.requests == 3
 
@@ -147,7 +147,7 @@ async def test_the_circuit_breaker_stops_sending_to_a_failing_endpoint(store, ke
             parts.deliverer.wake()
             await asyncio.sleep(1.0)
             assert receiver.requests == sent <= webhooks.CONCURRENCY
-        pending = await store.list_deliveries(state=st.PENDING)
+        pending = await store.list_deliveries(state=model.PENDING)
         assert len(pending) == 5
 
 
@@ -185,7 +185,7 @@ async def test_a_slow_receiver_gets_each_event_once(store, keyring) -> None:
             await asyncio.sleep(0.5)
         assert len(set(receiver.ids())) == len(receiver.ids()) == 12
         rows = await store.list_deliveries()
-        assert {(r.state, r.attempts) for r in rows} == {(st.DELIVERED, 1)}
+        assert {(r.state, r.attempts) for r in rows} == {(model.DELIVERED, 1)}
 
 
 # -- events time alone causes ----------------------------------------------------------------
@@ -260,7 +260,7 @@ async def test_two_replicas_deliver_each_event_once(pg_url: str, keyring) -> Non
             assert len(receiver.ids()) == len(set(receiver.ids())) == 30
             assert sum(shares) == 30
             rows = await first.list_deliveries()
-            assert {(r.state, r.attempts) for r in rows} == {(st.DELIVERED, 1)}
+            assert {(r.state, r.attempts) for r in rows} == {(model.DELIVERED, 1)}
         finally:
             await first.close()
             await second.close()
@@ -310,8 +310,8 @@ async def test_kill_9_between_a_state_change_and_its_delivery_loses_nothing(
             first.kill()
         async with st.open(db_url) as db:
             [row] = await db.list_deliveries()
-            assert row.state == st.PENDING and row.type == vocabulary.ACCOUNT_REAUTH_REQUIRED
-            assert (await db.get_account("acct_00000")).state == st.REAUTH_REQUIRED
+            assert row.state == model.PENDING and row.type == vocabulary.ACCOUNT_REAUTH_REQUIRED
+            assert (await db.get_account("acct_00000")).state == model.REAUTH_REQUIRED
         receiver.mode = "ok"  # the dead process's request stays hung: its client is gone
         second = Daemon(config_path, tmp_path / "second.log")
         try:
@@ -320,7 +320,7 @@ async def test_kill_9_between_a_state_change_and_its_delivery_loses_nothing(
             await until(lambda: REAUTH in received_types(receiver), timeout=30)
             async with st.open(db_url) as db:
                 async with asyncio.timeout(10):
-                    while (await db.list_deliveries(type=REAUTH))[0].state != st.DELIVERED:
+                    while (await db.list_deliveries(type=REAUTH))[0].state != model.DELIVERED:
                         await asyncio.sleep(0.1)
             # The killed process's loop went quiet: noticed by the new one, once.
             await until(lambda: vocabulary.LOOP_STALE in received_types(receiver), timeout=10)
@@ -350,12 +350,12 @@ async def test_finished_deliveries_and_dispatched_events_are_pruned_after_retent
     await store.notice_changes(start + timedelta(seconds=1))  # provider.resumed
     await store.dispatch_events(lambda _t: ["a", "b"], start, limit=10)
     [delivery] = await store.claim_deliveries("a", "me", start, limit=5, lease_seconds=30)
-    assert await store.finish_delivery(delivery, "me", start, state=st.DELIVERED,
+    assert await store.finish_delivery(delivery, "me", start, state=model.DELIVERED,
                                        next_attempt_at=start, status=204, error=None)
     later = start + timedelta(days=31)
     # The delivered row and the dispatched event go; the pending delivery stays.
     assert await store.prune_deliveries(later - timedelta(days=30), 100) == 2
     assert [(d.endpoint, d.state) for d in await store.list_deliveries()] == [
-        ("b", st.PENDING)]
+        ("b", model.PENDING)]
     assert await store.list_events() == []
     assert await store.prune_deliveries(later - timedelta(days=30), 100) == 0

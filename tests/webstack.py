@@ -22,6 +22,7 @@ from tokend import (
     daemon,
     loop,
     metrics,
+    model,
     probes,
     refresher,
     store,
@@ -70,8 +71,8 @@ def make_config(token_url: str, *, server: Mapping[str, Any] | None = None,
 
 
 async def add_account(db: store.Store, keyring: crypto.Keyring, account_id: str,
-                      org: str = "acme", *, token: str | None = None) -> store.Account:
-    return await db.add_account(store.NewAccount(
+                      org: str = "acme", *, token: str | None = None) -> model.Account:
+    return await db.add_account(model.NewAccount(
         id=account_id, org=org, provider=PROVIDER, name=f"seller-{account_id}",
         scopes=(), refresh_token=keyring.encrypt(token or refresh_token(), account_id=account_id,
                                                  column="refresh_token"),
@@ -80,9 +81,9 @@ async def add_account(db: store.Store, keyring: crypto.Keyring, account_id: str,
 
 async def add_entry(db: store.Store, hub: stream.Hub | None = None, *, source: str = "scheduled",
                     org: str | None = "acme", account_id: str | None = "acct-1",
-                    action: str = "token_refreshed", **fields: Any) -> store.Entry:
+                    action: str = "token_refreshed", **fields: Any) -> model.Entry:
     """A stored HTTP-log entry, published on `hub` like the refresher does."""
-    entry = await db.add_entry(store.Entry(
+    entry = await db.add_entry(model.Entry(
         action=action, source=source, created_at=now(), account_id=account_id, org_id=org,
         provider=PROVIDER, environment="sandbox", duration_ms=12.5,
         request={"method": "POST", "url": "http://127.0.0.1/identity/v1/oauth2/token",
@@ -96,9 +97,9 @@ async def add_entry(db: store.Store, hub: stream.Hub | None = None, *, source: s
     return entry
 
 
-def make_entry(entry_id: int, *, body_size: int = 0) -> store.Entry:
+def make_entry(entry_id: int, *, body_size: int = 0) -> model.Entry:
     """An entry as if stored, for publishing straight to a hub."""
-    return store.Entry(action="token_refreshed", source="scheduled", created_at=now(),
+    return model.Entry(action="token_refreshed", source="scheduled", created_at=now(),
                        account_id="acct-1", org_id="acme", id=entry_id,
                        request={"method": "POST", "body": "x" * body_size})
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import aiohttp
 import structlog
 
-from tokend import clock, config, crypto, providers, store, stream, vocabulary
+from tokend import clock, config, crypto, model, providers, store, stream, vocabulary
 from tokend.ebay import profile as ebay_profile
 
 log = structlog.get_logger("tokend.apptokens")
@@ -99,7 +99,7 @@ class AppTokens:
         if not task.cancelled():
             task.exception()  # retrieved here so an unawaited failure is not reported twice
 
-    def _usable(self, row: store.AppToken | None) -> Issued | None:
+    def _usable(self, row: model.AppToken | None) -> Issued | None:
         """The stored token if it is valid beyond the renewal margin (the refresh loop's
         expiry threshold, or half its life when the provider's tokens live shorter) and
         opens; otherwise None, and a new one is fetched: it is only a cache."""
@@ -163,8 +163,8 @@ class AppTokens:
 
     async def _save(
         self, key: str, sealed: str | None, expires_at: datetime | None,
-        entry: store.Entry | None,
-    ) -> store.Entry | None:
+        entry: model.Entry | None,
+    ) -> model.Entry | None:
         """Store and release, shielded: a token fetched and not saved costs one more grant."""
         task = asyncio.ensure_future(self.db.finish_app_token(
             key, self.owner, access_token=sealed, expires_at=expires_at, entry=entry,
@@ -182,13 +182,13 @@ class AppTokens:
     def _entry(
         self, client: providers.Provider, scopes_text: str, source: str,
         result: providers.Result,
-    ) -> store.Entry:
+    ) -> model.Entry:
         if result.ok:
             action = vocabulary.APP_TOKEN_ISSUED
             message = f"application token issued, valid for {result.grant.expires_in:g} s"
         else:
             action, message = vocabulary.APP_TOKEN_FAILED, result.error_description
-        return store.Entry(
+        return model.Entry(
             action=action, source=source, created_at=self.clock(), provider=client.name,
             environment=client.environment, duration_ms=result.duration_ms,
             request=result.request, response=result.response, error=result.error,

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from tokend import clock, config, store, vocabulary
+from tokend import clock, config, model, store, vocabulary
 
 log = structlog.get_logger("tokend.budget")
 
@@ -42,7 +42,7 @@ class Standing:
 
     @property
     def used(self) -> int:
-        return self.calls.get(store.REFRESH_TOKEN_GRANT, 0)
+        return self.calls.get(model.REFRESH_TOKEN_GRANT, 0)
 
     @property
     def state(self) -> str:
@@ -138,13 +138,13 @@ class Budget:
 
     async def _record(self, standing: Standing, now: datetime) -> None:
         data = standing.to_dict()
-        warning = store.Event(vocabulary.BUDGET_WARNING, data)
+        warning = model.Event(vocabulary.BUDGET_WARNING, data)
         exhausted = None
         if standing.state == EXHAUSTED:
             until = day_ends(now)
-            exhausted = store.Event(vocabulary.PROVIDER_PAUSED, {
+            exhausted = model.Event(vocabulary.PROVIDER_PAUSED, {
                 "provider": standing.provider, "until": until.isoformat(),
-                "reason": store.BUDGET_EXHAUSTED})
+                "reason": model.BUDGET_EXHAUSTED})
         emitted = await self.db.budget_reached(standing.provider, now, day_ends=day_ends(now),
                                                warning=warning, exhausted=exhausted)
         for event in emitted:

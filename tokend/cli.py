@@ -19,7 +19,18 @@ from typing import Any
 
 import orjson
 
-from tokend import clock, config, crypto, daemon, logs, refresher, rotation, store, vocabulary
+from tokend import (
+    clock,
+    config,
+    crypto,
+    daemon,
+    logs,
+    model,
+    refresher,
+    rotation,
+    store,
+    vocabulary,
+)
 from tokend.ebay import profile as ebay_profile
 
 HISTORY_ENTRIES = 200
@@ -256,11 +267,11 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
     if args.refresh_token_expires_in is not None and args.refresh_token_expires_in <= 0:
         raise UsageError("--refresh-token-expires-in: must be positive")
 
-    async def go() -> store.Account:
+    async def go() -> model.Account:
         async with _open(cfg) as db:
             now = clock.now()
             expires = _expires_at(now, args.refresh_token_expires_in)
-            return await db.add_account(store.NewAccount(
+            return await db.add_account(model.NewAccount(
                 id=account_id, org=args.org, provider=args.provider, name=args.name,
                 scopes=tuple(args.scopes),
                 refresh_token=keyring.encrypt(token, account_id=account_id,
@@ -297,7 +308,7 @@ def _expires_at(now: datetime, seconds: float | None) -> datetime | None:
 def cmd_accounts_list(args: argparse.Namespace) -> int:
     cfg = _load(args)
 
-    async def go() -> list[store.Account]:
+    async def go() -> list[model.Account]:
         async with _open(cfg) as db:
             return await db.list_accounts()
 
@@ -316,7 +327,7 @@ def cmd_accounts_reauth(args: argparse.Namespace) -> int:
     cfg = _load(args)
     keyring = cfg.crypto.keyring()
 
-    async def go() -> store.Account | None:
+    async def go() -> model.Account | None:
         async with _open(cfg) as db:
             account = await db.get_account(args.account_id)
             if account is None:
@@ -358,7 +369,7 @@ def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
 
     cfg = _load(args)
 
-    async def go() -> tuple[store.Account | None, store.Account | None]:
+    async def go() -> tuple[model.Account | None, model.Account | None]:
         async with _open(cfg) as db:
             account = await db.get_account(args.account_id)
             if account is None:
@@ -450,7 +461,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 async def _history(cfg: config.Config, sources: list[str] | None,
-                   account_id: str | None) -> list[store.Entry]:
+                   account_id: str | None) -> list[model.Entry]:
     async with _open(cfg) as db:
         entries = await db.list_entries(source=sources, account_id=account_id,
                                         limit=HISTORY_ENTRIES)

@@ -31,6 +31,7 @@ from tokend import (
     config,
     crypto,
     masking,
+    model,
     providers,
     schedule,
     store,
@@ -75,7 +76,7 @@ class Connected:
     """A successful callback: the account, whether it was a reconnect, and the scopes
     asked for that the provider did not grant."""
 
-    account: store.Account
+    account: model.Account
     reconnected: bool
     not_granted: tuple[str, ...]
 
@@ -141,11 +142,11 @@ class Service:
                 raise LinkError(404, "unknown account")
             if account.provider != provider:
                 raise LinkError(400, f"account {account_id!r} is not a {provider} account")
-            if account.state == store.DELETED:
+            if account.state == model.DELETED:
                 raise LinkError(409, "a deleted account cannot be reconnected")
         now = clock.now()
         token = secrets.token_urlsafe(32)
-        link = await self.db.add_connect_link(store.NewConnectLink(
+        link = await self.db.add_connect_link(model.NewConnectLink(
             id="link_" + secrets.token_hex(8), token_hash=token_hash(token), provider=provider,
             org=org, account_id=account_id, scopes=tuple(scopes),
             expires_at=now + timedelta(seconds=LINK_LIFETIME_SECONDS)), now)
@@ -245,7 +246,7 @@ class Service:
                                   "This sign-in took too long; ask for a new link.",
                                   "state_expired", link=link)
 
-    async def _finish(self, link: store.ConnectLink, code: str) -> Connected:
+    async def _finish(self, link: model.ConnectLink, code: str) -> Connected:
         p = self.cfg.providers.get(link.provider)
         client = self.clients.get(link.provider)
         if p is None or client is None:
@@ -282,7 +283,7 @@ class Service:
             user = await self._identify(link, p, grant.access_token)
         return await self._store(link, p, result, grant, user)
 
-    async def _identify(self, link: store.ConnectLink, p: config.ProviderConfig,
+    async def _identify(self, link: model.ConnectLink, p: config.ProviderConfig,
                         access_token: str) -> identity.User:
         lookup = await identity.get_user(self.session, p.identity_url, access_token,
                                          timeout_seconds=self.cfg.refresh.request_timeout_seconds)
@@ -299,7 +300,7 @@ class Service:
         return lookup.user
 
     async def _store(
-        self, link: store.ConnectLink, p: config.ProviderConfig, result: providers.Result,
+        self, link: model.ConnectLink, p: config.ProviderConfig, result: providers.Result,
         grant: providers.Grant, user: identity.User | None,
     ) -> Connected:
         now = clock.now()
@@ -314,7 +315,7 @@ class Service:
             return self.keyring.encrypt(value, account_id=account_id, column=column)
 
         assert grant.refresh_token is not None  # checked by _finish
-        connected = store.Connected(
+        connected = model.Connected(
             id=account_id, org=link.org, provider=link.provider, name=name, scopes=granted,
             refresh_token=seal(grant.refresh_token, "refresh_token"),
             refresh_expires_at=None if grant.refresh_token_expires_in is None
@@ -328,8 +329,8 @@ class Service:
                 expiry_threshold_seconds=self.cfg.refresh.expiry_threshold_seconds,
                 max_age_seconds=self.cfg.refresh.max_age_seconds))
 
-        def events(account: store.Account) -> list[store.Event]:
-            return [store.Event.about(vocabulary.ACCOUNT_CONNECTED, account, state=store.ACTIVE,
+        def events(account: model.Account) -> list[model.Event]:
+            return [model.Event.about(vocabulary.ACCOUNT_CONNECTED, account, state=model.ACTIVE,
                                       reason="reconnected" if reconnect else "connected")]
 
         try:
@@ -356,19 +357,19 @@ class Service:
 
     # -- log ----------------------------------------------------------------------------
     async def _refuse(self, status: int, title: str, message: str, code: str, *,
-                      link: store.ConnectLink | None = None) -> Refused:
+                      link: model.ConnectLink | None = None) -> Refused:
         await self._log(vocabulary.CONNECT_REFUSED, link, message,
                         error=vocabulary.error(code, message))
         return Refused(status, title, message)
 
     async def _log(
-        self, action: str, link: store.ConnectLink | None, message: str, *,
+        self, action: str, link: model.ConnectLink | None, message: str, *,
         account_id: str | None = None, request: Mapping[str, Any] | None = None,
         response: Mapping[str, Any] | None = None, duration_ms: float | None = None,
         error: Mapping[str, Any] | None = None, details: Mapping[str, Any] | None = None,
     ) -> None:
         p = self.cfg.providers.get(link.provider) if link else None
-        entry = await self.db.add_entry(store.Entry(
+        entry = await self.db.add_entry(model.Entry(
             action=action, source=vocabulary.CONNECT, created_at=clock.now(),
             account_id=account_id or (link.account_id if link else None),
             org_id=link.org if link else None, provider=link.provider if link else None,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tokend import clock, config, connect, crypto, daemon, store
+from tokend import clock, config, connect, crypto, daemon, model, store
 from tokend.ebay import profile as ebay_profile
 from tokend.testing import simulator
 
@@ -88,7 +88,7 @@ async def seed(cfg: config.Config, sim: simulator.Simulator) -> None:
                 sealed = keyring.encrypt(token, account_id="acct_01", column="refresh_token")
             lifetime = timedelta(days=5) if n == 8 else timedelta(
                 seconds=ebay_profile.REFRESH_TOKEN_LIFETIME_SECONDS)
-            await db.add_account(store.NewAccount(
+            await db.add_account(model.NewAccount(
                 id=account_id, org="demo" if n % 3 else "acme", provider=PROVIDER,
                 name=seller, scopes=(), refresh_token=sealed, refresh_expires_at=now + lifetime),
                 now)

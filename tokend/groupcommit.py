@@ -19,7 +19,7 @@ from datetime import datetime
 
 import structlog
 
-from tokend import store
+from tokend import model, store
 
 log = structlog.get_logger("tokend.groupcommit")
 
@@ -33,20 +33,20 @@ class GroupCommit:
         self.db = db
         self.max_items = max_items
         self.max_delay_seconds = max_delay_seconds
-        self._waiting: list[tuple[store.Save, asyncio.Future[tuple[bool, store.Entry]]]] = []
+        self._waiting: list[tuple[model.Save, asyncio.Future[tuple[bool, model.Entry]]]] = []
         self._timer: asyncio.Handle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self.batches = 0  # batches written, for the benchmarks
         self.saves = 0
 
     async def finish(
-        self, claimed: store.Account, owner: str, outcome: store.Success | store.Failure,
-        attempt: store.Attempt, entry: store.Entry, now: datetime,
-    ) -> tuple[bool, store.Entry]:
+        self, claimed: model.Account, owner: str, outcome: model.Success | model.Failure,
+        attempt: model.Attempt, entry: model.Entry, now: datetime,
+    ) -> tuple[bool, model.Entry]:
         """`Store.finish`, committed together with the saves that come in around it."""
-        future: asyncio.Future[tuple[bool, store.Entry]] = (
+        future: asyncio.Future[tuple[bool, model.Entry]] = (
             asyncio.get_running_loop().create_future())
-        self._waiting.append((store.Save(claimed, owner, outcome, attempt, entry, now), future))
+        self._waiting.append((model.Save(claimed, owner, outcome, attempt, entry, now), future))
         if len(self._waiting) >= self.max_items:
             self._flush()
         elif self._timer is None:
@@ -77,7 +77,7 @@ class GroupCommit:
             self._flush()
 
     async def _write(
-        self, batch: list[tuple[store.Save, asyncio.Future[tuple[bool, store.Entry]]]],
+        self, batch: list[tuple[model.Save, asyncio.Future[tuple[bool, model.Entry]]]],
     ) -> None:
         saves = [save for save, _ in batch]
         try:
@@ -98,7 +98,7 @@ class GroupCommit:
                 future.set_result(result)
 
     async def _write_one_by_one(
-        self, batch: list[tuple[store.Save, asyncio.Future[tuple[bool, store.Entry]]]],
+        self, batch: list[tuple[model.Save, asyncio.Future[tuple[bool, model.Entry]]]],
     ) -> None:
         for save, future in batch:
             try:

@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from tokend import budget, clock, config, metrics, refresher, store, stream, vocabulary
+from tokend import budget, clock, config, metrics, model, refresher, store, stream, vocabulary
 
 log = structlog.get_logger("tokend.loop")
 
@@ -185,13 +185,13 @@ class Loop:
         if summary["status"] == "idle":
             log.info("worker_heartbeat", message=QUIET_MESSAGE, instance=self.instance)
             message = QUIET_MESSAGE
-            entry = store.Entry(action=vocabulary.WORKER_HEARTBEAT, source=vocabulary.SCHEDULED,
+            entry = model.Entry(action=vocabulary.WORKER_HEARTBEAT, source=vocabulary.SCHEDULED,
                                 created_at=self.clock(), message=message, details=summary)
         else:
             log.info("cycle_summary", **summary)
             message = (f"{summary['accounts_refreshed']} of {summary['accounts_checked']} "
                        "accounts refreshed")
-            entry = store.Entry(
+            entry = model.Entry(
                 action=vocabulary.CYCLE_SUMMARY, source=vocabulary.SCHEDULED,
                 created_at=self.clock(), message=message, details=summary)
         self.hub.publish(await self.db.add_entry(entry))
@@ -247,8 +247,8 @@ class Loop:
         return self.clock().isoformat()
 
 
-def _expiry_entry(account: store.Account, action: str, message: str) -> store.Entry:
-    return store.Entry(
+def _expiry_entry(account: model.Account, action: str, message: str) -> model.Entry:
+    return model.Entry(
         action=action, source=vocabulary.SCHEDULED, created_at=clock.now(),
         account_id=account.id, org_id=account.org, provider=account.provider, message=message,
         details={"refresh_expires_at": account.refresh_expires_at.isoformat()
@@ -256,18 +256,18 @@ def _expiry_entry(account: store.Account, action: str, message: str) -> store.En
                  "notice_days": account.refresh_expiry_notice_days})
 
 
-def _expired(account: store.Account) -> tuple[list[store.Event], store.Entry]:
-    event = store.Event.about(vocabulary.ACCOUNT_REAUTH_REQUIRED, account,
-                              state=store.REAUTH_REQUIRED, reason=store.REFRESH_TOKEN_EXPIRED)
+def _expired(account: model.Account) -> tuple[list[model.Event], model.Entry]:
+    event = model.Event.about(vocabulary.ACCOUNT_REAUTH_REQUIRED, account,
+                              state=model.REAUTH_REQUIRED, reason=model.REFRESH_TOKEN_EXPIRED)
     return [event], _expiry_entry(
         account, vocabulary.REFRESH_TOKEN_EXPIRED,
         "refresh token expired: the account needs a new sign-in (reauth_required)")
 
 
-def _expiring(account: store.Account) -> tuple[list[store.Event], store.Entry]:
+def _expiring(account: model.Account) -> tuple[list[model.Event], model.Entry]:
     days = account.refresh_expiry_notice_days
-    event = store.Event(vocabulary.ACCOUNT_REFRESH_TOKEN_EXPIRING, {
-        **store.Event.about(vocabulary.ACCOUNT_REFRESH_TOKEN_EXPIRING, account,
+    event = model.Event(vocabulary.ACCOUNT_REFRESH_TOKEN_EXPIRING, {
+        **model.Event.about(vocabulary.ACCOUNT_REFRESH_TOKEN_EXPIRING, account,
                             state=account.state, reason=f"within_{days}_days").data,
         "refresh_expires_at": account.refresh_expires_at.isoformat()
         if account.refresh_expires_at else None, "days": days})

@@ -18,6 +18,7 @@ from tokend import (
     crypto,
     groupcommit,
     metrics,
+    model,
     providers,
     schedule,
     store,
@@ -34,14 +35,14 @@ METRIC_CODES = frozenset({
     providers.UNSUPPORTED_GRANT_TYPE, providers.UNSUPPORTED_TOKEN_TYPE, providers.RATE_LIMITED,
     providers.SERVER_ERROR,
     providers.TIMEOUT, providers.CONNECTION_ERROR, providers.BAD_RESPONSE, "provider_unknown",
-    store.REFRESH_TOKEN_EXPIRED,
+    model.REFRESH_TOKEN_EXPIRED,
 })
 
 
 def decide(
-    account: store.Account, result: providers.Result, s: config.RefreshConfig, now: datetime,
+    account: model.Account, result: providers.Result, s: config.RefreshConfig, now: datetime,
     *, jitter: float, seal: Callable[[str, str], str],
-) -> store.Success | store.Failure:
+) -> model.Success | model.Failure:
     """What a provider's answer means for the account: the tokens to keep and when to
     refresh next, or when to retry, whether it needs a new sign-in, and whether the whole
     provider pauses. Pure: `store.Store.finish` writes all of it in one transaction, and
@@ -50,7 +51,7 @@ def decide(
     if result.ok:
         grant = result.grant
         recovered = account.consecutive_failures > 0 or account.state_reason is not None
-        return store.Success(
+        return model.Success(
             access_token=seal(grant.access_token, "access_token"),
             access_expires_at=result.sent_at + timedelta(seconds=grant.expires_in),
             refresh_token=None if grant.refresh_token is None
@@ -62,7 +63,7 @@ def decide(
                 result.sent_at, grant.expires_in,
                 expiry_threshold_seconds=s.expiry_threshold_seconds,
                 max_age_seconds=s.max_age_seconds),
-            events=(store.Event.about(vocabulary.ACCOUNT_RECOVERED, account, state=store.ACTIVE,
+            events=(model.Event.about(vocabulary.ACCOUNT_RECOVERED, account, state=model.ACTIVE,
                                       reason=account.last_error or account.state_reason),
                     ) if recovered else (),
         )
@@ -72,12 +73,12 @@ def decide(
         max_seconds=s.backoff_max_seconds, retry_after_seconds=result.retry_after_seconds,
         jitter=jitter)
     if result.kind == providers.REAUTH:
-        state = store.REAUTH_REQUIRED
+        state = model.REAUTH_REQUIRED
     elif (result.error_code == providers.INVALID_SCOPE
           and account.last_error == providers.INVALID_SCOPE):
         # Refused twice in a row: the scopes configured or consented are wrong, and retrying
         # will not fix them. Stop until someone reconnects the account.
-        state = store.REAUTH_REQUIRED
+        state = model.REAUTH_REQUIRED
     elif result.kind == providers.PROVIDER:
         delay = s.provider_pause_seconds
         pause_until = now + timedelta(seconds=delay)
@@ -91,12 +92,12 @@ def decide(
     code = result.error_code or "error"
     events = []
     if state is not None:
-        events.append(store.Event.about(vocabulary.ACCOUNT_REAUTH_REQUIRED, account,
+        events.append(model.Event.about(vocabulary.ACCOUNT_REAUTH_REQUIRED, account,
                                         state=state, reason=code))
     if pause_until is not None:
-        events.append(store.Event(vocabulary.PROVIDER_PAUSED, {
+        events.append(model.Event(vocabulary.PROVIDER_PAUSED, {
             "provider": account.provider, "until": pause_until.isoformat(), "reason": code}))
-    return store.Failure(
+    return model.Failure(
         error_code=code, error_message=result.error_description or "",
         next_attempt_at=now + timedelta(seconds=delay), state=state, pause_until=pause_until,
         events=tuple(events))
@@ -118,7 +119,7 @@ class Outcome:
     error_description: str | None
     request: Mapping[str, Any] | None
     response: Mapping[str, Any] | None
-    entry: store.Entry
+    entry: model.Entry
     applied: bool
 
 
@@ -145,12 +146,12 @@ class Refresher:
             account = await self.db.get_account(account_id)
             if account is None:
                 raise NotFound(account_id)
-            if account.state != store.ACTIVE:
+            if account.state != model.ACTIVE:
                 raise Busy(f"account is {account.state}")
             raise Busy("account is being refreshed by another worker")
         return await self.refresh_claimed(claimed, source)
 
-    async def refresh_claimed(self, account: store.Account, source: str) -> Outcome:
+    async def refresh_claimed(self, account: model.Account, source: str) -> Outcome:
         with structlog.contextvars.bound_contextvars(account_id=account.id, source=source):
             started = self.clock()
             client = self.clients.get(account.provider)
@@ -158,7 +159,7 @@ class Refresher:
                     and account.refresh_expires_at <= started):
                 # eBay's clock starts at consent and refreshing never resets it: an expired
                 # refresh token cannot work, so the provider is not asked.
-                result = self._refused(store.REFRESH_TOKEN_EXPIRED,
+                result = self._refused(model.REFRESH_TOKEN_EXPIRED,
                                        "the refresh token expired at "
                                        f"{account.refresh_expires_at.isoformat()}",
                                        providers.REAUTH)
@@ -170,12 +171,12 @@ class Refresher:
                 result = await self._call(client, account)
             outcome_row = decide(account, result, self.settings, self.clock(),
                                  jitter=random.random(), seal=self._sealer(account))
-            if isinstance(outcome_row, store.Failure) and outcome_row.pause_until:
+            if isinstance(outcome_row, model.Failure) and outcome_row.pause_until:
                 log.error("provider_paused", provider=account.provider,
                           until=outcome_row.pause_until.isoformat(),
                           error_code=result.error_code)
             entry = self._entry(account, source, result, client)
-            attempt = store.Attempt(
+            attempt = model.Attempt(
                 account_id=account.id, source=source, started_at=started,
                 finished_at=self.clock(), success=result.ok, error_code=result.error_code,
                 error_message=result.error_description)
@@ -188,11 +189,11 @@ class Refresher:
                 error_description=result.error_description, request=result.request,
                 response=result.response, entry=entry, applied=applied)
 
-    def _sealer(self, account: store.Account) -> Callable[[str, str], str]:
+    def _sealer(self, account: model.Account) -> Callable[[str, str], str]:
         return lambda value, column: self.keyring.encrypt(value, account_id=account.id,
                                                           column=column)
 
-    async def _call(self, client: providers.Provider, account: store.Account) -> providers.Result:
+    async def _call(self, client: providers.Provider, account: model.Account) -> providers.Result:
         try:
             prepared = client.prepare(self._open_refresh_token(account), account.scopes,
                                       account_id=account.id)
@@ -200,7 +201,7 @@ class Refresher:
             return self._refused(exc.code, exc.message, exc.kind)
         return await client.send(self.session, prepared)
 
-    def _open_refresh_token(self, account: store.Account) -> str:
+    def _open_refresh_token(self, account: model.Account) -> str:
         """The plaintext refresh token, decrypted exactly once per attempt."""
         if not isinstance(account.refresh_token, str) or not account.refresh_token:
             raise providers.RefreshError(
@@ -218,9 +219,9 @@ class Refresher:
                                 kind=kind)
 
     async def _save(
-        self, account: store.Account, outcome: store.Success | store.Failure,
-        attempt: store.Attempt, entry: store.Entry,
-    ) -> tuple[bool, store.Entry]:
+        self, account: model.Account, outcome: model.Success | model.Failure,
+        attempt: model.Attempt, entry: model.Entry,
+    ) -> tuple[bool, model.Entry]:
         """Persist, shielded: a rotated refresh token received and not saved is lost for good."""
         task = asyncio.ensure_future(self._save_until_lease_ends(account, outcome, attempt, entry))
         self._saves.add(task)
@@ -228,9 +229,9 @@ class Refresher:
         return await asyncio.shield(task)
 
     async def _save_until_lease_ends(
-        self, account: store.Account, outcome: store.Success | store.Failure,
-        attempt: store.Attempt, entry: store.Entry,
-    ) -> tuple[bool, store.Entry]:
+        self, account: model.Account, outcome: model.Success | model.Failure,
+        attempt: model.Attempt, entry: model.Entry,
+    ) -> tuple[bool, model.Entry]:
         deadline = account.lease_expires_at or self.clock()
         while True:
             try:
@@ -239,7 +240,7 @@ class Refresher:
             except store.StoreError as exc:
                 if self.clock() >= deadline:
                     log.error("refresh_result_lost", error=str(exc),
-                              rotated=isinstance(outcome, store.Success)
+                              rotated=isinstance(outcome, model.Success)
                               and outcome.refresh_token is not None)
                     raise
                 log.warning("refresh_save_retry", error=str(exc))
@@ -251,9 +252,9 @@ class Refresher:
             await asyncio.gather(*self._saves, return_exceptions=True)
 
     def _entry(
-        self, account: store.Account, source: str, result: providers.Result,
+        self, account: model.Account, source: str, result: providers.Result,
         client: providers.Provider | None,
-    ) -> store.Entry:
+    ) -> model.Entry:
         if source == vocabulary.DEBUG:
             action = vocabulary.TOKEN_REFRESH_DEBUG
         else:
@@ -264,7 +265,7 @@ class Refresher:
         else:
             message = result.error_description
             error = result.error
-        return store.Entry(
+        return model.Entry(
             action=action, source=source, created_at=self.clock(), account_id=account.id,
             org_id=account.org, provider=account.provider,
             environment=client.config.environment if client else None,
@@ -272,7 +273,7 @@ class Refresher:
             error=error, message=message)
 
     def _observe(
-        self, account: store.Account, source: str, result: providers.Result, applied: bool,
+        self, account: model.Account, source: str, result: providers.Result, applied: bool,
     ) -> None:
         if result.ok:
             outcome = "success" if applied else "lease_lost"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import IO, Any
 
-from tokend import budget, clock, config, quota, store
+from tokend import budget, clock, config, model, quota, store
 
 FAILING = "failing"  # not a stored state: active accounts whose last attempts failed
 
@@ -41,7 +41,7 @@ async def account_health(db: store.Store) -> tuple[dict[str, int], dict[str, int
     counts = await db.account_counts()
     failing = await db.failing_counts()
     counts[FAILING] = sum(failing.values())
-    counts[store.ACTIVE] = counts.get(store.ACTIVE, 0) - counts[FAILING]
+    counts[model.ACTIVE] = counts.get(model.ACTIVE, 0) - counts[FAILING]
     return counts, failing
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from tokend import metrics, store
+from tokend import metrics, model, store
 
 log = structlog.get_logger("tokend.stream")
 
@@ -26,7 +26,7 @@ FEED_BATCH = 100  # ids fetched per query when other replicas announce entries
 FEED_PENDING_MAX = 50_000  # announced ids waiting for a fetch; older ones are given up
 FEED_RETRY_SECONDS = 1.0  # between attempts to start listening while the database is down
 
-Predicate = Callable[[store.Entry], bool]
+Predicate = Callable[[model.Entry], bool]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -45,14 +45,14 @@ class Subscription:
         self.predicate = predicate
         # Items are (Dropped or None, entry): a marker rides with the first entry that fits
         # after a loss, so it never needs a slot of its own.
-        self._queue: asyncio.Queue[tuple[Dropped | None, store.Entry] | None] = asyncio.Queue(
+        self._queue: asyncio.Queue[tuple[Dropped | None, model.Entry] | None] = asyncio.Queue(
             queue_size)
         self._dropped = 0
         self._dropped_last_id: int | None = None
-        self._held: store.Entry | None = None
+        self._held: model.Entry | None = None
         self.closed = False
 
-    def offer(self, entry: store.Entry) -> None:
+    def offer(self, entry: model.Entry) -> None:
         """Called by the hub: enqueue without waiting, or count the entry as dropped."""
         if self._queue.full():
             self._dropped += 1
@@ -66,7 +66,7 @@ class Subscription:
         self._dropped, self._dropped_last_id = 0, None
         return marker
 
-    async def get(self) -> store.Entry | Dropped:
+    async def get(self) -> model.Entry | Dropped:
         """The next item; raises StopAsyncIteration once closed."""
         if self._held is not None:
             entry, self._held = self._held, None
@@ -84,7 +84,7 @@ class Subscription:
         self._held = entry
         return marker
 
-    def get_nowait(self) -> store.Entry | Dropped | None:
+    def get_nowait(self) -> model.Entry | Dropped | None:
         """The next item if one is ready now (None if not, or once closed)."""
         if self._held is not None:
             entry, self._held = self._held, None
@@ -114,7 +114,7 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self) -> store.Entry | Dropped:
+    async def __anext__(self) -> model.Entry | Dropped:
         return await self.get()
 
     def __enter__(self) -> Subscription:
@@ -143,7 +143,7 @@ class Hub:
         self._subscriptions.remove(subscription)
         self.stats.stream_subscribers.set(len(self._subscriptions))
 
-    def publish(self, entry: store.Entry) -> None:
+    def publish(self, entry: model.Entry) -> None:
         """Hand `entry` to every matching subscriber at once; an id seen before is skipped."""
         if entry.id is not None:
             if entry.id in self._recent:

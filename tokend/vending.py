@@ -16,7 +16,7 @@ from datetime import datetime
 
 import structlog
 
-from tokend import clock, config, crypto, metrics, refresher, store, vocabulary
+from tokend import clock, config, crypto, metrics, model, refresher, store, vocabulary
 
 log = structlog.get_logger("tokend.vending")
 
@@ -55,7 +55,7 @@ class Vendor:
         self.db, self.keyring, self.worker, self.stats = db, keyring, worker, stats
         self.clock = clock
         self.wait_seconds = settings.request_timeout_seconds + LEASE_WAIT_MARGIN_SECONDS
-        self._in_flight: dict[str, asyncio.Task[tuple[store.Account | None, str | None]]] = {}
+        self._in_flight: dict[str, asyncio.Task[tuple[model.Account | None, str | None]]] = {}
         self._short_lived: set[str] = set()  # ids whose fresh tokens came back shorter
 
     async def vend(
@@ -102,7 +102,7 @@ class Vendor:
         return Vended(access_token=token, expires_at=account.access_expires_at,
                       refreshed=refreshed)
 
-    async def _mark_in_demand(self, account: store.Account) -> None:
+    async def _mark_in_demand(self, account: model.Account) -> None:
         """Keep the account on the schedule of a demand-aware provider (one write a
         minute at most per account, so a busy app costs no write per vend)."""
         now = self.clock()
@@ -110,7 +110,7 @@ class Vendor:
         if last is None or (now - last).total_seconds() >= VEND_MARK_SECONDS:
             await self.db.touch_vended(account.id, now)
 
-    def _learn(self, account: store.Account, min_valid_seconds: float) -> None:
+    def _learn(self, account: model.Account, min_valid_seconds: float) -> None:
         """Remember which accounts' providers hand out tokens shorter than apps ask for,
         so the next vend does not refresh a token that a refresh could not better."""
         assert account.access_expires_at is not None
@@ -119,11 +119,11 @@ class Vendor:
         else:
             self._short_lived.add(account.id)
 
-    def _valid(self, account: store.Account) -> bool:
+    def _valid(self, account: model.Account) -> bool:
         return (account.access_token is not None and account.access_expires_at is not None
                 and account.access_expires_at > self.clock())
 
-    def _good_enough(self, account: store.Account, min_valid_seconds: float) -> bool:
+    def _good_enough(self, account: model.Account, min_valid_seconds: float) -> bool:
         """Valid for `min_valid_seconds`, or as good as a refresh could make it: when the
         provider's tokens live shorter than asked, one in the first half of its life."""
         if not self._valid(account):
@@ -139,7 +139,7 @@ class Vendor:
 
     async def _shared_refresh(
         self, account_id: str, min_valid_seconds: float, seen: str | None,
-    ) -> tuple[store.Account | None, str | None]:
+    ) -> tuple[model.Account | None, str | None]:
         """Join the refresh in flight for this account, or start one."""
         task = self._in_flight.get(account_id)
         if task is None:
@@ -158,14 +158,14 @@ class Vendor:
 
     async def _ensure_fresh(
         self, account_id: str, min_valid_seconds: float, seen: str | None,
-    ) -> tuple[store.Account | None, str | None]:
+    ) -> tuple[model.Account | None, str | None]:
         """Refresh unless someone just did; wait out another owner's lease. Re-reads first,
         so a caller arriving after another refresh finished (here or on another replica)
         takes its token instead of spending one more."""
         deadline = asyncio.get_running_loop().time() + self.wait_seconds
         while True:
             account = await self.db.get_account(account_id)
-            if (account is None or account.state != store.ACTIVE
+            if (account is None or account.state != model.ACTIVE
                     or self._good_enough(account, min_valid_seconds)
                     or (account.access_token != seen and self._valid(account))):
                 return account, None
@@ -185,19 +185,19 @@ class Vendor:
             if event_loop.time() >= deadline:
                 raise Unavailable("account is being refreshed by another worker; try again")
             account = await self.db.get_account(account_id)
-            if account is None or account.state != store.ACTIVE or not _leased(
+            if account is None or account.state != model.ACTIVE or not _leased(
                     account, self.clock()):
                 return
 
 
-def _visible(account: store.Account | None, org: str | None) -> store.Account:
+def _visible(account: model.Account | None, org: str | None) -> model.Account:
     if account is None or (org is not None and account.org != org):
         raise NotFound
-    if account.state != store.ACTIVE:
+    if account.state != model.ACTIVE:
         raise NotActive(account.state)
     return account
 
 
-def _leased(account: store.Account, now: datetime) -> bool:
+def _leased(account: model.Account, now: datetime) -> bool:
     return (account.lease_owner is not None and account.lease_expires_at is not None
             and account.lease_expires_at > now)

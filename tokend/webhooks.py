@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 import structlog
 
-from tokend import clock, config, metrics, store
+from tokend import clock, config, metrics, model, store
 
 log = structlog.get_logger("tokend.webhooks")
 
@@ -42,13 +42,13 @@ MAX_ERROR_CHARS = 300
 DELIVERED, RETRY, DEAD = "delivered", "retry", "dead"
 
 
-def body(delivery: store.Delivery) -> bytes:
+def body(delivery: model.Delivery) -> bytes:
     """`{"type","timestamp","data"}`: the event's time, so every attempt sends the same."""
     return orjson.dumps({"type": delivery.type, "timestamp": delivery.event_at.isoformat(),
                          "data": delivery.data})
 
 
-def message_id(delivery: store.Delivery) -> str:
+def message_id(delivery: model.Delivery) -> str:
     """The same for every attempt and every endpoint: receivers deduplicate by it."""
     return f"evt_{delivery.event_id}"
 
@@ -185,7 +185,7 @@ class Deliverer:
             await self._sleep(wake, POLL_SECONDS)
 
     async def _deliver(self, session: aiohttp.ClientSession, endpoint: config.WebhookConfig,
-                       delivery: store.Delivery) -> None:
+                       delivery: model.Delivery) -> None:
         payload, msg_id = body(delivery), message_id(delivery)
         status, error = None, None
         try:
@@ -213,7 +213,7 @@ class Deliverer:
         else:
             outcome = RETRY
             next_at = now + timedelta(seconds=backoff_seconds(endpoint, attempts))
-        state = {DELIVERED: store.DELIVERED, DEAD: store.DEAD, RETRY: store.PENDING}[outcome]
+        state = {DELIVERED: model.DELIVERED, DEAD: model.DEAD, RETRY: model.PENDING}[outcome]
         try:
             kept = await self.db.finish_delivery(delivery, self.instance, now, state=state,
                                                  next_attempt_at=next_at, status=status,

@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tokend import apptokens, clock, config, masking, store, stream, vocabulary
+from tokend import apptokens, clock, config, masking, model, store, stream, vocabulary
 from tokend.ebay import profile as ebay_profile
 from tokend.providers import client as provider_client
 
@@ -248,7 +248,7 @@ class PublicKeys:
         self, kid: str, url: str, headers: dict[str, str], status: int | None, body: Any,
         error: str | None, outcome: str | None, started: float, sent_at: datetime,
     ) -> None:
-        entry = await self.db.add_entry(store.Entry(
+        entry = await self.db.add_entry(model.Entry(
             action=vocabulary.EBAY_PUBLIC_KEY_FETCHED, source=vocabulary.EBAY,
             created_at=sent_at, provider=self.provider,
             duration_ms=round((time.monotonic() - started) * 1000.0, 1),
@@ -313,7 +313,7 @@ class Receiver:
                  notification_id=notice.notification_id, outcome=outcome)
         return outcome
 
-    def _notice(self, message: dict[str, Any]) -> store.Notice:
+    def _notice(self, message: dict[str, Any]) -> model.Notice:
         metadata = message.get("metadata")
         notification = message.get("notification")
         topic = _text(metadata.get("topic"), 64) if isinstance(metadata, dict) else None
@@ -334,18 +334,18 @@ class Receiver:
             reason = "marketplace_account_deletion"
         else:
             reason = _text(data.get("revokeReason"), REASON_LIMIT) or "authorization_revoked"
-        return store.Notice(notification_id=notification_id, topic=topic,
+        return model.Notice(notification_id=notification_id, topic=topic,
                             provider=self.settings.provider, user_id=user_id, reason=reason)
 
-    def _entry(self, notice: store.Notice, account: store.Account | None,
-               outcome: str) -> store.Entry:
+    def _entry(self, notice: model.Notice, account: model.Account | None,
+               outcome: str) -> model.Entry:
         """What the log keeps: eBay's notification id and topic and tokend's account id;
         never the seller's user id, name or anything else from the message."""
         details = {"topic": notice.topic, "notification_id": notice.notification_id,
                    "outcome": outcome}
         if notice.topic == ebay_profile.AUTHORIZATION_REVOCATION:
             details["revoke_reason"] = notice.reason
-        return store.Entry(
+        return model.Entry(
             action=vocabulary.EBAY_NOTIFICATION, source=vocabulary.EBAY,
             created_at=self.clock(), account_id=account.id if account else None,
             org_id=account.org if account else None, provider=notice.provider,
@@ -354,7 +354,7 @@ class Receiver:
             message=f"{notice.topic}: {outcome}")
 
     async def _refused(self, exc: Refused) -> None:
-        entry = await self.db.add_entry(store.Entry(
+        entry = await self.db.add_entry(model.Entry(
             action=vocabulary.EBAY_NOTIFICATION_REFUSED, source=vocabulary.EBAY,
             created_at=self.clock(), provider=self.settings.provider,
             request={"method": "POST", "url": self.settings.endpoint},

@@ -12,25 +12,17 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import structlog
 
-from tokend import vocabulary
+from tokend import model, vocabulary
 from tokend.store import queries
 
 _log = structlog.get_logger("tokend.store")
 
-ACTIVE = "active"
-REAUTH_REQUIRED = "reauth_required"
-DISABLED = "disabled"
-DELETED = "deleted"  # a tombstone: tokens and personal fields purged
-STATES = (ACTIVE, REAUTH_REQUIRED, DISABLED, DELETED)
-BUDGET_EXHAUSTED = "daily_budget_exhausted"  # a provider pause's reason at the daily limit
 MAX_ENTRY_ID = 2**63 - 1  # entry ids are 64-bit on both backends
 ENTRIES_CHANNEL = "tokend_entries"  # NOTIFY channel of new entry ids (sql insert_entry)
-GRANT_TYPES = ("refresh_token", "authorization_code", "client_credentials")
-REFRESH_TOKEN_GRANT = GRANT_TYPES[0]
 EVENTS_CHANNEL = "tokend_events"  # NOTIFY channel of new outbox events (sql insert_event)
 # Without LISTEN (PgBouncer, no listen_url), new entry ids are polled this often.
 POLL_INTERVAL_SECONDS = 0.5
@@ -56,285 +48,14 @@ class DuplicateAccount(DuplicateKey):
     """An account with this id, or this provider/org/name, already exists."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Account:
-    id: str
-    org: str
-    provider: str
-    name: str
-    scopes: tuple[str, ...]
-    state: str
-    refresh_token: str | None  # None only once deleted
-    access_token: str | None
-    access_expires_at: datetime | None
-    refresh_expires_at: datetime | None
-    last_refresh_at: datetime | None
-    consecutive_failures: int
-    next_attempt_at: datetime
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    version: int
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    provider_user_id: str | None = None  # the provider's immutable id (eBay userId)
-    provider_user_name: str | None = None  # e.g. the eBay username
-    state_reason: str | None = None  # why the account left `active`
-    refresh_expiry_notice_days: int | None = None  # the last expiry notice given (30/7/1)
-    last_vended_at: datetime | None = None  # when an app last had its access token
 
-    def public(self) -> dict[str, Any]:
-        """Everything an operator may see: no token, not even encrypted."""
-        out = dataclasses.asdict(self)
-        del out["refresh_token"], out["access_token"]
-        out["scopes"] = list(self.scopes)
-        for key, value in out.items():
-            if isinstance(value, datetime):
-                out[key] = value.isoformat()
-        return out
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class NewAccount:
-    id: str
-    org: str
-    provider: str
-    name: str
-    scopes: tuple[str, ...]
-    refresh_token: str
-    refresh_expires_at: datetime | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Event:
-    """An outbox row (SPEC 10.2): `type` from `vocabulary.EVENT_TYPES`; `data` carries ids,
-    org, provider, state and reason, never a token."""
-
-    type: str
-    data: Mapping[str, Any]
-    id: int | None = None
-    created_at: datetime | None = None
-
-    @classmethod
-    def about(cls, type: str, account: Account, *, state: str, reason: str | None,
-              ) -> Event:
-        return cls(type, {"account_id": account.id, "org": account.org,
-                          "provider": account.provider, "state": state, "reason": reason})
-
-
-PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
-DELIVERY_STATES = (PENDING, DELIVERED, DEAD)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Delivery:
-    """One event on its way to one webhook endpoint (tokend/webhooks.py)."""
-
-    id: int
-    event_id: int
-    endpoint: str
-    type: str
-    data: Mapping[str, Any]
-    event_at: datetime
-    state: str
-    attempts: int
-    next_attempt_at: datetime
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    last_status: int | None
-    last_error: str | None
-    created_at: datetime
-    finished_at: datetime | None
-
-    def public(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for key, value in out.items():
-            if isinstance(value, datetime):
-                out[key] = value.isoformat()
-        return out
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AppToken:
-    """A cached client_credentials token (an envelope) and who is renewing it."""
-
-    id: str
-    provider: str
-    scope: str  # space-separated, sorted
-    access_token: str | None
-    expires_at: datetime | None
-    issued_at: datetime | None
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    updated_at: datetime
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Notice:
-    """A verified eBay notification as the store applies it: eBay's ids, never a name."""
-
-    DELETION: ClassVar[str] = "MARKETPLACE_ACCOUNT_DELETION"
-    REVOCATION: ClassVar[str] = "AUTHORIZATION_REVOCATION"
-
-    notification_id: str
-    topic: str
-    provider: str
-    user_id: str | None
-    reason: str  # the state_reason it sets
-
-    @property
-    def known(self) -> bool:
-        """A topic tokend acts on, naming a seller."""
-        return self.topic in (self.DELETION, self.REVOCATION) and bool(self.user_id)
-
-    @property
-    def outcome_without_account(self) -> str:
-        return "no_account" if self.known else "ignored"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Success:
-    """A provider answer to persist: tokens are envelopes; `refresh_token` None keeps the old."""
-
-    access_token: str
-    access_expires_at: datetime
-    refresh_token: str | None
-    refresh_expires_at: datetime | None
-    refreshed_at: datetime
-    next_attempt_at: datetime
-    events: tuple[Event, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Failure:
-    """A failed attempt: when to try again, the new state when it changes, and until when
-    the whole provider pauses when the failure is the provider's credentials."""
-
-    error_code: str
-    error_message: str
-    next_attempt_at: datetime
-    state: str | None = None
-    pause_until: datetime | None = None
-    events: tuple[Event, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Attempt:
-    """One refresh-log row."""
-
-    account_id: str
-    source: str
-    started_at: datetime
-    finished_at: datetime
-    success: bool
-    error_code: str | None
-    error_message: str | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Entry:
-    """One HTTP-log entry: what the terminal, the stream and `/api/logs` show.
-
-    `request` and `response` are already masked when they reach the store.
-    """
-
-    action: str
-    source: str
-    created_at: datetime
-    account_id: str | None = None
-    org_id: str | None = None
-    provider: str | None = None
-    environment: str | None = None
-    duration_ms: float | None = None
-    request: Mapping[str, Any] | None = None
-    response: Mapping[str, Any] | None = None
-    error: Mapping[str, Any] | None = None
-    message: str | None = None
-    details: Mapping[str, Any] | None = None
-    id: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["created_at"] = self.created_at.isoformat()
-        return out
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Worker:
-    name: str
-    instance: str
-    interval_seconds: float
-    last_started_at: datetime | None
-    last_finished_at: datetime | None
-    last_status: str | None
-    last_summary: Mapping[str, Any] | None
-
-    def stale(self, now: datetime) -> bool:
-        """No finished cycle within three intervals."""
-        reference = self.last_finished_at or self.last_started_at
-        if reference is None:
-            return True
-        return (now - reference).total_seconds() > 3 * self.interval_seconds
-
-
-# -- connect and reconnect ------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class NewConnectLink:
-    id: str
-    token_hash: str  # sha256 of the link's token; the token itself is never stored
-    provider: str
-    org: str
-    account_id: str | None  # a reconnect link
-    scopes: tuple[str, ...]
-    expires_at: datetime
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ConnectLink:
-    id: str
-    token_hash: str
-    provider: str
-    org: str
-    account_id: str | None
-    scopes: Sequence[str]
-    created_at: datetime
-    expires_at: datetime
-    opened_at: datetime | None
-    state_hash: str | None
-    code_verifier: str | None  # ENC:v1 envelope bound to the link id
-    state_expires_at: datetime | None
-    finished_at: datetime | None
-    outcome: str | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Connected:
-    """What a code exchange gives an account; tokens are envelopes."""
-
-    id: str
-    org: str
-    provider: str
-    name: str
-    scopes: tuple[str, ...]
-    refresh_token: str
-    refresh_expires_at: datetime | None
-    access_token: str
-    access_expires_at: datetime
-    provider_user_id: str | None
-    provider_user_name: str | None
-    next_attempt_at: datetime
-
-
-# Refresh-token expiry notices, in days before the expiry (largest first).
-REFRESH_NOTICE_DAYS = (30, 7, 1)
-REFRESH_TOKEN_EXPIRED = "refresh_token_expired"  # noqa: S105 - a reason, not a secret
+# Builds an account's events and log entry for a change the store makes in bulk.
+Describe = Callable[[model.Account], tuple[Sequence[model.Event], model.Entry]]
 
 
 def _notice_params(now: datetime) -> dict[str, Any]:
     return {"now": now, **{f"within_{days}": now + timedelta(days=days)
-                           for days in REFRESH_NOTICE_DAYS}}
+                           for days in model.REFRESH_NOTICE_DAYS}}
 
 
 # Bounds for the due rule's coalesce (see sql/queries.sql): beyond any real timestamp.
@@ -368,7 +89,7 @@ def _idle_params(idle_after: Mapping[str, float] | None) -> dict[str, Any]:
             "idle_seconds": [float(s) for _, s in pairs]}
 
 
-async def emit(tx: Session, events: Sequence[Event], now: datetime) -> None:
+async def emit(tx: Session, events: Sequence[model.Event], now: datetime) -> None:
     """Write `events` to the outbox inside the transaction `tx` that makes their change."""
     for event in events:
         await tx.one("insert_event", type=event.type, data=event.data, created_at=now)
@@ -376,15 +97,14 @@ async def emit(tx: Session, events: Sequence[Event], now: datetime) -> None:
 
 async def _described(
     tx: Session, rows: Sequence[Mapping[str, Any]], now: datetime,
-    describe: Callable[[Account], tuple[Sequence[Event], Entry]],
-) -> list[Entry]:
+    describe: Describe,
+) -> list[model.Entry]:
     """Write each changed account's events and entry in `tx`; the entries with their ids."""
     entries = []
     for row in rows:
         events, entry = describe(_account(row))
         await emit(tx, events, now)
-        stored = await tx.one("insert_entry", **_entry_params(entry))
-        entries.append(dataclasses.replace(entry, id=stored["id"]))
+        entries.append(await _stored(tx, entry))
     return entries
 
 
@@ -393,61 +113,34 @@ def utc_day(moment: datetime) -> str:
     return moment.astimezone(UTC).date().isoformat()
 
 
-def _account(row: Mapping[str, Any]) -> Account:
-    return Account(**{**row, "scopes": tuple(row["scopes"])})
+def _account(row: Mapping[str, Any]) -> model.Account:
+    return model.Account(**{**row, "scopes": tuple(row["scopes"])})
 
 
-def _maybe_account(row: Mapping[str, Any] | None) -> Account | None:
+def _maybe_account(row: Mapping[str, Any] | None) -> model.Account | None:
     return None if row is None else _account(row)
 
 
 # Field names once, not per save: dataclasses.asdict deep-copies and walks every field.
-_ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(Entry) if f.name != "id")
+_ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(model.Entry) if f.name != "id")
 # What finish_success writes; the events go to the outbox.
-_SUCCESS_FIELDS = tuple(f.name for f in dataclasses.fields(Success) if f.name != "events")
-_ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))
+_SUCCESS_FIELDS = tuple(f.name for f in dataclasses.fields(model.Success) if f.name != "events")
+_ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(model.Attempt))
 
 
-def _entry_params(entry: Entry) -> dict[str, Any]:
-    return {name: getattr(entry, name) for name in _ENTRY_FIELDS}
+async def _stored(db: Session | Connector, entry: model.Entry) -> model.Entry:
+    """Insert a log entry; returns it with its id."""
+    row = await db.one("insert_entry", **{name: getattr(entry, name) for name in _ENTRY_FIELDS})
+    return dataclasses.replace(entry, id=row["id"])
 
 
-def _success_params(outcome: Success) -> dict[str, Any]:
+def _success_params(outcome: model.Success) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in _SUCCESS_FIELDS}
 
 
-def _attempt_params(attempt: Attempt) -> dict[str, Any]:
+def _attempt_params(attempt: model.Attempt) -> dict[str, Any]:
     return {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Save:
-    """One refresh's result to persist: the arguments of `Store.finish`."""
-
-    claimed: Account
-    owner: str
-    outcome: Success | Failure
-    attempt: Attempt
-    entry: Entry
-    now: datetime
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AccountPage:
-    """What the console asks for: filters (None: any), a sort key, and the keyset cursor
-    (the last row's sort value and id) of the page before."""
-
-    sort: str = "name"
-    descending: bool = False
-    limit: int = 100
-    org: str | None = None
-    provider: str | None = None
-    state: str | None = None
-    healthy: bool = False  # only accounts without failures (the console's `active`)
-    failing: bool = False  # only accounts with failures (the console's `failing`)
-    q: str | None = None
-    after_key: Any = None
-    after_id: str | None = None
 
 
 # The sort keys of the console's accounts table and the statement walking each one's index.
@@ -508,7 +201,7 @@ class Store:
         queries.check_applied(self.backend, applied)
 
     # -- accounts ---------------------------------------------------------------------
-    async def add_account(self, new: NewAccount, now: datetime) -> Account:
+    async def add_account(self, new: model.NewAccount, now: datetime) -> model.Account:
         try:
             row = await self._db.one("insert_account", **dataclasses.asdict(new), now=now)
         except DuplicateKey:
@@ -517,30 +210,30 @@ class Store:
                 f"{new.provider}/{new.org}/{new.name} already exists") from None
         return _account(row)
 
-    async def get_account(self, account_id: str) -> Account | None:
+    async def get_account(self, account_id: str) -> model.Account | None:
         if _unmatchable(account_id):
             return None
         return _maybe_account(await self._db.one("get_account", id=account_id))
 
-    async def list_accounts(self, org: str | None = None) -> list[Account]:
+    async def list_accounts(self, org: str | None = None) -> list[model.Account]:
         return [_account(row) for row in await self._db.all("list_accounts", org=org)]
 
     async def reauth_account(
         self, account_id: str, refresh_token: str, refresh_expires_at: datetime | None,
         now: datetime,
-    ) -> Account | None:
+    ) -> model.Account | None:
         """New refresh token, state back to active, failures cleared, due now."""
         return _maybe_account(await self._db.one(
             "reauth_account", id=account_id, refresh_token=refresh_token,
             refresh_expires_at=refresh_expires_at, now=now))
 
-    async def set_state(self, account_id: str, state: str, now: datetime) -> Account | None:
+    async def set_state(self, account_id: str, state: str, now: datetime) -> model.Account | None:
         return _maybe_account(await self._db.one("set_state", id=account_id, state=state,
                                                  now=now))
 
     async def account_counts(self) -> dict[str, int]:
         """Accounts by state."""
-        counts = dict.fromkeys(STATES, 0)
+        counts = dict.fromkeys(model.STATES, 0)
         counts.update({row["state"]: row["n"] for row in await self._db.all("account_counts")})
         return counts
 
@@ -556,7 +249,7 @@ class Store:
         self, owner: str, now: datetime, *, limit: int, lease_seconds: float,
         expiry_threshold_seconds: float, max_age_seconds: float, reserved: Sequence[str] = (),
         idle_after: Mapping[str, float] | None = None,
-    ) -> list[Account]:
+    ) -> list[model.Account]:
         """Lease up to `limit` due accounts (sql/queries.sql, fragment `due`) to `owner` in
         one statement and return them. Claiming bumps `version`, sets the lease and moves
         next_attempt_at to the lease expiry, so a crashed owner's accounts come due again
@@ -577,7 +270,7 @@ class Store:
 
     async def claim_account(
         self, account_id: str, owner: str, now: datetime, *, lease_seconds: float,
-    ) -> Account | None:
+    ) -> model.Account | None:
         """Lease one account regardless of due time (manual refresh); None if leased/absent."""
         if _unmatchable(account_id):
             return None
@@ -586,9 +279,9 @@ class Store:
             lease_until=now + timedelta(seconds=lease_seconds)))
 
     async def finish(
-        self, claimed: Account, owner: str, outcome: Success | Failure,
-        attempt: Attempt, entry: Entry, now: datetime,
-    ) -> tuple[bool, Entry]:
+        self, claimed: model.Account, owner: str, outcome: model.Success | model.Failure,
+        attempt: model.Attempt, entry: model.Entry, now: datetime,
+    ) -> tuple[bool, model.Entry]:
         """Write the outcome, the refresh-log row and the entry in one transaction.
 
         The outcome (and the provider pause it may carry) applies only while
@@ -597,22 +290,22 @@ class Store:
         rows are written either way. Returns (applied, entry with id).
         """
         async with self._db.transaction() as tx:
-            return await self.write_finish(tx, Save(claimed, owner, outcome, attempt, entry,
+            return await self.write_finish(tx, model.Save(claimed, owner, outcome, attempt, entry,
                                                     now))
 
-    async def finish_many(self, saves: Sequence[Save]) -> list[tuple[bool, Entry]]:
+    async def finish_many(self, saves: Sequence[model.Save]) -> list[tuple[bool, model.Entry]]:
         """`finish` for several saves in ONE transaction (one commit, one fsync): all of
         them are saved or none. Each keeps its own lease and version guard."""
         async with self._db.transaction() as tx:
             return [await self.write_finish(tx, save) for save in saves]
 
-    async def write_finish(self, tx: Session, save: Save) -> tuple[bool, Entry]:
+    async def write_finish(self, tx: Session, save: model.Save) -> tuple[bool, model.Entry]:
         """One save's writes on the caller's transaction: what `finish` and `finish_many`
         commit. Anything else a save must write atomically with the account belongs here."""
         claimed, outcome = save.claimed, save.outcome
         guard = {"id": claimed.id, "version": claimed.version, "owner": save.owner,
                  "now": save.now}
-        if isinstance(outcome, Success):
+        if isinstance(outcome, model.Success):
             applied = await tx.one("finish_success", **guard, **_success_params(outcome))
         else:
             applied = await tx.one(
@@ -626,9 +319,8 @@ class Store:
         await tx.one("insert_attempt", **_attempt_params(save.attempt))
         if save.entry.request is not None:  # the token endpoint was called: it counts
             await tx.one("count_token_call", provider=claimed.provider,
-                         grant_type=REFRESH_TOKEN_GRANT, day=utc_day(save.attempt.started_at))
-        row = await tx.one("insert_entry", **_entry_params(save.entry))
-        return applied is not None, dataclasses.replace(save.entry, id=row["id"])
+                         grant_type=model.REFRESH_TOKEN_GRANT, day=utc_day(save.attempt.started_at))
+        return applied is not None, await _stored(tx, save.entry)
 
     async def next_due_at(self, now: datetime) -> datetime | None:
         """Earliest next_attempt_at of an active account of an unpaused provider."""
@@ -643,16 +335,15 @@ class Store:
         return {row["provider"]: row["paused_until"] for row in rows}
 
     # -- logs -------------------------------------------------------------------------
-    async def add_entry(self, entry: Entry) -> Entry:
+    async def add_entry(self, entry: model.Entry) -> model.Entry:
         """Store a log entry that is not part of a refresh; returns it with its id."""
-        row = await self._db.one("insert_entry", **_entry_params(entry))
-        return dataclasses.replace(entry, id=row["id"])
+        return await _stored(self._db, entry)
 
     async def list_entries(
         self, *, source: Sequence[str] | None = None, action: str | None = None,
         account_id: str | None = None, org: str | None = None,
         after_id: int | None = None, before_id: int | None = None, limit: int = 200,
-    ) -> list[Entry]:
+    ) -> list[model.Entry]:
         """Entries, newest first, except with `after_id`: then the oldest after it first."""
         sources = None if source is None else list(source)
         if _unmatchable(action, account_id, org, *(sources or ())):
@@ -663,16 +354,16 @@ class Store:
             rows = await self._db.all("list_entries_after", after_id=after_id, **where)
         else:
             rows = await self._db.all("list_entries_before", before_id=before_id, **where)
-        return [Entry(**row) for row in rows]
+        return [model.Entry(**row) for row in rows]
 
-    async def get_entries(self, ids: Sequence[int]) -> list[Entry]:
+    async def get_entries(self, ids: Sequence[int]) -> list[model.Entry]:
         """These entries, oldest first (missing ids are skipped)."""
-        return [Entry(**row) for row in await self._db.all("get_entries", ids=list(ids))]
+        return [model.Entry(**row) for row in await self._db.all("get_entries", ids=list(ids))]
 
-    async def list_attempts(self, account_id: str, limit: int = 50) -> list[Attempt]:
+    async def list_attempts(self, account_id: str, limit: int = 50) -> list[model.Attempt]:
         """An account's refresh-log rows, newest first."""
         rows = await self._db.all("list_attempts", account_id=account_id, limit=limit)
-        return [Attempt(**row) for row in rows]
+        return [model.Attempt(**row) for row in rows]
 
     async def prune_logs(self, before: datetime, limit: int) -> int:
         """Delete up to `limit` HTTP-log and refresh-log rows, and applied eBay
@@ -683,10 +374,10 @@ class Store:
             notices = await tx.all("prune_ebay_notifications", before=before, limit=limit)
         return len(entries) + len(attempts) + len(notices)
 
-    async def list_events(self, *, after_id: int = 0, limit: int = 100) -> list[Event]:
+    async def list_events(self, *, after_id: int = 0, limit: int = 100) -> list[model.Event]:
         """Outbox events after `after_id`, oldest first."""
         rows = await self._db.all("list_events", after_id=after_id, limit=limit)
-        return [Event(**row) for row in rows]
+        return [model.Event(**row) for row in rows]
 
     # -- webhooks: the outbox's deliveries ---------------------------------------------
     async def dispatch_events(
@@ -705,42 +396,42 @@ class Store:
 
     async def claim_deliveries(
         self, endpoint: str, owner: str, now: datetime, *, limit: int, lease_seconds: float,
-    ) -> list[Delivery]:
+    ) -> list[model.Delivery]:
         """Lease up to `limit` due deliveries of `endpoint`, oldest due first."""
         rows = await self._db.all(
             "claim_deliveries", endpoint=endpoint, owner=owner, now=now, limit=limit,
             lease_until=now + timedelta(seconds=lease_seconds))
-        return [Delivery(**row) for row in rows]
+        return [model.Delivery(**row) for row in rows]
 
     async def finish_delivery(
-        self, delivery: Delivery, owner: str, now: datetime, *, state: str,
+        self, delivery: model.Delivery, owner: str, now: datetime, *, state: str,
         next_attempt_at: datetime, status: int | None, error: str | None,
     ) -> bool:
         """Record one attempt; False when the lease was lost meanwhile."""
         row = await self._db.one(
             "finish_delivery", id=delivery.id, owner=owner, state=state,
             next_attempt_at=next_attempt_at, status=status, error=error,
-            finished_at=None if state == PENDING else now)
+            finished_at=None if state == model.PENDING else now)
         return row is not None
 
     async def list_deliveries(
         self, *, endpoint: str | None = None, state: str | None = None,
         type: str | None = None, event_id: int | None = None, before_id: int | None = None,
         limit: int = 100,
-    ) -> list[Delivery]:
+    ) -> list[model.Delivery]:
         """Deliveries, newest first."""
         if _unmatchable(endpoint, state, type):
             return []
         rows = await self._db.all("list_deliveries", endpoint=endpoint, state=state,
                                   type=type, event_id=event_id, before_id=before_id,
                                   limit=limit)
-        return [Delivery(**row) for row in rows]
+        return [model.Delivery(**row) for row in rows]
 
     async def delivery_counts(self) -> dict[str, dict[str, int]]:
         """Deliveries per endpoint and state."""
         out: dict[str, dict[str, int]] = {}
         for row in await self._db.all("delivery_counts"):
-            out.setdefault(row["endpoint"], dict.fromkeys(DELIVERY_STATES, 0))[
+            out.setdefault(row["endpoint"], dict.fromkeys(model.DELIVERY_STATES, 0))[
                 row["state"]] = row["n"]
         return out
 
@@ -752,14 +443,14 @@ class Store:
             events = await tx.all("prune_events", before=before, limit=limit)
         return len(deliveries) + len(events)
 
-    async def notice_changes(self, now: datetime) -> list[Event]:
+    async def notice_changes(self, now: datetime) -> list[model.Event]:
         """Emit what time alone changes, once across replicas: pauses that ran out
         (provider.resumed) and worker rows crossing three intervals (loop.stale,
         loop.recovered). Returns the events written."""
         events = []
         async with self._db.transaction() as tx:
             for row in await tx.all("resume_providers", now=now):
-                events.append(Event(vocabulary.PROVIDER_RESUMED,
+                events.append(model.Event(vocabulary.PROVIDER_RESUMED,
                                     {"provider": row["provider"], "reason": "pause_ended"}))
             stale = await tx.all("mark_stale_workers", now=now)
             recovered = await tx.all("mark_recovered_workers", now=now)
@@ -767,7 +458,7 @@ class Store:
                                (vocabulary.LOOP_RECOVERED, recovered)):
                 for row in rows:
                     finished = row["last_finished_at"]
-                    events.append(Event(kind, {
+                    events.append(model.Event(kind, {
                         "worker": row["name"], "instance": row["instance"],
                         "last_finished_at": finished and finished.isoformat()}))
             await emit(tx, events, now)
@@ -778,7 +469,7 @@ class Store:
         async with self._db.transaction() as tx:
             row = await tx.one("clear_provider_pause", provider=provider, now=now)
             if row is not None:
-                await emit(tx, [Event(vocabulary.PROVIDER_RESUMED,
+                await emit(tx, [model.Event(vocabulary.PROVIDER_RESUMED,
                                       {"provider": provider, "reason": "cleared"})], now)
         return row is not None
 
@@ -793,10 +484,10 @@ class Store:
 
     # -- the daily budget: token-endpoint calls per provider, grant and UTC day ----------
     async def count_token_call(self, provider: str, grant: str, now: datetime) -> int:
-        """Count one call to `provider`'s token endpoint with `grant` (one of GRANT_TYPES)
+        """Count one call to `provider`'s token endpoint with `grant` (one of model.GRANT_TYPES)
         on `now`'s UTC day; returns the day's count so far. Refreshes are counted by
         `finish`; the other grants' callers call this after their HTTP call."""
-        if grant not in GRANT_TYPES:
+        if grant not in model.GRANT_TYPES:
             raise ValueError(f"unknown grant type {grant!r}")
         row = await self._db.one("count_token_call", provider=provider, grant_type=grant,
                                  day=utc_day(now))
@@ -811,9 +502,9 @@ class Store:
         return out
 
     async def budget_reached(
-        self, provider: str, now: datetime, *, day_ends: datetime, warning: Event | None,
-        exhausted: Event | None,
-    ) -> list[Event]:
+        self, provider: str, now: datetime, *, day_ends: datetime, warning: model.Event | None,
+        exhausted: model.Event | None,
+    ) -> list[model.Event]:
         """Record what the day's use of `provider` crossed, once across replicas: the
         reserve line (`warning`: budget.warning, once per provider and day) and the limit
         (`exhausted`: scheduled refreshes pause until `day_ends`). Returns what it emitted."""
@@ -826,7 +517,7 @@ class Store:
                 row = await tx.one("provider_paused_until", provider=provider)
                 if row is None or row["paused_until"] < day_ends:
                     await tx.one("pause_provider", provider=provider, until=day_ends,
-                                 reason=BUDGET_EXHAUSTED)
+                                 reason=model.BUDGET_EXHAUSTED)
                     emitted.append(exhausted)
             await emit(tx, emitted, now)
         return emitted
@@ -936,13 +627,13 @@ class Store:
         await self._db.one("worker_finished", name=name, instance=instance, now=now,
                            status=status, summary=summary)
 
-    async def list_workers(self) -> list[Worker]:
-        return [Worker(**row) for row in await self._db.all("list_workers")]
+    async def list_workers(self) -> list[model.Worker]:
+        return [model.Worker(**row) for row in await self._db.all("list_workers")]
 
     # -- key rotation -----------------------------------------------------------------
     async def accounts_to_rotate(
         self, current_prefix: str, limit: int, *, after_id: str | None = None,
-    ) -> list[Account]:
+    ) -> list[model.Account]:
         """Accounts with a secret not starting with `current_prefix`, by id, after
         `after_id`."""
         rows = await self._db.all("accounts_to_rotate", prefix=current_prefix, limit=limit,
@@ -961,48 +652,48 @@ class Store:
 
 
     # -- application tokens ---------------------------------------------------------
-    async def get_app_token(self, token_id: str) -> AppToken | None:
+    async def get_app_token(self, token_id: str) -> model.AppToken | None:
         row = await self._db.one("get_app_token", id=token_id)
-        return None if row is None else AppToken(**row)
+        return None if row is None else model.AppToken(**row)
 
     async def claim_app_token(
         self, token_id: str, provider: str, scope: str, owner: str, now: datetime, *,
         lease_seconds: float,
-    ) -> AppToken | None:
+    ) -> model.AppToken | None:
         """Lease the app token's row to `owner` (creating it on first use); None while
         another owner's lease runs."""
         row = await self._db.one("claim_app_token", id=token_id, provider=provider,
                                  scope=scope, owner=owner, now=now,
                                  lease_until=now + timedelta(seconds=lease_seconds))
-        return None if row is None else AppToken(**row)
+        return None if row is None else model.AppToken(**row)
 
     async def finish_app_token(
         self, token_id: str, owner: str, *, access_token: str | None,
-        expires_at: datetime | None, entry: Entry | None, now: datetime,
-    ) -> tuple[bool, Entry | None]:
+        expires_at: datetime | None, entry: model.Entry | None, now: datetime,
+    ) -> tuple[bool, model.Entry | None]:
         """Store the new token (an envelope; None keeps the old) and release the lease,
         with the exchange's log entry (if any), in one transaction."""
         async with self._db.transaction() as tx:
             applied = await tx.one("finish_app_token", id=token_id, owner=owner,
                                    access_token=access_token, expires_at=expires_at, now=now)
             if entry is not None:
-                row = await tx.one("insert_entry", **_entry_params(entry))
-                entry = dataclasses.replace(entry, id=row["id"])
+                entry = await _stored(tx, entry)
         return applied is not None, entry
 
     # -- eBay notifications -----------------------------------------------------------
     async def set_provider_user(
         self, account_id: str, provider_user_id: str | None, provider_user_name: str | None,
         now: datetime,
-    ) -> Account | None:
+    ) -> model.Account | None:
         """Who the account is at the provider (eBay's userId and username)."""
         return _maybe_account(await self._db.one(
             "set_provider_user", id=account_id, provider_user_id=provider_user_id,
             provider_user_name=provider_user_name, now=now))
 
     async def apply_ebay_notification(
-        self, notice: Notice, entry: Callable[[Account | None, str], Entry], now: datetime,
-    ) -> list[Entry] | None:
+        self, notice: model.Notice, entry: Callable[[model.Account | None, str], model.Entry],
+        now: datetime,
+    ) -> list[model.Entry] | None:
         """Apply one verified notification in one transaction: record its id, change the
         seller's accounts, emit their events, write the log entries (`entry(account,
         outcome)` builds each). None when this notificationId was applied before."""
@@ -1028,66 +719,66 @@ class Store:
             await tx.one("finish_ebay_notification", notification_id=notice.notification_id,
                          outcome=outcome, account_ids=[a.id for a in found])
             await emit(tx, events, now)
-            stored = []
-            for item in entries:
-                row = await tx.one("insert_entry", **_entry_params(item))
-                stored.append(dataclasses.replace(item, id=row["id"]))
-        return stored
+            return [await _stored(tx, item) for item in entries]
 
     async def _apply_notice(
-        self, tx: Session, notice: Notice, account: Account, events: list[Event],
+        self, tx: Session, notice: model.Notice, account: model.Account, events: list[model.Event],
         now: datetime,
     ) -> str:
-        if notice.topic == Notice.DELETION:
-            if account.state == DELETED:
+        if notice.topic == model.Notice.DELETION:
+            if account.state == model.DELETED:
                 return "unchanged"
             await tx.one("purge_account", id=account.id, reason=notice.reason, now=now)
             await tx.all("purge_account_entries", account_id=account.id)
-            events.append(Event.about(vocabulary.ACCOUNT_DELETED, account, state=DELETED,
-                                      reason=notice.reason))
-            return DELETED
-        if account.state in (DELETED, REAUTH_REQUIRED):
+            events.append(model.Event.about(vocabulary.ACCOUNT_DELETED, account,
+                                            state=model.DELETED, reason=notice.reason))
+            return model.DELETED
+        if account.state in (model.DELETED, model.REAUTH_REQUIRED):
             return "unchanged"
         await tx.one("revoke_account", id=account.id, reason=notice.reason, now=now)
-        events.append(Event.about(vocabulary.ACCOUNT_REAUTH_REQUIRED, account,
-                                  state=REAUTH_REQUIRED, reason=notice.reason))
-        return REAUTH_REQUIRED
+        events.append(model.Event.about(vocabulary.ACCOUNT_REAUTH_REQUIRED, account,
+                                  state=model.REAUTH_REQUIRED, reason=notice.reason))
+        return model.REAUTH_REQUIRED
 
     # -- connect and reconnect ----------------------------------------------------------
-    async def add_connect_link(self, link: NewConnectLink, now: datetime) -> ConnectLink:
-        return ConnectLink(**await self._db.one(
+    async def add_connect_link(
+        self, link: model.NewConnectLink, now: datetime,
+    ) -> model.ConnectLink:
+        return model.ConnectLink(**await self._db.one(
             "insert_connect_link", **dataclasses.asdict(link), now=now))
 
     async def open_connect_link(
         self, token_hash: str, *, state_hash: str, code_verifier: str | None,
         state_expires_at: datetime, now: datetime,
-    ) -> ConnectLink | None:
+    ) -> model.ConnectLink | None:
         """Bind a state to the link with this token hash; None unless it is unopened and
         unexpired (a link works once)."""
         row = await self._db.one("open_connect_link", token_hash=token_hash,
                                  state_hash=state_hash, code_verifier=code_verifier,
                                  state_expires_at=state_expires_at, now=now)
-        return None if row is None else ConnectLink(**row)
+        return None if row is None else model.ConnectLink(**row)
 
-    async def consume_connect_state(self, state_hash: str, now: datetime) -> ConnectLink | None:
+    async def consume_connect_state(
+        self, state_hash: str, now: datetime,
+    ) -> model.ConnectLink | None:
         """Take the link bound to this state; None when unknown, used or expired."""
         row = await self._db.one("consume_connect_state", state_hash=state_hash, now=now)
-        return None if row is None else ConnectLink(**row)
+        return None if row is None else model.ConnectLink(**row)
 
     async def find_connect_link(
         self, *, state_hash: str | None = None, token_hash: str | None = None,
-    ) -> ConnectLink | None:
+    ) -> model.ConnectLink | None:
         row = await self._db.one("find_connect_link", state_hash=state_hash,
                                  token_hash=token_hash)
-        return None if row is None else ConnectLink(**row)
+        return None if row is None else model.ConnectLink(**row)
 
     async def set_connect_outcome(self, link_id: str, outcome: str) -> None:
         await self._db.one("set_connect_outcome", id=link_id, outcome=outcome)
 
     async def connect_account(
-        self, connected: Connected, now: datetime, *, reconnect: bool,
-        events: Callable[[Account], Sequence[Event]],
-    ) -> Account | None:
+        self, connected: model.Connected, now: datetime, *, reconnect: bool,
+        events: Callable[[model.Account], Sequence[model.Event]],
+    ) -> model.Account | None:
         """Create the account (or, for a reconnect, renew it under its id) and write its
         events in the same transaction. A reconnect answers None when the account is gone,
         deleted, or belongs to another provider user; a new account may raise
@@ -1111,8 +802,8 @@ class Store:
 
     # -- refresh-token expiry -----------------------------------------------------------
     async def expire_refresh_tokens(
-        self, now: datetime, *, describe: Callable[[Account], tuple[Sequence[Event], Entry]],
-    ) -> list[Entry]:
+        self, now: datetime, *, describe: Describe,
+    ) -> list[model.Entry]:
         """Every active account whose refresh token has expired goes to reauth_required,
         with its events and log entry, in one transaction; returns the stored entries."""
         async with self._db.transaction() as tx:
@@ -1120,8 +811,8 @@ class Store:
             return await _described(tx, rows, now, describe)
 
     async def note_refresh_expiry(
-        self, now: datetime, *, describe: Callable[[Account], tuple[Sequence[Event], Entry]],
-    ) -> list[Entry]:
+        self, now: datetime, *, describe: Describe,
+    ) -> list[model.Entry]:
         """Every active account that crossed a notice threshold (REFRESH_NOTICE_DAYS) since
         its last notice records it, with its events and entry, in one transaction."""
         async with self._db.transaction() as tx:
@@ -1132,10 +823,10 @@ class Store:
         """Active accounts whose refresh token expires within 30, 7 and 1 days."""
         row = await self._db.one("refresh_expiry_counts", **_notice_params(now))
         return {f"within_{days}_days": int(row[f"within_{days}"])
-                for days in REFRESH_NOTICE_DAYS}
+                for days in model.REFRESH_NOTICE_DAYS}
 
     # -- console ----------------------------------------------------------------------
-    async def page_accounts(self, page: AccountPage) -> list[Account]:
+    async def page_accounts(self, page: model.AccountPage) -> list[model.Account]:
         """One page of the console's accounts table: one statement walking the sort key's
         index from `page.after` (the previous page's last (key, id)); `page.limit` rows.
         `q` matches the start of the id, the name or the provider's user name, in any case:
@@ -1157,20 +848,20 @@ class Store:
         return [_account(row) for row in rows]
 
     async def disable_account(self, account_id: str, reason: str, now: datetime,
-                              ) -> Account | None:
+                              ) -> model.Account | None:
         """Stop refreshing: None when there is no such account or it is deleted."""
         if _unmatchable(account_id):
             return None
         return _maybe_account(await self._db.one("disable_account", id=account_id,
                                                  reason=reason, now=now))
 
-    async def enable_account(self, account_id: str, now: datetime) -> Account | None:
+    async def enable_account(self, account_id: str, now: datetime) -> model.Account | None:
         """Back to active and due now: None unless the account is disabled."""
         if _unmatchable(account_id):
             return None
         return _maybe_account(await self._db.one("enable_account", id=account_id, now=now))
 
-    async def clear_backoff(self, account_id: str, now: datetime) -> Account | None:
+    async def clear_backoff(self, account_id: str, now: datetime) -> model.Account | None:
         """Due now: None unless the account is active and not leased."""
         if _unmatchable(account_id):
             return None

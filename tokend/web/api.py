@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
-from tokend import apptokens, clock, refresher, store, vending, vocabulary
+from tokend import apptokens, clock, model, refresher, store, vending, vocabulary
 from tokend.web import auth, common
 
 LOGS_LIMIT_MAX = 1000
@@ -41,7 +41,7 @@ def _int_param(query: Mapping[str, str], name: str, default: int | None, low: in
 
 
 async def _visible_account(request: web.Request, principal: auth.Principal,
-                           account_id: str) -> store.Account:
+                           account_id: str) -> model.Account:
     """Another org's account answers exactly like a missing one."""
     account = await request.app[common.STORE].get_account(account_id)
     if account is None or not principal.sees(account.org):
@@ -96,9 +96,9 @@ async def refresh(request: web.Request) -> web.Response:
 
 
 async def _log_refused(request: web.Request, principal: auth.Principal, asked: str,
-                       account: store.Account | None, error: common.ApiError) -> None:
+                       account: model.Account | None, error: common.ApiError) -> None:
     code = "unknown_account" if error.status == 404 else "account_busy"
-    entry = await request.app[common.STORE].add_entry(store.Entry(
+    entry = await request.app[common.STORE].add_entry(model.Entry(
         action=vocabulary.TOKEN_REFRESH_DEBUG, source=vocabulary.DEBUG, created_at=clock.now(),
         account_id=account.id if account else None,
         org_id=account.org if account else principal.org,
@@ -217,8 +217,8 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
     if endpoint is not None and not 0 < len(endpoint) <= 200:
         raise _bad("endpoint must be 1-200 characters")
     state = query.get("state")
-    if state is not None and state not in store.DELIVERY_STATES:
-        raise _bad(f"state must be one of {', '.join(store.DELIVERY_STATES)}")
+    if state is not None and state not in model.DELIVERY_STATES:
+        raise _bad(f"state must be one of {', '.join(model.DELIVERY_STATES)}")
     event_type = query.get("type")
     if event_type is not None and event_type not in vocabulary.EVENT_TYPES:
         raise _bad(f"type must be one of {', '.join(vocabulary.EVENT_TYPES)}")

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tokend import clock, quota, store
+from tokend import clock, model, quota, store
 from tokend.web import api, auth, common
 
 PAGE_LIMIT_DEFAULT = 100
@@ -21,20 +21,20 @@ ATTEMPTS_LIMIT_DEFAULT = 50
 ATTEMPTS_LIMIT_MAX = 500
 ACCOUNT_PARAMS = frozenset({"q", "state", "provider", "org", "sort", "order", "limit", "cursor"})
 FAILING = "failing"
-STATUSES = (store.ACTIVE, FAILING, store.REAUTH_REQUIRED, store.DISABLED, store.DELETED)
+STATUSES = (model.ACTIVE, FAILING, model.REAUTH_REQUIRED, model.DISABLED, model.DELETED)
 TIME_KEYS = frozenset({"next_attempt_at", "access_expires_at", "refresh_expires_at",
                        "last_refresh_at"})
 DISABLED_REASON = "disabled by an operator"
 
 
-def status(account: store.Account) -> str:
+def status(account: model.Account) -> str:
     """The state an operator reads: an active account with failures is `failing`."""
-    if account.state == store.ACTIVE and account.consecutive_failures > 0:
+    if account.state == model.ACTIVE and account.consecutive_failures > 0:
         return FAILING
     return account.state
 
 
-def account_view(account: store.Account) -> dict[str, Any]:
+def account_view(account: model.Account) -> dict[str, Any]:
     return {**account.public(), "status": status(account)}
 
 
@@ -47,14 +47,14 @@ def _text_param(query: Mapping[str, str], name: str, max_length: int = 200) -> s
     return value
 
 
-def _sort_value(account: store.Account, sort: str) -> Any:
+def _sort_value(account: model.Account, sort: str) -> Any:
     value = getattr(account, sort)
     if sort in TIME_KEYS:
         return (value or store.NEVER).isoformat()
     return value
 
 
-def _cursor(account: store.Account, sort: str, descending: bool) -> str:
+def _cursor(account: model.Account, sort: str, descending: bool) -> str:
     raw = orjson.dumps([sort, descending, _sort_value(account, sort), account.id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -80,7 +80,7 @@ def _after(cursor: str, sort: str, descending: bool) -> tuple[Any, str]:
     return key, account_id
 
 
-def page_request(query: Mapping[str, str], principal: auth.Principal) -> store.AccountPage:
+def page_request(query: Mapping[str, str], principal: auth.Principal) -> model.AccountPage:
     """The page the query string asks for; a 400 on anything it cannot mean."""
     unknown = sorted(set(query) - ACCOUNT_PARAMS)
     if unknown:
@@ -97,16 +97,16 @@ def page_request(query: Mapping[str, str], principal: auth.Principal) -> store.A
     org = _text_param(query, "org")
     if principal.org is not None:
         if org is not None and org != principal.org:
-            return store.AccountPage(limit=0)  # another org's accounts: none to see
+            return model.AccountPage(limit=0)  # another org's accounts: none to see
         org = principal.org
     descending = order == "desc"
     after_key, after_id = None, None
     if query.get("cursor"):
         after_key, after_id = _after(query["cursor"], sort, descending)
-    return store.AccountPage(
+    return model.AccountPage(
         sort=sort, descending=descending, org=org, provider=_text_param(query, "provider"),
-        state=store.ACTIVE if wanted == FAILING else wanted,
-        healthy=wanted == store.ACTIVE, failing=wanted == FAILING, q=_text_param(query, "q"),
+        state=model.ACTIVE if wanted == FAILING else wanted,
+        healthy=wanted == model.ACTIVE, failing=wanted == FAILING, q=_text_param(query, "q"),
         limit=api._int_param(query, "limit", PAGE_LIMIT_DEFAULT, 1, PAGE_LIMIT_MAX) or 0,
         after_key=after_key, after_id=after_id)
 
@@ -120,7 +120,7 @@ async def accounts(request: web.Request) -> web.Response:
         return common.json_response({"accounts": [], "next_cursor": None})
     # One row more than asked says whether another page exists.
     rows = await request.app[common.STORE].page_accounts(
-        store.AccountPage(**{**_fields(page), "limit": page.limit + 1}))
+        model.AccountPage(**{**_fields(page), "limit": page.limit + 1}))
     more = len(rows) > page.limit
     rows = rows[:page.limit]
     return common.json_response({
@@ -128,11 +128,11 @@ async def accounts(request: web.Request) -> web.Response:
         "next_cursor": _cursor(rows[-1], page.sort, page.descending) if more else None})
 
 
-def _fields(page: store.AccountPage) -> dict[str, Any]:
-    return {name: getattr(page, name) for name in store.AccountPage.__dataclass_fields__}
+def _fields(page: model.AccountPage) -> dict[str, Any]:
+    return {name: getattr(page, name) for name in model.AccountPage.__dataclass_fields__}
 
 
-async def _acted(request: web.Request, changed: store.Account | None, account_id: str,
+async def _acted(request: web.Request, changed: model.Account | None, account_id: str,
                  refusal: str) -> web.Response:
     if changed is None:
         current = await request.app[common.STORE].get_account(account_id)

@@ -13,7 +13,7 @@ import prometheus_client as prom
 import structlog
 from aiohttp import web
 
-from tokend import budget, probes, quota, refresher, status, store, vocabulary
+from tokend import budget, model, probes, quota, refresher, status, store, vocabulary
 from tokend.web import common
 
 log = structlog.get_logger("tokend.web")
@@ -116,7 +116,7 @@ async def _refresh_gauges(app: web.Application) -> None:
     db, stats, cfg = app[common.STORE], app[common.METRICS], app[common.CONFIG]
     now = _now()
     counts, failing = await status.account_health(db)
-    for state in (*store.STATES, status.FAILING):
+    for state in (*model.STATES, status.FAILING):
         stats.accounts.labels(state).set(counts.get(state, 0))
     stats.failing_accounts.clear()
     for code, n in failing.items():  # a provider's own codes are unbounded: fold them
@@ -140,14 +140,14 @@ async def _refresh_gauges(app: web.Application) -> None:
         for schedule_kind, n in split.items():
             stats.accounts_scheduled.labels(provider, schedule_kind).set(n)
     for standing in await budget.standings(db, cfg.providers, now):
-        for grant in store.GRANT_TYPES:
+        for grant in model.GRANT_TYPES:
             stats.budget_calls.labels(standing.provider, grant).set(
                 standing.calls.get(grant, 0))
         stats.budget_state.labels(standing.provider).set(budget.STATES.index(standing.state))
     deliveries = await db.delivery_counts()
     for endpoint in cfg.webhooks:
         stats.webhook_pending.labels(endpoint.name).set(
-            deliveries.get(endpoint.name, {}).get(store.PENDING, 0))
+            deliveries.get(endpoint.name, {}).get(model.PENDING, 0))
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ import orjson
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from tokend import store, stream, vocabulary
+from tokend import model, store, stream, vocabulary
 from tokend.web import auth, common
 
 log = structlog.get_logger("tokend.web")
@@ -42,7 +42,7 @@ class Hello:
     sources: frozenset[str] | None
     account_id: str | None
 
-    def wants(self, entry: store.Entry) -> bool:
+    def wants(self, entry: model.Entry) -> bool:
         return (self.principal.sees(entry.org_id)
                 and (self.sources is None or entry.source in self.sources)
                 and (self.account_id is None or entry.account_id == self.account_id))
@@ -103,12 +103,12 @@ class EntryFrames:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._bodies: collections.OrderedDict[int, tuple[store.Entry, bytes]] = (
+        self._bodies: collections.OrderedDict[int, tuple[model.Entry, bytes]] = (
             collections.OrderedDict())
         self._batches: collections.OrderedDict[tuple[int, ...], tuple[
-            tuple[store.Entry, ...], bytes]] = collections.OrderedDict()
+            tuple[model.Entry, ...], bytes]] = collections.OrderedDict()
 
-    def _body(self, entry: store.Entry) -> bytes:
+    def _body(self, entry: model.Entry) -> bytes:
         cached = self._bodies.get(id(entry))
         if cached is not None and cached[0] is entry:
             return cached[1]
@@ -118,7 +118,7 @@ class EntryFrames:
             self._bodies.popitem(last=False)
         return body
 
-    def message(self, entries: Sequence[store.Entry]) -> bytes:
+    def message(self, entries: Sequence[model.Entry]) -> bytes:
         """One `entry` frame, or one `entries` frame for several."""
         if len(entries) == 1:
             return b'{"type":"entry",' + self._body(entries[0])[1:]
@@ -137,7 +137,7 @@ class EntryFrames:
 FRAMES = web.AppKey("entry_frames", EntryFrames)
 
 
-def entry_message(entry: store.Entry) -> bytes:
+def entry_message(entry: model.Entry) -> bytes:
     return common.dumps({"type": "entry", **entry.to_dict()})
 
 
@@ -150,7 +150,7 @@ async def _send_text(ws: web.WebSocketResponse, message: bytes) -> None:
     await ws.send_frame(message, WSMsgType.TEXT)
 
 
-async def _send_entry(ws: web.WebSocketResponse, entry: store.Entry) -> None:
+async def _send_entry(ws: web.WebSocketResponse, entry: model.Entry) -> None:
     await _send_text(ws, entry_message(entry))
 
 
@@ -184,10 +184,10 @@ async def _send_live(ws: web.WebSocketResponse, subscription: stream.Subscriptio
     async for first in subscription:
         if BATCH_SECONDS:
             await asyncio.sleep(BATCH_SECONDS)
-        items: list[store.Entry | stream.Dropped] = [first]
+        items: list[model.Entry | stream.Dropped] = [first]
         while len(items) < BATCH_MAX and (item := subscription.get_nowait()) is not None:
             items.append(item)
-        batch: list[store.Entry] = []
+        batch: list[model.Entry] = []
         for item in items:
             if isinstance(item, stream.Dropped):
                 if batch:
