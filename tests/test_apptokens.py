@@ -10,6 +10,7 @@ from datetime import timedelta
 import orjson
 import pytest
 import webstack
+from kit import wait_until
 
 from tokend import apptokens, crypto, store
 from tokend.testing import simulator
@@ -157,14 +158,24 @@ async def test_a_refused_grant_is_a_503_and_a_logged_failure(stack):
     assert status == 200
 
 
-async def test_a_live_lease_elsewhere_is_waited_for(stack):
+async def test_a_live_lease_elsewhere_is_waited_for(stack, monkeypatch):
     key = apptokens.token_id(webstack.PROVIDER, "https://api.ebay.com/oauth/api_scope")
     claimed = await stack.db.claim_app_token(key, webstack.PROVIDER,
                                              "https://api.ebay.com/oauth/api_scope",
                                              "replica-b", webstack.now(), lease_seconds=60)
     assert claimed is not None
+    refused = []  # the waiter's claims that found replica-b's lease live
+    claim = stack.db.claim_app_token
+
+    async def counted_claim(*args, **kwargs):
+        row = await claim(*args, **kwargs)
+        if row is None:
+            refused.append(args)
+        return row
+
+    monkeypatch.setattr(stack.db, "claim_app_token", counted_claim)
     waiter = asyncio.create_task(stack.app_tokens.get(webstack.PROVIDER))
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: len(refused) >= 2, 5)
     assert not waiter.done() and stack.sim.app_token_grants == 0
     # replica-b stores a token and releases: the waiter takes it without a grant of its own.
     sealed = stack.keyring.encrypt(simulator.APP_TOKEN_PREFIX + "from-b",

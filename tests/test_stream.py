@@ -7,7 +7,9 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+import structlog
 import webstack
+from kit import wait_until
 from pgproxy import PgProxy
 
 from tokend import metrics, model, store, stream
@@ -153,9 +155,11 @@ async def test_a_feed_started_while_the_database_is_down_waits_for_it(pg_url):
     task = None
     try:
         async with proxy.outage():
-            task = asyncio.create_task(hub.feed(reader))
-            await asyncio.sleep(2.5 * stream.FEED_RETRY_SECONDS)
-            assert not task.done() and not hub.listening.is_set()
+            with structlog.testing.capture_logs() as logs:
+                task = asyncio.create_task(hub.feed(reader))
+                await wait_until(lambda: sum(
+                    e["event"] == "entries_listener_lost" for e in logs) >= 2, 10)
+            assert not task.done() and not hub.listening.is_set()  # it tried twice, alive
         await asyncio.wait_for(hub.listening.wait(), 10)
         with hub.subscribe() as subscription:
             sent = await writer.add_entry(entry(None))

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from kit import wait_until
 
 from tokend import systemd
 
@@ -139,17 +140,23 @@ def test_watchdog_interval_reads_the_process_environment(monkeypatch):
 
 async def test_run_watchdog_pings_only_while_healthy(receiver):
     interval_seconds = 0.02
-    state = {"healthy": True}  # the loop's health, flipped to simulate a wedged loop
+    state = {"healthy": True, "checks": 0}  # the loop's health, flipped to simulate a wedge
+
+    def healthy() -> bool:
+        state["checks"] += 1
+        return state["healthy"]
+
     stop = asyncio.Event()
     task = asyncio.create_task(systemd.run_watchdog(
-        systemd.Notifier.from_env(), lambda: state["healthy"], interval_seconds, stop))
+        systemd.Notifier.from_env(), healthy, interval_seconds, stop))
 
     assert set(await wait_for_datagram(receiver)) == {b"WATCHDOG=1"}
 
     state["healthy"] = False
     drain(receiver)  # pings sent before the flip
-    await asyncio.sleep(interval_seconds * 10)
-    assert drain(receiver) == []
+    flipped_at = state["checks"]
+    await wait_until(lambda: state["checks"] >= flipped_at + 10, 5)
+    assert drain(receiver) == []  # ten checks found the loop wedged: no ping among them
 
     state["healthy"] = True
     assert set(await wait_for_datagram(receiver)) == {b"WATCHDOG=1"}
