@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import webstack
-from kit import seed
+from kit import seed, wait_until
 from pgproxy import PgProxy
 from proc import Daemon, daemon_config
 
@@ -136,12 +136,6 @@ async def test_concurrent_probes_share_one_ping_and_its_answer_is_cached(store) 
 # -- tokend run: the database cut, the loop wedged, a real SIGTERM ---------------------------
 
 
-async def until(condition, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.1)
-
-
 async def test_database_cut_fails_readyz_while_livez_stays_200(
         tmp_path: Path, pg_url: str, keyring, key_lines) -> None:
     proxy = PgProxy(pg_url)
@@ -172,7 +166,7 @@ async def test_database_cut_fails_readyz_while_livez_stays_200(
             assert "[+]listener ok\n" in during_readyz[-1][1]
             assert during_livez == [(200, "[+]loop ok\nlivez check passed\n")] * 10
             assert cycles_failed >= 2, "the outage did not reach the loop"
-            await until(lambda: _status_is(http, url + "/readyz", 200))
+            await wait_until(lambda: _status_is(http, url + "/readyz", 200), 20)
             daemon.signal(signal.SIGTERM)
             assert await daemon.wait() == 0
         finally:
@@ -191,7 +185,7 @@ async def test_a_wedged_loop_fails_livez(tmp_path: Path, sqlite_url: str, keyrin
         daemon = Daemon(config_path, tmp_path / "daemon.log")
         try:
             url = await daemon.url()
-            await until(lambda: _status_is(http, url + "/livez", 503))
+            await wait_until(lambda: _status_is(http, url + "/livez", 503), 20)
             status, text = await probe(http, url + "/livez")
             assert status == 503
             assert text.startswith("[-]loop failed: no cycle ended in ")

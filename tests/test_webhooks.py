@@ -15,7 +15,7 @@ from pathlib import Path
 import kit
 import pytest
 import webstack
-from kit import seed
+from kit import seed, wait_until
 from proc import Daemon, daemon_config
 from webhook_receiver import Receiver
 
@@ -24,12 +24,6 @@ from tokend import clock, config, crypto, daemon, model, vocabulary, webhooks
 from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def until(predicate, timeout: float = 15.0, interval: float = 0.02) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(interval)
 
 
 @contextlib.asynccontextmanager
@@ -71,7 +65,7 @@ async def test_a_state_change_arrives_signed_with_the_standard_webhooks_format(
     async with simulator.Simulator() as sim, Receiver() as receiver, \
             delivering(store, keyring, sim, receiver.endpoint()) as parts:
         await reauth_event(parts, sim, "acct-1")
-        await until(lambda: receiver.received)
+        await wait_until(lambda: receiver.received, 15)
         [got] = receiver.received
         assert receiver.bad_signatures == 0
         payload = got["payload"]
@@ -84,7 +78,7 @@ async def test_a_state_change_arrives_signed_with_the_standard_webhooks_format(
         [event] = [e for e in await store.list_events()
                    if e.type == vocabulary.ACCOUNT_REAUTH_REQUIRED]
         assert got["id"] == f"evt_{event.id}"
-        await until(lambda: counter(parts, "delivered") == 1)
+        await wait_until(lambda: counter(parts, "delivered") == 1, 15)
         [row] = await store.list_deliveries()
         assert (row.state, row.attempts, row.endpoint) == (model.DELIVERED, 1, "receiver")
         assert "refresh_token" not in str(got["payload"]) and "v^1" not in str(got["payload"])
@@ -99,7 +93,7 @@ async def test_the_events_list_filters_and_a_wrong_secret_is_refused(store, keyr
         async with delivering(store, keyring, sim, wanted, wrong) as parts:
             await reauth_event(parts, sim, "acct-1")
             await store.pause_provider(kit.PROVIDER, clock.now(), "invalid_client")
-            await until(lambda: receiver.received and counter(parts, "dead", "other") == 2)
+            await wait_until(lambda: receiver.received and counter(parts, "dead", "other") == 2, 15)
             assert [r["payload"]["type"] for r in receiver.received] == [
                 vocabulary.PROVIDER_RESUMED]
         dead = await store.list_deliveries(endpoint="other", state=model.DEAD)
@@ -113,8 +107,8 @@ async def test_a_failing_receiver_gets_retries_with_backoff_then_the_event(store
         receiver.fail_first = 3
         async with delivering(store, keyring, sim, receiver.endpoint()) as parts:
             await reauth_event(parts, sim, "acct-1")
-            await until(lambda: receiver.received)
-            await until(lambda: counter(parts, "delivered") == 1)
+            await wait_until(lambda: receiver.received, 15)
+            await wait_until(lambda: counter(parts, "delivered") == 1, 15)
             assert receiver.requests == 4 and len(receiver.received) == 1
             assert counter(parts, "retry") == 3
         [row] = await store.list_deliveries()
@@ -127,7 +121,7 @@ async def test_a_receiver_that_always_fails_ends_dead_and_visible(store, keyring
         async with delivering(store, keyring, sim,
                               receiver.endpoint(max_attempts=3)) as parts:
             await reauth_event(parts, sim, "acct-1")
-            await until(lambda: counter(parts, "dead") == 1)
+            await wait_until(lambda: counter(parts, "dead") == 1, 15)
         [row] = await store.list_deliveries(state=model.DEAD)
         assert (row.attempts, row.last_status, row.last_error) == (3, 500, "HTTP 500")
         assert row.finished_at is not None and receiver.requests == 3
@@ -136,17 +130,22 @@ async def test_a_receiver_that_always_fails_ends_dead_and_visible(store, keyring
 async def test_the_circuit_breaker_stops_sending_to_a_failing_endpoint(store, keyring) -> None:
     async with simulator.Simulator() as sim, Receiver() as receiver:
         receiver.mode = "fail"
-        endpoint = receiver.endpoint(breaker_failures=2, breaker_seconds=60.0,
+        open_seconds = 1.0
+        endpoint = receiver.endpoint(breaker_failures=2, breaker_seconds=open_seconds,
                                      max_attempts=100)
         async with delivering(store, keyring, sim, endpoint) as parts:
             for n in range(5):
                 await reauth_event(parts, sim, f"acct-{n}")
-            await until(lambda: parts.deliverer.breakers["receiver"].state() == "open")
+            breaker = parts.deliverer.breakers["receiver"]
+            await wait_until(lambda: breaker.state() == "open" and receiver.in_flight == 0, 15)
             sent = receiver.requests
-            # Five events pending, the breaker open: another dispatch turn sends nothing.
-            parts.deliverer.wake()
-            await asyncio.sleep(1.0)
-            assert receiver.requests == sent <= webhooks.CONCURRENCY
+            assert sent <= webhooks.CONCURRENCY
+            parts.deliverer.wake()  # five events pending: a dispatch turn may not send either
+            # Each open window ends in one probe (half open), which fails and opens it again.
+            await wait_until(lambda: receiver.requests >= sent + 2, 15)
+            times = receiver.request_times
+            gaps = [times[sent] - times[sent - 1], times[sent + 1] - times[sent]]
+            assert min(gaps) >= 0.9 * open_seconds, f"sent while open: {gaps}"
         pending = await store.list_deliveries(state=model.PENDING)
         assert len(pending) == 5
 
@@ -157,7 +156,7 @@ async def test_a_hanging_receiver_does_not_slow_refreshes(store, keyring) -> Non
         async with delivering(store, keyring, sim,
                               receiver.endpoint(timeout_seconds=2.0)) as parts:
             await reauth_event(parts, sim, "acct-dead")
-            await until(lambda: receiver.in_flight == 1)
+            await wait_until(lambda: receiver.in_flight == 1, 15)
             harness = kit.Harness(sim=sim, db=store, keyring=keyring, worker=parts.refresher,
                                   hub=parts.hub, stats=parts.stats, cfg=parts.cfg)
             for n in range(10):
@@ -165,12 +164,12 @@ async def test_a_hanging_receiver_does_not_slow_refreshes(store, keyring) -> Non
                 assert (await parts.refresher.refresh_now(f"acct-{n}")).success
             assert receiver.in_flight == 1, "the delivery was still hanging meanwhile"
             # The hung POST times out; the delivery stays pending for its retry.
-            await until(lambda: counter(parts, "retry") >= 1, timeout=10)
+            await wait_until(lambda: counter(parts, "retry") >= 1, 10)
             [row] = await store.list_deliveries(event_id=None)
             assert row.last_error == "no answer within 2 s"
             receiver.mode = "ok"
             receiver.released.set()
-            await until(lambda: counter(parts, "delivered") == 1, timeout=10)
+            await wait_until(lambda: counter(parts, "delivered") == 1, 10)
         assert len(set(receiver.ids())) == 1
 
 
@@ -181,8 +180,8 @@ async def test_a_slow_receiver_gets_each_event_once(store, keyring) -> None:
                               receiver.endpoint(timeout_seconds=5.0)) as parts:
             for n in range(12):
                 await reauth_event(parts, sim, f"acct-{n}")
-            await until(lambda: len(receiver.received) == 12, timeout=30)
-            await asyncio.sleep(0.5)
+            await wait_until(lambda: counter(parts, "delivered") == 12, 30)
+        await wait_until(lambda: receiver.in_flight == 0, 15)  # stopped: all sent arrived
         assert len(set(receiver.ids())) == len(receiver.ids()) == 12
         rows = await store.list_deliveries()
         assert {(r.state, r.attempts) for r in rows} == {(model.DELIVERED, 1)}
@@ -254,9 +253,11 @@ async def test_two_replicas_deliver_each_event_once(pg_url: str, keyring) -> Non
                     delivering(second, keyring, sim, receiver.endpoint(), instance="b") as b:
                 for n in range(30):
                     await reauth_event(a if n % 2 else b, sim, f"acct-{n}")
-                await until(lambda: len(receiver.received) >= 30, timeout=30)
-                await asyncio.sleep(1.0)  # time for a duplicate to show up, if any would
+                await wait_until(
+                    lambda: counter(a, "delivered") + counter(b, "delivered") >= 30, 30)
                 shares = [counter(a, "delivered"), counter(b, "delivered")]
+            # Both deliverers have stopped; what they sent has all arrived.
+            await wait_until(lambda: receiver.in_flight == 0, 15)
             assert len(receiver.ids()) == len(set(receiver.ids())) == 30
             assert sum(shares) == 30
             rows = await first.list_deliveries()
@@ -303,7 +304,7 @@ async def test_kill_9_between_a_state_change_and_its_delivery_loses_nothing(
         first = Daemon(config_path, tmp_path / "first.log")
         try:
             await first.url()
-            await until(lambda: receiver.in_flight == 1, timeout=20)
+            await wait_until(lambda: receiver.in_flight == 1, 20)
             first.proc.send_signal(signal.SIGKILL)
             assert await first.wait() == -signal.SIGKILL
         finally:
@@ -317,13 +318,13 @@ async def test_kill_9_between_a_state_change_and_its_delivery_loses_nothing(
         try:
             await second.url()
             # The dead process's lease runs out (timeout + margin), then it is sent again.
-            await until(lambda: REAUTH in received_types(receiver), timeout=30)
+            await wait_until(lambda: REAUTH in received_types(receiver), 30)
             async with st.open(db_url) as db:
                 async with asyncio.timeout(10):
                     while (await db.list_deliveries(type=REAUTH))[0].state != model.DELIVERED:
                         await asyncio.sleep(0.1)
             # The killed process's loop went quiet: noticed by the new one, once.
-            await until(lambda: vocabulary.LOOP_STALE in received_types(receiver), timeout=10)
+            await wait_until(lambda: vocabulary.LOOP_STALE in received_types(receiver), 10)
             second.signal(signal.SIGTERM)
             assert await second.wait() == 0
         finally:

@@ -28,6 +28,7 @@ class Receiver:
         self.verifier = standardwebhooks.Webhook(self.secret)
         self.mode, self.delay, self.fail_first = "ok", 0.0, 0
         self.requests = 0  # every POST, whatever became of it
+        self.request_times: list[float] = []  # time.monotonic() of each POST's arrival
         self.in_flight = 0
         self.bad_signatures = 0
         self.received: list[dict[str, Any]] = []  # verified and answered 2xx
@@ -63,6 +64,7 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
+        self.request_times.append(time.monotonic())
         self.in_flight += 1
         try:
             body = await request.read()
