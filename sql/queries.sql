@@ -165,6 +165,23 @@ WHERE id = :id AND version = :version
   AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
 RETURNING id
 
+-- name: app_tokens_to_rotate
+-- The application-token cache: a row per provider and scope set, so a handful.
+SELECT * FROM app_tokens WHERE substr(access_token, 1, length(:prefix)) <> :prefix ORDER BY id
+
+-- name: reseal_app_token
+-- Only if unchanged since it was read: a renewal meanwhile wrote a newer token.
+UPDATE app_tokens SET access_token = :sealed WHERE id = :id AND access_token = :old
+RETURNING id
+
+-- name: connect_links_to_rotate
+SELECT * FROM connect_links WHERE substr(code_verifier, 1, length(:prefix)) <> :prefix
+ORDER BY id
+
+-- name: reseal_code_verifier
+UPDATE connect_links SET code_verifier = :sealed WHERE id = :id AND code_verifier = :old
+RETURNING id
+
 -- name: prune_http_log
 -- Oldest first by id, a batch at a time, so a long backlog never holds a long lock.
 WITH old AS (SELECT id FROM http_log WHERE created_at < :before ORDER BY id LIMIT :limit)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from tokend import clock, crypto, model, rotation
+from tokend import apptokens, clock, crypto, model, rotation
 from tokend import store as st
 
 
@@ -91,3 +91,32 @@ async def test_undecryptable_rows_are_counted_and_skipped(
     assert (counts.rotated, counts.failed) == (4, 1)
     assert not rotated_keyring.is_current((await store.get_account("moved")).refresh_token)
     del plain
+
+
+async def test_app_tokens_and_pkce_verifiers_are_resealed_too(
+        store: st.Store, keyring: crypto.Keyring, rotated_keyring: crypto.Keyring) -> None:
+    now = clock.now()
+    key = apptokens.token_id("p", "scope-a")
+    await store.claim_app_token(key, "p", "scope-a", "o", now, lease_seconds=60)
+    await store.finish_app_token(
+        key, "o", access_token=keyring.encrypt("app-access", account_id=apptokens.aad_id(key),
+                                               column="access_token"),
+        expires_at=now + timedelta(hours=2), entry=None, now=now)
+    link = model.NewConnectLink(id="link-1", token_hash="t" * 64, provider="p", org="acme",
+                                account_id=None, scopes=(), expires_at=now + timedelta(minutes=15))
+    await store.add_connect_link(link, now)
+    await store.open_connect_link(
+        link.token_hash, state_hash="s" * 64, state_expires_at=now + timedelta(minutes=15),
+        code_verifier=keyring.encrypt("verifier-1", account_id=link.id, column="code_verifier"),
+        now=now)
+    counts = await rotation.rotate(store, rotated_keyring)
+    assert (counts.rotated, counts.failed, counts.conflicts) == (2, 0, 0)
+    token = await store.get_app_token(key)
+    assert rotated_keyring.is_current(token.access_token)
+    assert rotated_keyring.decrypt(token.access_token, account_id=apptokens.aad_id(key),
+                                   column="access_token") == "app-access"
+    opened = await store.find_connect_link(token_hash=link.token_hash)
+    assert rotated_keyring.is_current(opened.code_verifier)
+    assert rotated_keyring.decrypt(opened.code_verifier, account_id=link.id,
+                                   column="code_verifier") == "verifier-1"
+    assert (await rotation.rotate(store, rotated_keyring)).rotated == 0

@@ -111,7 +111,7 @@ class AppTokens:
         if left <= min(self.settings.expiry_threshold_seconds, lifetime / 2):
             return None
         try:
-            token = self.keyring.decrypt(row.access_token, account_id=_aad_id(row.id),
+            token = self.keyring.decrypt(row.access_token, account_id=aad_id(row.id),
                                          column=_COLUMN)
         except crypto.DecryptError:
             log.warning("app_token_undecryptable", token_id=row.id)
@@ -144,7 +144,7 @@ class AppTokens:
         await self.db.count_token_call(client.name, "client_credentials", clock.now())
         sealed = expires_at = None
         if result.ok:
-            sealed = self.keyring.encrypt(result.grant.access_token, account_id=_aad_id(key),
+            sealed = self.keyring.encrypt(result.grant.access_token, account_id=aad_id(key),
                                           column=_COLUMN)
             expires_at = result.sent_at + timedelta(seconds=result.grant.expires_in)
         entry = await self._save(key, sealed, expires_at,
@@ -196,6 +196,6 @@ class AppTokens:
                                       "scopes": scopes_text.split()})
 
 
-def _aad_id(key: str) -> str:
+def aad_id(key: str) -> str:
     """What the keyring binds an application token to (accounts use their own id)."""
     return f"app-token:{key}"

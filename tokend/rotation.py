@@ -1,10 +1,12 @@
-"""`tokend rotate-keys`: re-seal every stored secret under the keyring's primary key."""
+"""`tokend rotate-keys`: re-seal every stored secret under the keyring's primary key: the
+accounts' tokens, the application-token cache and the connect links' PKCE verifiers."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
-from tokend import clock, crypto, store
+from tokend import apptokens, clock, crypto, store
 
 
 @dataclasses.dataclass
@@ -41,7 +43,33 @@ async def rotate(db: store.Store, keyring: crypto.Keyring, *, batch_size: int = 
                     counts.rotated += 1
                 else:
                     conflicts += 1
+        conflicts += await _rotate_others(db, keyring, counts)
         counts.conflicts = conflicts
         if not conflicts:
             break
     return counts
+
+
+async def _rotate_others(db: store.Store, keyring: crypto.Keyring,
+                         counts: RotationCounts) -> int:
+    """The secrets kept beside the accounts: the application-token cache and the connect
+    links' PKCE verifiers (a few rows each). Returns how many changed meanwhile."""
+    prefix = keyring.current_prefix
+    swaps = [(token.access_token, apptokens.aad_id(token.id), "access_token",
+              functools.partial(db.reseal_app_token, token.id))
+             for token in await db.app_tokens_to_rotate(prefix)]
+    swaps += [(link.code_verifier, link.id, "code_verifier",
+               functools.partial(db.reseal_code_verifier, link.id))
+              for link in await db.connect_links_to_rotate(prefix)]
+    conflicts = 0
+    for old, aad_id, column, replace in swaps:
+        try:
+            sealed = keyring.reseal(old, account_id=aad_id, column=column)
+        except crypto.DecryptError:
+            counts.failed += 1
+            continue
+        if await replace(old, sealed):
+            counts.rotated += 1
+        else:
+            conflicts += 1
+    return conflicts

@@ -48,7 +48,6 @@ class DuplicateAccount(DuplicateKey):
     """An account with this id, or this provider/org/name, already exists."""
 
 
-
 # Builds an account's events and log entry for a change the store makes in bulk.
 Describe = Callable[[model.Account], tuple[Sequence[model.Event], model.Entry]]
 
@@ -140,7 +139,6 @@ def _success_params(outcome: model.Success) -> dict[str, Any]:
 
 def _attempt_params(attempt: model.Attempt) -> dict[str, Any]:
     return {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
-
 
 
 # The sort keys of the console's accounts table and the statement walking each one's index.
@@ -650,6 +648,25 @@ class Store:
                                  now=now)
         return row is not None
 
+    async def app_tokens_to_rotate(self, current_prefix: str) -> list[model.AppToken]:
+        """Cached application tokens sealed under another key than `current_prefix`'s."""
+        rows = await self._db.all("app_tokens_to_rotate", prefix=current_prefix)
+        return [model.AppToken(**row) for row in rows]
+
+    async def reseal_app_token(self, token_id: str, old: str, sealed: str) -> bool:
+        """Swap the envelope if it is still `old`."""
+        return await self._db.one("reseal_app_token", id=token_id, old=old,
+                                  sealed=sealed) is not None
+
+    async def connect_links_to_rotate(self, current_prefix: str) -> list[model.ConnectLink]:
+        """Connect links whose PKCE verifier is sealed under another key."""
+        rows = await self._db.all("connect_links_to_rotate", prefix=current_prefix)
+        return [model.ConnectLink(**row) for row in rows]
+
+    async def reseal_code_verifier(self, link_id: str, old: str, sealed: str) -> bool:
+        """Swap the envelope if it is still `old`."""
+        return await self._db.one("reseal_code_verifier", id=link_id, old=old,
+                                  sealed=sealed) is not None
 
     # -- application tokens ---------------------------------------------------------
     async def get_app_token(self, token_id: str) -> model.AppToken | None:
