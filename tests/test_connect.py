@@ -17,10 +17,11 @@ from test_security import assert_nowhere
 from test_security import dump_tables as security_dump
 
 import tokend.store as st
-from tokend import clock, connect, model, vocabulary
+from tokend import clock, connect, model, throttle, vocabulary
 from tokend.ebay import profile as ebay_profile
 from tokend.providers.client import basic_credentials
 from tokend.testing import simulator
+from tokend.web import common
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -159,6 +160,26 @@ async def test_unknown_missing_and_expired_states_are_refused(store, keyring,
         assert await store.list_accounts() == [] and s.sim.code_exchanges == 0
         codes = [e.error["code"] for e in await connect_entries(store) if e.error]
         assert codes == ["unknown_state", "missing_state", "state_expired"]
+
+
+async def test_a_flood_of_bad_callbacks_is_answered_but_not_logged_row_by_row(
+        store, keyring) -> None:
+    """Anyone can send a browser to the callback: every refusal is a page, but only a
+    bounded number become log rows, and the next row says how many were left out."""
+    now = [0.0]
+    async with connectflow.stack(store, keyring) as s:
+        s.app[common.CONNECT].refusals = throttle.Throttle(per_second=1.0, burst=20,
+                                                           clock=lambda: now[0])
+        callback = s.url + connect.CALLBACK_PATH
+        for n in range(50):
+            status, page, _ = await get(s, callback + f"?code=abc&state=forged-{n}")
+            assert status == 400 and "does not belong" in page
+        assert len(await connect_entries(store)) == 20
+        now[0] += 1.0
+        status, _, _ = await get(s, callback + "?code=abc&state=one-more")
+        assert status == 400
+        newest = (await connect_entries(store))[-1]
+        assert newest.details == {"refusals_not_logged": 30}
 
 
 async def test_declined_consent_stores_nothing(store, keyring) -> None:

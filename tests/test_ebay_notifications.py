@@ -15,9 +15,10 @@ import pytest
 import webstack
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tokend import model, vocabulary
+from tokend import model, throttle, vocabulary
 from tokend.ebay import notifications
 from tokend.testing import simulator
+from tokend.web import common
 
 DELETION, REVOCATION = "MARKETPLACE_ACCOUNT_DELETION", "AUTHORIZATION_REVOCATION"
 USERNAME = "jane_doe_private"
@@ -299,6 +300,44 @@ async def test_an_unreachable_public_key_is_a_503_and_changes_nothing(stack):
     assert await stack.sim.deliver(endpoint(stack), message) == 503
     assert (await stack.db.get_account("acct-1")).state == model.ACTIVE
     stack.sim.configure(fail_mode=None)
+    assert await stack.sim.deliver(endpoint(stack), message) == 204
+    assert (await stack.db.get_account("acct-1")).state == model.DELETED
+
+
+async def test_a_flood_of_unproven_notifications_is_answered_but_not_logged_row_by_row(stack):
+    now = [0.0]
+    receiver = stack.app[common.EBAY_RECEIVER]
+    receiver.refusals = throttle.Throttle(per_second=1.0, burst=20, clock=lambda: now[0])
+    message = stack.sim.notification(DELETION, "ebayUser1")
+    unsigned = header(stack.sim.default_kid, b"")
+    for _ in range(50):
+        assert await stack.sim.deliver(endpoint(stack), message, signature=unsigned) == 412
+    assert len(await ebay_entries(stack, vocabulary.EBAY_NOTIFICATION_REFUSED)) == 20
+    now[0] += 1.0
+    assert await stack.sim.deliver(endpoint(stack), message, signature=unsigned) == 412
+    newest = (await ebay_entries(stack, vocabulary.EBAY_NOTIFICATION_REFUSED))[0]
+    assert newest.details == {"refusals_not_logged": 30}
+
+
+async def test_key_lookups_for_made_up_key_ids_are_bounded(stack):
+    """Key ids come from the request: a flood of invented ones must not become a flood of
+    getPublicKey calls (eBay's quota) or a cache that grows without end."""
+    now = [0.0]
+    keys = stack.app[common.EBAY_RECEIVER].keys
+    keys.lookups = throttle.Throttle(notifications.NEW_KID_LOOKUPS_PER_SECOND,
+                                     notifications.NEW_KID_LOOKUPS_BURST, clock=lambda: now[0])
+    message = stack.sim.notification(DELETION, "ebayUser1")
+    real_key = stack.sim.notification_keys[stack.sim.default_kid]
+    burst = notifications.NEW_KID_LOOKUPS_BURST
+    statuses = [await stack.sim.deliver(endpoint(stack), message,
+                                        signature=stack.sim.sign(message, kid=f"made-up-{n}",
+                                                                 key=real_key))
+                for n in range(burst + 5)]
+    assert statuses == [412] * burst + [503] * 5  # no such key; then "ask again later"
+    assert stack.sim.public_key_calls == burst
+    # Once the bucket refills, eBay's real key is fetched and the notification applies.
+    await seller(stack, "acct-1", "ebayUser1")
+    now[0] += 1 / notifications.NEW_KID_LOOKUPS_PER_SECOND
     assert await stack.sim.deliver(endpoint(stack), message) == 204
     assert (await stack.db.get_account("acct-1")).state == model.DELETED
 

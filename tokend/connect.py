@@ -36,6 +36,7 @@ from tokend import (
     schedule,
     store,
     stream,
+    throttle,
     vocabulary,
 )
 from tokend.ebay import identity
@@ -114,6 +115,7 @@ class Service:
     ) -> None:
         self.db, self.keyring, self.cfg, self.clients = db, keyring, cfg, clients
         self.session, self.hub = session, hub
+        self.refusals = throttle.refusals()  # anyone can send a browser here
 
     # -- links ------------------------------------------------------------------------
     def redirect_uri(self, provider: config.ProviderConfig) -> str:
@@ -358,8 +360,11 @@ class Service:
     # -- log ----------------------------------------------------------------------------
     async def _refuse(self, status: int, title: str, message: str, code: str, *,
                       link: model.ConnectLink | None = None) -> Refused:
-        await self._log(vocabulary.CONNECT_REFUSED, link, message,
-                        error=vocabulary.error(code, message))
+        left_out = self.refusals.take()
+        if left_out is not None:  # in a flood, the page is still answered but not logged
+            await self._log(vocabulary.CONNECT_REFUSED, link, message,
+                            error=vocabulary.error(code, message),
+                            details={"refusals_not_logged": left_out} if left_out else None)
         return Refused(status, title, message)
 
     async def _log(

@@ -29,7 +29,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tokend import apptokens, clock, config, masking, model, store, stream, vocabulary
+from tokend import (
+    apptokens,
+    clock,
+    config,
+    masking,
+    model,
+    store,
+    stream,
+    throttle,
+    vocabulary,
+)
 from tokend.ebay import profile as ebay_profile
 from tokend.providers import client as provider_client
 
@@ -37,6 +47,11 @@ log = structlog.get_logger("tokend.ebay.notifications")
 
 KEY_CACHE_SECONDS = 3600.0  # eBay: cache a public key for an hour
 UNKNOWN_KID_CACHE_SECONDS = 300.0  # a key id eBay does not know is asked again after this
+# Key ids come from the unauthenticated request, so getPublicKey calls are bounded: eBay has
+# a handful of keys, each asked for once an hour; beyond the bound the answer is a 503 and
+# eBay delivers again later.
+NEW_KID_LOOKUPS_BURST = 10
+NEW_KID_LOOKUPS_PER_SECOND = 1 / 30
 REASON_LIMIT = 100
 SIGNATURE_HEADER = "X-EBAY-SIGNATURE"
 _KID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -170,6 +185,12 @@ def verify(key: PublicKey, signature: Signature, message: Any) -> bool:
     return True
 
 
+def _fresh(cached: tuple[float, PublicKey | None], now: float) -> bool:
+    fetched_at, key = cached
+    return now - fetched_at < (KEY_CACHE_SECONDS if key is not None
+                               else UNKNOWN_KID_CACHE_SECONDS)
+
+
 class PublicKeys:
     """getPublicKey by key id, with an application token, each key cached an hour.
     Concurrent lookups of one kid share one call."""
@@ -184,17 +205,17 @@ class PublicKeys:
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._cache: dict[str, tuple[float, PublicKey | None]] = {}
         self._in_flight: dict[str, asyncio.Task[PublicKey | None]] = {}
+        self.lookups = throttle.Throttle(NEW_KID_LOOKUPS_PER_SECOND, NEW_KID_LOOKUPS_BURST)
 
     async def get(self, kid: str) -> PublicKey | None:
         """The key, or None when eBay has none by this id; KeyUnavailable otherwise."""
         cached = self._cache.get(kid)
-        if cached is not None:
-            fetched_at, key = cached
-            ttl = KEY_CACHE_SECONDS if key is not None else UNKNOWN_KID_CACHE_SECONDS
-            if time.monotonic() - fetched_at < ttl:
-                return key
+        if cached is not None and _fresh(cached, time.monotonic()):
+            return cached[1]
         task = self._in_flight.get(kid)
         if task is None:
+            if self.lookups.take() is None:
+                raise KeyUnavailable("too many key lookups at once: asked again later")
             task = asyncio.create_task(self._fetch(kid), name=f"ebay-public-key:{kid}")
             self._in_flight[kid] = task
             task.add_done_callback(lambda t: self._finished(kid, t))
@@ -241,7 +262,10 @@ class PublicKeys:
         await self._log(kid, url, headers, status, body, error, outcome, started, sent_at)
         if error is not None:
             raise KeyUnavailable(error)
-        self._cache[kid] = (time.monotonic(), key)
+        now = time.monotonic()
+        # Forget what has run out, so ids nobody sends again do not pile up.
+        self._cache = {k: v for k, v in self._cache.items() if _fresh(v, now)}
+        self._cache[kid] = (now, key)
         return key
 
     async def _log(
@@ -281,6 +305,7 @@ class Receiver:
     ) -> None:
         self.settings, self.keys, self.db, self.hub, self.clock = (
             settings, keys, db, hub, clock)
+        self.refusals = throttle.refusals()
 
     def challenge(self, challenge_code: str) -> str:
         return challenge_response(challenge_code, self.settings.verification_token,
@@ -354,11 +379,16 @@ class Receiver:
             message=f"{notice.topic}: {outcome}")
 
     async def _refused(self, exc: Refused) -> None:
+        left_out = self.refusals.take()
+        if left_out is None:  # a flood: the answer is still a 4xx, but not a row each
+            return
         entry = await self.db.add_entry(model.Entry(
             action=vocabulary.EBAY_NOTIFICATION_REFUSED, source=vocabulary.EBAY,
             created_at=self.clock(), provider=self.settings.provider,
             request={"method": "POST", "url": self.settings.endpoint},
             response={"status": exc.status},
-            error=vocabulary.error(exc.code, exc.message), message=exc.message))
+            error=vocabulary.error(exc.code, exc.message), message=exc.message,
+            details={"refusals_not_logged": left_out} if left_out else None))
         self.hub.publish(entry)
-        log.warning("ebay_notification_refused", error_code=exc.code, status=exc.status)
+        log.warning("ebay_notification_refused", error_code=exc.code, status=exc.status,
+                    refusals_not_logged=left_out)
