@@ -263,6 +263,12 @@ RETURNING notification_id
 UPDATE ebay_notifications SET outcome = :outcome, account_ids = :account_ids
 WHERE notification_id = :notification_id
 
+-- name: prune_connect_links
+-- A link lives 15 minutes and its sign-in 15 more: past the log retention it is history.
+WITH old AS (SELECT id FROM connect_links WHERE created_at < :before ORDER BY created_at
+             LIMIT :limit)
+DELETE FROM connect_links WHERE id IN (SELECT id FROM old) RETURNING id
+
 -- name: prune_ebay_notifications
 WITH old AS (SELECT notification_id FROM ebay_notifications WHERE received_at < :before
              ORDER BY received_at LIMIT :limit)

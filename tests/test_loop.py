@@ -150,11 +150,15 @@ async def test_old_log_rows_are_pruned_in_batches(harness: Harness, monkeypatch)
     for _ in range(4):
         assert (await harness.worker.refresh_now("a1")).success
     await harness.db.set_state("a1", model.DISABLED, clock.now())  # keep the cycle quiet
+    link = await harness.db.add_connect_link(model.NewConnectLink(
+        id="link-1", token_hash="t" * 64, provider="p", org="acme", account_id=None,
+        scopes=(), expires_at=clock.now() + timedelta(minutes=15)), clock.now())
     cycle = make_loop(harness)
     cycle.log_retention_seconds = 3600.0
     cycle.clock = lambda: clock.now() + timedelta(hours=2)  # every row is old now
     assert await cycle.cycle()
     assert await harness.db.list_attempts("a1") == []
+    assert await harness.db.find_connect_link(token_hash=link.token_hash) is None
     entries = await harness.db.list_entries()
     assert [e.action for e in entries] == ["worker_heartbeat"]  # written after the prune
     assert cycle.next_prune > time.monotonic() + 3000  # not again for an hour

@@ -364,13 +364,14 @@ class Store:
         return [model.Attempt(**row) for row in rows]
 
     async def prune_logs(self, before: datetime, limit: int) -> int:
-        """Delete up to `limit` HTTP-log and refresh-log rows, and applied eBay
-        notification ids, older than `before` each."""
+        """Delete up to `limit` rows of each history older than `before`: HTTP-log and
+        refresh-log rows, applied eBay notification ids and connect links."""
         async with self._db.transaction() as tx:
             entries = await tx.all("prune_http_log", before=before, limit=limit)
             attempts = await tx.all("prune_refresh_log", before=before, limit=limit)
             notices = await tx.all("prune_ebay_notifications", before=before, limit=limit)
-        return len(entries) + len(attempts) + len(notices)
+            links = await tx.all("prune_connect_links", before=before, limit=limit)
+        return len(entries) + len(attempts) + len(notices) + len(links)
 
     async def list_events(self, *, after_id: int = 0, limit: int = 100) -> list[model.Event]:
         """Outbox events after `after_id`, oldest first."""
