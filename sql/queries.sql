@@ -85,16 +85,20 @@ WHERE id = :id AND state = 'active'
   AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
 RETURNING *
 
--- name: finish_success
+-- name: finish_successes
+-- A batch of saves in one statement (rows: see the dialect's `success_rows`); each row keeps
+-- its own guard, the version it claimed and its lease.
 UPDATE accounts
-SET access_token = :access_token, access_expires_at = :access_expires_at,
-    refresh_token = coalesce(:refresh_token, refresh_token),
-    refresh_expires_at = coalesce(:refresh_expires_at, refresh_expires_at),
-    last_refresh_at = :refreshed_at, consecutive_failures = 0, last_error = NULL,
-    state_reason = NULL, next_attempt_at = :next_attempt_at,
-    lease_owner = NULL, lease_expires_at = NULL, version = version + 1, updated_at = :now
-WHERE id = :id AND version = :version AND lease_owner = :owner
-RETURNING id
+SET access_token = r.access_token, access_expires_at = r.access_expires_at,
+    refresh_token = coalesce(r.refresh_token, accounts.refresh_token),
+    refresh_expires_at = coalesce(r.refresh_expires_at, accounts.refresh_expires_at),
+    last_refresh_at = r.refreshed_at, consecutive_failures = 0, last_error = NULL,
+    state_reason = NULL, next_attempt_at = r.next_attempt_at,
+    lease_owner = NULL, lease_expires_at = NULL, version = accounts.version + 1,
+    updated_at = r.now
+FROM ({{success_rows}}) AS r
+WHERE accounts.id = r.id AND accounts.version = r.version AND accounts.lease_owner = r.owner
+RETURNING accounts.id
 
 -- name: finish_failure
 UPDATE accounts
@@ -126,11 +130,11 @@ ON CONFLICT (provider) DO UPDATE SET paused_until = excluded.paused_until,
 -- name: paused_providers
 SELECT provider, paused_until FROM provider_pauses WHERE paused_until > :now
 
--- name: insert_attempt
+-- name: insert_attempts
 INSERT INTO refresh_log (account_id, source, started_at, finished_at, success, error_code,
                          error_message)
-VALUES (:account_id, :source, :started_at, :finished_at, :success, :error_code,
-        :error_message)
+SELECT account_id, source, started_at, finished_at, success, error_code, error_message
+FROM ({{attempt_rows}}) AS r
 
 -- name: worker_started
 INSERT INTO workers (name, instance, interval_seconds, last_started_at, updated_at)
@@ -568,10 +572,10 @@ RETURNING provider, reason
 
 -- -- the daily budget (tokend/budget.py) ------------------------------------------------
 
--- name: count_token_call
+-- name: count_token_calls
 INSERT INTO token_calls (provider, grant_type, day, calls)
-VALUES (:provider, :grant_type, :day, 1)
-ON CONFLICT (provider, grant_type, day) DO UPDATE SET calls = token_calls.calls + 1
+VALUES (:provider, :grant_type, :day, :calls)
+ON CONFLICT (provider, grant_type, day) DO UPDATE SET calls = token_calls.calls + excluded.calls
 RETURNING calls
 
 -- name: budget_usage

@@ -33,16 +33,50 @@ FROM due
 WHERE a.id = due.id
 RETURNING a.*
 
--- name: insert_entry
--- The notification goes out on commit, so other replicas' streams see only saved entries.
+-- name: insert_entries
+-- Ids are taken in the rows' order (`n`). The notifications go out on commit, so other
+-- replicas' streams see only saved entries.
 WITH entry AS (
     INSERT INTO http_log (created_at, action, source, account_id, org_id, provider,
                           environment, duration_ms, request, response, error, message, details)
-    VALUES (:created_at, :action, :source, :account_id, :org_id, :provider, :environment,
-            :duration_ms, :request, :response, :error, :message, :details)
+    SELECT created_at, action, source, account_id, org_id, provider, environment,
+           duration_ms, request, response, error, message, details
+    FROM ({{entry_rows}}) AS r ORDER BY n
     RETURNING id
 )
 SELECT id, pg_notify('tokend_entries', id::text) FROM entry
+
+-- Rows of a batch come as one JSON array (the store's `_rows`), timestamps as microseconds
+-- since the epoch, so both dialects read exactly the instant that was written.
+
+-- fragment: success_rows
+SELECT id, version, owner, access_token, refresh_token,
+       timestamptz 'epoch' + access_expires_at * interval '1 microsecond' AS access_expires_at,
+       timestamptz 'epoch' + refresh_expires_at * interval '1 microsecond' AS refresh_expires_at,
+       timestamptz 'epoch' + refreshed_at * interval '1 microsecond' AS refreshed_at,
+       timestamptz 'epoch' + next_attempt_at * interval '1 microsecond' AS next_attempt_at,
+       timestamptz 'epoch' + now * interval '1 microsecond' AS now
+FROM jsonb_to_recordset(:rows) AS x(id text, version bigint, owner text, access_token text,
+                                    refresh_token text, access_expires_at bigint,
+                                    refresh_expires_at bigint, refreshed_at bigint,
+                                    next_attempt_at bigint, now bigint)
+
+-- fragment: attempt_rows
+SELECT account_id, source, success, error_code, error_message,
+       timestamptz 'epoch' + started_at * interval '1 microsecond' AS started_at,
+       timestamptz 'epoch' + finished_at * interval '1 microsecond' AS finished_at
+FROM jsonb_to_recordset(:rows) AS x(account_id text, source text, success boolean,
+                                    error_code text, error_message text, started_at bigint,
+                                    finished_at bigint)
+
+-- fragment: entry_rows
+SELECT n, action, source, account_id, org_id, provider, environment, duration_ms, request,
+       response, error, message, details,
+       timestamptz 'epoch' + created_at * interval '1 microsecond' AS created_at
+FROM jsonb_to_recordset(:rows) AS x(n int, action text, source text, account_id text,
+                                    org_id text, provider text, environment text,
+                                    duration_ms float8, request jsonb, response jsonb,
+                                    error jsonb, message text, details jsonb, created_at bigint)
 
 -- fragment: never
 -- The console's sort value of an absent expiry (matches the 0006_console indexes).

@@ -28,12 +28,45 @@ WHERE id IN (
 )
 RETURNING *
 
--- name: insert_entry
+-- name: insert_entries
+-- Ids are taken in the rows' order (`n`).
 INSERT INTO http_log (created_at, action, source, account_id, org_id, provider,
                       environment, duration_ms, request, response, error, message, details)
-VALUES (:created_at, :action, :source, :account_id, :org_id, :provider, :environment,
-        :duration_ms, :request, :response, :error, :message, :details)
+SELECT created_at, action, source, account_id, org_id, provider, environment, duration_ms,
+       request, response, error, message, details
+FROM ({{entry_rows}}) AS r ORDER BY n
 RETURNING id
+
+-- Rows of a batch come as one JSON array (the store's `_rows`), timestamps as microseconds
+-- since the epoch: divided by 1e6 they are the REAL epoch seconds stored everywhere else.
+
+-- fragment: success_rows
+SELECT value ->> 'id' AS id, value ->> 'version' AS version, value ->> 'owner' AS owner,
+       value ->> 'access_token' AS access_token, value ->> 'refresh_token' AS refresh_token,
+       (value ->> 'access_expires_at') / 1e6 AS access_expires_at,
+       (value ->> 'refresh_expires_at') / 1e6 AS refresh_expires_at,
+       (value ->> 'refreshed_at') / 1e6 AS refreshed_at,
+       (value ->> 'next_attempt_at') / 1e6 AS next_attempt_at,
+       (value ->> 'now') / 1e6 AS now
+FROM json_each(:rows)
+
+-- fragment: attempt_rows
+SELECT value ->> 'account_id' AS account_id, value ->> 'source' AS source,
+       value ->> 'success' AS success, value ->> 'error_code' AS error_code,
+       value ->> 'error_message' AS error_message,
+       (value ->> 'started_at') / 1e6 AS started_at,
+       (value ->> 'finished_at') / 1e6 AS finished_at
+FROM json_each(:rows)
+
+-- fragment: entry_rows
+SELECT value ->> 'n' AS n, value ->> 'action' AS action, value ->> 'source' AS source,
+       value ->> 'account_id' AS account_id, value ->> 'org_id' AS org_id,
+       value ->> 'provider' AS provider, value ->> 'environment' AS environment,
+       value ->> 'duration_ms' AS duration_ms, value -> 'request' AS request,
+       value -> 'response' AS response, value -> 'error' AS error,
+       value ->> 'message' AS message, value -> 'details' AS details,
+       (value ->> 'created_at') / 1e6 AS created_at
+FROM json_each(:rows)
 
 -- fragment: never
 -- The console's sort value of an absent expiry: 9999-01-01 UTC in epoch seconds.

@@ -8,6 +8,7 @@ Every timestamp crosses this boundary as an aware UTC `datetime`; every secret a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -122,23 +123,36 @@ def _maybe_account(row: Mapping[str, Any] | None) -> model.Account | None:
 
 # Field names once, not per save: dataclasses.asdict deep-copies and walks every field.
 _ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(model.Entry) if f.name != "id")
-# What finish_success writes; the events go to the outbox.
+# What finish_successes writes; the events go to the outbox.
 _SUCCESS_FIELDS = tuple(f.name for f in dataclasses.fields(model.Success) if f.name != "events")
 _ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(model.Attempt))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _row(record: Any, fields: Sequence[str], **extra: Any) -> dict[str, Any]:
+    """One row of a batch statement (sql fragments `*_rows`): a JSON object without its
+    None fields, timestamps as whole microseconds since the epoch, exact on both backends."""
+    out = {}
+    for name, value in (*((f, getattr(record, f)) for f in fields), *extra.items()):
+        if isinstance(value, datetime):
+            delta = value - _EPOCH
+            value = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        if value is not None:
+            out[name] = value
+    return out
+
+
+async def _store_entries(db: Session | Connector, entries: Sequence[model.Entry],
+                         ) -> list[model.Entry]:
+    """Insert log entries in one statement; returns them with their ids, in order."""
+    rows = [_row(entry, _ENTRY_FIELDS, n=n) for n, entry in enumerate(entries)]
+    ids = sorted(row["id"] for row in await db.all("insert_entries", rows=rows))
+    return [dataclasses.replace(e, id=i) for e, i in zip(entries, ids, strict=True)]
 
 
 async def _stored(db: Session | Connector, entry: model.Entry) -> model.Entry:
     """Insert a log entry; returns it with its id."""
-    row = await db.one("insert_entry", **{name: getattr(entry, name) for name in _ENTRY_FIELDS})
-    return dataclasses.replace(entry, id=row["id"])
-
-
-def _success_params(outcome: model.Success) -> dict[str, Any]:
-    return {name: getattr(outcome, name) for name in _SUCCESS_FIELDS}
-
-
-def _attempt_params(attempt: model.Attempt) -> dict[str, Any]:
-    return {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
+    return (await _store_entries(db, [entry]))[0]
 
 
 # The sort keys of the console's accounts table and the statement walking each one's index.
@@ -287,38 +301,50 @@ class Store:
         since the claim (a new refresh token, another refresher) bumped the version. The log
         rows are written either way. Returns (applied, entry with id).
         """
-        async with self._db.transaction() as tx:
-            return await self.write_finish(tx, model.Save(claimed, owner, outcome, attempt, entry,
-                                                    now))
+        [result] = await self.finish_many([model.Save(claimed, owner, outcome, attempt, entry,
+                                                      now)])
+        return result
 
     async def finish_many(self, saves: Sequence[model.Save]) -> list[tuple[bool, model.Entry]]:
         """`finish` for several saves in ONE transaction (one commit, one fsync): all of
         them are saved or none. Each keeps its own lease and version guard."""
         async with self._db.transaction() as tx:
-            return [await self.write_finish(tx, save) for save in saves]
+            return await self.write_finishes(tx, saves)
 
-    async def write_finish(self, tx: Session, save: model.Save) -> tuple[bool, model.Entry]:
-        """One save's writes on the caller's transaction: what `finish` and `finish_many`
-        commit. Anything else a save must write atomically with the account belongs here."""
-        claimed, outcome = save.claimed, save.outcome
-        guard = {"id": claimed.id, "version": claimed.version, "owner": save.owner,
-                 "now": save.now}
-        if isinstance(outcome, model.Success):
-            applied = await tx.one("finish_success", **guard, **_success_params(outcome))
-        else:
-            applied = await tx.one(
-                "finish_failure", **guard, error_code=outcome.error_code,
-                next_attempt_at=outcome.next_attempt_at, state=outcome.state)
-            if applied is not None and outcome.pause_until is not None:
-                await tx.one("pause_provider", provider=claimed.provider,
-                             until=outcome.pause_until, reason=outcome.error_code)
-        if applied is not None:
-            await emit(tx, outcome.events, save.now)
-        await tx.one("insert_attempt", **_attempt_params(save.attempt))
-        if save.entry.request is not None:  # the token endpoint was called: it counts
-            await tx.one("count_token_call", provider=claimed.provider,
-                         grant_type=model.REFRESH_TOKEN_GRANT, day=utc_day(save.attempt.started_at))
-        return applied is not None, await _stored(tx, save.entry)
+    async def write_finishes(
+        self, tx: Session, saves: Sequence[model.Save],
+    ) -> list[tuple[bool, model.Entry]]:
+        """The saves' writes on the caller's transaction: what `finish` and `finish_many`
+        commit, a statement per kind of write rather than per save (a round trip each waits
+        its turn on a busy event loop). Anything else a save must write atomically with the
+        account belongs here."""
+        applied: set[str] = set()
+        succeeded = [s for s in saves if isinstance(s.outcome, model.Success)]
+        if succeeded:
+            rows = [_row(s.outcome, _SUCCESS_FIELDS, id=s.claimed.id, version=s.claimed.version,
+                         owner=s.owner, now=s.now) for s in succeeded]
+            applied = {row["id"] for row in await tx.all("finish_successes", rows=rows)}
+        for save in saves:  # failures are few, and one may pause its provider
+            claimed, outcome = save.claimed, save.outcome
+            if isinstance(outcome, model.Failure) and await tx.one(
+                    "finish_failure", id=claimed.id, version=claimed.version, owner=save.owner,
+                    now=save.now, error_code=outcome.error_code,
+                    next_attempt_at=outcome.next_attempt_at, state=outcome.state):
+                applied.add(claimed.id)
+                if outcome.pause_until is not None:
+                    await tx.one("pause_provider", provider=claimed.provider,
+                                 until=outcome.pause_until, reason=outcome.error_code)
+            if claimed.id in applied:
+                await emit(tx, outcome.events, save.now)
+        await tx.all("insert_attempts", rows=[_row(s.attempt, _ATTEMPT_FIELDS) for s in saves])
+        # The token endpoint was called (the entry has a request): the call counts.
+        calls = collections.Counter((s.claimed.provider, utc_day(s.attempt.started_at))
+                                    for s in saves if s.entry.request is not None)
+        for (provider, day), n in sorted(calls.items()):
+            await tx.one("count_token_calls", provider=provider,
+                         grant_type=model.REFRESH_TOKEN_GRANT, day=day, calls=n)
+        entries = await _store_entries(tx, [s.entry for s in saves])
+        return [(s.claimed.id in applied, e) for s, e in zip(saves, entries, strict=True)]
 
     async def next_due_at(self, now: datetime) -> datetime | None:
         """Earliest next_attempt_at of an active account of an unpaused provider."""
@@ -488,8 +514,8 @@ class Store:
         `finish`; the other grants' callers call this after their HTTP call."""
         if grant not in model.GRANT_TYPES:
             raise ValueError(f"unknown grant type {grant!r}")
-        row = await self._db.one("count_token_call", provider=provider, grant_type=grant,
-                                 day=utc_day(now))
+        row = await self._db.one("count_token_calls", provider=provider, grant_type=grant,
+                                 day=utc_day(now), calls=1)
         assert row is not None
         return row["calls"]
 
@@ -737,7 +763,7 @@ class Store:
             await tx.one("finish_ebay_notification", notification_id=notice.notification_id,
                          outcome=outcome, account_ids=[a.id for a in found])
             await emit(tx, events, now)
-            return [await _stored(tx, item) for item in entries]
+            return await _store_entries(tx, entries)
 
     async def _apply_notice(
         self, tx: Session, notice: model.Notice, account: model.Account, events: list[model.Event],
