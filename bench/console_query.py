@@ -7,7 +7,8 @@ the store's pool as the server runs it: the first page, a deep page reached by i
 cursor (the 50,000th row), the same for other sort keys, and filtered searches.
 
 Then what the console's indexes cost the loop: a refresh's save (the columns
-`finish_success` writes, one row, one commit) with and without the 0006_console indexes.
+`finish_successes` writes for a save, one row, one commit) with and without the
+0006_console indexes.
 """
 
 from __future__ import annotations

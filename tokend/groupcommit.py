@@ -6,7 +6,7 @@ A save is written at once when no batch is being written; otherwise it waits unt
 the first one came in, and the buffer is written with `Store.finish_many`. Each caller
 awaits the commit of ITS batch, so durability is unchanged: `finish` returns only once the
 save is on disk, and a kill -9 loses nothing that was reported saved. Every save keeps its
-own lease and version guard (`Store.write_finish`). A batch the database refuses fails each
+own lease and version guard (`Store.write_finishes`). A batch the database refuses fails each
 of its callers with the StoreError (they retry as before); any other error is isolated by
 writing that batch's saves one by one, so one bad save cannot fail the others.
 """
