@@ -18,7 +18,17 @@ from datetime import datetime, timedelta
 import aiohttp
 import structlog
 
-from tokend import clock, config, crypto, model, providers, store, stream, vocabulary
+from tokend import (
+    clock,
+    config,
+    crypto,
+    model,
+    providers,
+    singleflight,
+    store,
+    stream,
+    vocabulary,
+)
 from tokend.ebay import profile as ebay_profile
 
 log = structlog.get_logger("tokend.apptokens")
@@ -68,7 +78,8 @@ class AppTokens:
         self.db, self.keyring, self.clients, self.session = db, keyring, clients, session
         self.hub, self.settings, self.owner, self.clock = hub, settings, owner, clock
         self.wait_seconds = settings.request_timeout_seconds + LEASE_WAIT_MARGIN_SECONDS
-        self._in_flight: dict[str, asyncio.Task[Issued]] = {}
+        self._renewals: singleflight.SingleFlight[Issued] = singleflight.SingleFlight(
+            "app-token")
         self._saves: set[asyncio.Task] = set()
 
     async def get(
@@ -84,20 +95,8 @@ class AppTokens:
         issued = self._usable(await self.db.get_app_token(key))
         if issued is not None:
             return issued
-        task = self._in_flight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._renew(client, key, scopes_text, source),
-                                       name=f"app-token:{key}")
-            self._in_flight[key] = task
-            task.add_done_callback(lambda t: self._finished(key, t))
-        # A caller that goes away must not cancel the renewal the others wait for.
-        return await asyncio.shield(task)
-
-    def _finished(self, key: str, task: asyncio.Task) -> None:
-        if self._in_flight.get(key) is task:
-            del self._in_flight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here so an unawaited failure is not reported twice
+        return await self._renewals.run(
+            key, lambda: self._renew(client, key, scopes_text, source))
 
     def _usable(self, row: model.AppToken | None) -> Issued | None:
         """The stored token if it is valid beyond the renewal margin (the refresh loop's

@@ -78,11 +78,7 @@ class Subscription:
         item = await self._queue.get()
         if item is None:
             raise StopAsyncIteration
-        marker, entry = item
-        if marker is None:
-            return entry
-        self._held = entry
-        return marker
+        return self._unpack(item)
 
     def get_nowait(self) -> model.Entry | Dropped | None:
         """The next item if one is ready now (None if not, or once closed)."""
@@ -94,8 +90,11 @@ class Subscription:
         if self._queue.empty():
             return self._take_marker() if self._dropped else None
         item = self._queue.get_nowait()
-        if item is None:
-            return None
+        return None if item is None else self._unpack(item)
+
+    def _unpack(self, item: tuple[Dropped | None, model.Entry]) -> model.Entry | Dropped:
+        """A queued entry, or the marker of what was dropped before it (the entry is held
+        for the next call)."""
         marker, entry = item
         if marker is None:
             return entry

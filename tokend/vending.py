@@ -16,7 +16,17 @@ from datetime import datetime
 
 import structlog
 
-from tokend import clock, config, crypto, metrics, model, refresher, store, vocabulary
+from tokend import (
+    clock,
+    config,
+    crypto,
+    metrics,
+    model,
+    refresher,
+    singleflight,
+    store,
+    vocabulary,
+)
 
 log = structlog.get_logger("tokend.vending")
 
@@ -55,7 +65,8 @@ class Vendor:
         self.db, self.keyring, self.worker, self.stats = db, keyring, worker, stats
         self.clock = clock
         self.wait_seconds = settings.request_timeout_seconds + LEASE_WAIT_MARGIN_SECONDS
-        self._in_flight: dict[str, asyncio.Task[tuple[model.Account | None, str | None]]] = {}
+        self._refreshes: singleflight.SingleFlight[
+            tuple[model.Account | None, str | None]] = singleflight.SingleFlight("vend-refresh")
         self._short_lived: set[str] = set()  # ids whose fresh tokens came back shorter
 
     async def vend(
@@ -141,20 +152,8 @@ class Vendor:
         self, account_id: str, min_valid_seconds: float, seen: str | None,
     ) -> tuple[model.Account | None, str | None]:
         """Join the refresh in flight for this account, or start one."""
-        task = self._in_flight.get(account_id)
-        if task is None:
-            task = asyncio.create_task(self._ensure_fresh(account_id, min_valid_seconds, seen),
-                                       name=f"vend-refresh:{account_id}")
-            self._in_flight[account_id] = task
-            task.add_done_callback(lambda t: self._finished(account_id, t))
-        # A caller that goes away must not cancel the refresh the others wait for.
-        return await asyncio.shield(task)
-
-    def _finished(self, account_id: str, task: asyncio.Task) -> None:
-        if self._in_flight.get(account_id) is task:
-            del self._in_flight[account_id]
-        if not task.cancelled():
-            task.exception()  # retrieved here so an unawaited failure is not reported twice
+        return await self._refreshes.run(
+            account_id, lambda: self._ensure_fresh(account_id, min_valid_seconds, seen))
 
     async def _ensure_fresh(
         self, account_id: str, min_valid_seconds: float, seen: str | None,

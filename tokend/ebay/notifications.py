@@ -10,7 +10,6 @@ So a body re-indented in transit still verifies, and any change to a value does 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import dataclasses
@@ -35,6 +34,7 @@ from tokend import (
     config,
     masking,
     model,
+    singleflight,
     store,
     stream,
     throttle,
@@ -204,7 +204,8 @@ class PublicKeys:
         self.db, self.hub, self.clock = db, hub, clock
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._cache: dict[str, tuple[float, PublicKey | None]] = {}
-        self._in_flight: dict[str, asyncio.Task[PublicKey | None]] = {}
+        self._fetches: singleflight.SingleFlight[PublicKey | None] = (
+            singleflight.SingleFlight("ebay-public-key"))
         self.lookups = throttle.Throttle(NEW_KID_LOOKUPS_PER_SECOND, NEW_KID_LOOKUPS_BURST)
 
     async def get(self, kid: str) -> PublicKey | None:
@@ -212,21 +213,9 @@ class PublicKeys:
         cached = self._cache.get(kid)
         if cached is not None and _fresh(cached, time.monotonic()):
             return cached[1]
-        task = self._in_flight.get(kid)
-        if task is None:
-            if self.lookups.take() is None:
-                raise KeyUnavailable("too many key lookups at once: asked again later")
-            task = asyncio.create_task(self._fetch(kid), name=f"ebay-public-key:{kid}")
-            self._in_flight[kid] = task
-            task.add_done_callback(lambda t: self._finished(kid, t))
-        # A caller that goes away must not cancel the lookup the others wait for.
-        return await asyncio.shield(task)
-
-    def _finished(self, kid: str, task: asyncio.Task) -> None:
-        if self._in_flight.get(kid) is task:
-            del self._in_flight[kid]
-        if not task.cancelled():
-            task.exception()  # retrieved here, so a failure nobody awaited is not reported
+        if not self._fetches.running(kid) and self.lookups.take() is None:
+            raise KeyUnavailable("too many key lookups at once: asked again later")
+        return await self._fetches.run(kid, lambda: self._fetch(kid))
 
     async def _fetch(self, kid: str) -> PublicKey | None:
         try:
