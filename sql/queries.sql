@@ -132,9 +132,14 @@ SELECT provider, paused_until FROM provider_pauses WHERE paused_until > :now
 
 -- name: insert_attempts
 INSERT INTO refresh_log (account_id, source, started_at, finished_at, success, error_code,
-                         error_message)
-SELECT account_id, source, started_at, finished_at, success, error_code, error_message
+                         error_message, save_id, applied, entry_id)
+SELECT account_id, source, started_at, finished_at, success, error_code, error_message,
+       save_id, applied, entry_id
 FROM ({{attempt_rows}}) AS r
+
+-- name: saved_attempt
+-- Whether a save committed, and what it did (a retry asks before it writes again).
+SELECT applied, entry_id FROM refresh_log WHERE save_id = :save_id
 
 -- name: worker_started
 INSERT INTO workers (name, instance, interval_seconds, last_started_at, updated_at)
@@ -218,7 +223,8 @@ LIMIT :limit
 SELECT * FROM http_log WHERE {{id_in}} ORDER BY id
 
 -- name: list_attempts
-SELECT account_id, source, started_at, finished_at, success, error_code, error_message
+SELECT account_id, source, started_at, finished_at, success, error_code, error_message,
+       save_id
 FROM refresh_log WHERE account_id = :account_id ORDER BY id DESC LIMIT :limit
 
 -- name: list_events

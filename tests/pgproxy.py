@@ -3,6 +3,9 @@
 `outage()` cuts every open connection and refuses new ones (nothing listens on the port),
 then listens again on the same port: to a client that is exactly what a PostgreSQL
 restart looks like, without touching the server the other tests share.
+
+`lose_commit_answer()` lets the next COMMIT through and cuts its connection when the
+server answers: the transaction is committed, and the client sees only a lost connection.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class PgProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
+        self._lose_commit_answer = False
+        self.commit_answers_lost = 0
 
     @property
     def url(self) -> str:
@@ -65,6 +70,10 @@ class PgProxy:
         finally:
             await self.start()
 
+    def lose_commit_answer(self) -> None:
+        """The next COMMIT reaches the server; its answer does not reach the client."""
+        self._lose_commit_answer = True
+
     async def close(self) -> None:
         await self.cut()
 
@@ -81,14 +90,23 @@ class PgProxy:
             up_writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
-        for task in (asyncio.create_task(self._pipe(reader, up_writer)),
-                     asyncio.create_task(self._pipe(up_reader, writer))):
+        committing = asyncio.Event()  # a COMMIT whose answer is to be lost went upstream
+        for task in (asyncio.create_task(self._pipe(reader, up_writer, committing, up=True)),
+                     asyncio.create_task(self._pipe(up_reader, writer, committing, up=False))):
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                    committing: asyncio.Event, *, up: bool) -> None:
         try:
             while data := await src.read(PIPE_CHUNK_BYTES):
+                if up and self._lose_commit_answer and b"COMMIT" in data:
+                    self._lose_commit_answer = False
+                    committing.set()
+                elif not up and committing.is_set():  # the server's answer to that COMMIT
+                    self.commit_answers_lost += 1
+                    dst.transport.abort()
+                    break
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):

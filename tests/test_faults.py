@@ -19,11 +19,11 @@ import asyncpg
 import pgcluster
 import pytest
 from conftest import SKIP_POSTGRES
-from kit import Harness, seed, seed_postgres, wait_until
+from kit import Harness, engine_config, seed, seed_postgres, wait_until
 from pgproxy import PgProxy
 from proc import Daemon, daemon_config
 
-from tokend import clock, loop, model, providers, store
+from tokend import clock, daemon, loop, model, providers, store
 from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(60)
@@ -233,19 +233,55 @@ async def test_postgres_outage_mid_cycle_loses_no_answered_refresh(
             await proxy.close()
             states = dict(await watch.conn.fetch(
                 "SELECT state, count(*) FROM accounts GROUP BY state"))
-            ok = await watch.conn.fetchval(
-                "SELECT count(DISTINCT account_id) FROM refresh_log WHERE success")
+            ok = tuple(await watch.conn.fetchrow(
+                "SELECT count(*), count(DISTINCT account_id) FROM refresh_log WHERE success"))
             failed = await watch.conn.fetchval("SELECT count(*) FROM refresh_log WHERE NOT success")
             await watch.close()
         stats = sim.stats(tokens=False)
     # Every answer the provider gave (each one rotated the token) reached the database.
     assert stats["successes"] == count and stats["by_error"] == {}
     assert states == {"active": count}
-    assert (ok, failed) == (count, 0)
+    assert (ok, failed) == ((count, count), 0)  # a row each: no save written twice
     names = [e.get("event") for e in daemon.events()]
     assert "refresh_save_retry" in names, "the outage missed the in-flight saves"
     assert "refresh_result_lost" not in names
     assert down_at < up_at
+
+
+async def test_a_save_whose_commit_answer_is_lost_is_written_once(
+        pg_url: str, keyring) -> None:
+    """The save's COMMIT reaches PostgreSQL and the connection dies before its answer
+    comes back: the retry finds the save by its id and writes nothing a second time (no
+    second refresh-log row, entry or budget count), and reports it applied."""
+    proxy = PgProxy(pg_url)
+    await proxy.start()
+    try:
+        async with store.open(proxy.url) as db, simulator.Simulator(rotate=True) as sim:
+            cfg = engine_config(sim.token_url)
+            async with daemon.assemble(cfg, db=db, keyring=keyring, instance="w1") as parts:
+                h = Harness(sim=sim, db=db, keyring=keyring, worker=parts.refresher,
+                            hub=parts.hub, stats=parts.stats, cfg=cfg)
+                await h.add("a1")
+                proxy.lose_commit_answer()
+                outcome = await h.worker.refresh_now("a1")
+                after = await db.get_account("a1")
+            stats = sim.stats(tokens=False)
+    finally:
+        await proxy.close()
+    assert proxy.commit_answers_lost == 1
+    assert outcome.success and outcome.applied and outcome.error_code is None
+    conn = await asyncpg.connect(pg_url)
+    try:
+        attempts = await conn.fetch("SELECT applied, entry_id FROM refresh_log")
+        entries = await conn.fetchval("SELECT count(*) FROM http_log WHERE account_id = 'a1'")
+        calls = await conn.fetchval("SELECT sum(calls) FROM token_calls")
+    finally:
+        await conn.close()
+    assert [tuple(row) for row in attempts] == [(True, outcome.entry.id)]
+    assert (entries, calls, stats["calls"]) == (1, 1, 1)
+    # The rotated refresh token the provider holds current is the one stored.
+    current = keyring.decrypt(after.refresh_token, account_id="a1", column="refresh_token")
+    assert sim.calls_for(current) == 0 and after.version == 2 and after.lease_owner is None
 
 
 async def _healthy(http: aiohttp.ClientSession, url: str) -> bool:

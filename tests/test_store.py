@@ -365,6 +365,32 @@ async def test_finish_stale_changes_nothing_but_logs(store, keyring):
     assert [e.id for e in logged] == [intruder[1].id, late[1].id]
 
 
+async def test_a_save_is_found_by_its_id_and_never_written_twice(store, keyring):
+    """A retry whose first COMMIT landed unseen: `saved` tells what that save did, and
+    writing the same save again is refused whole (DuplicateKey, a StoreError: retried)."""
+    await store.add_account(new_account(keyring, 1), NOW)
+    await store.add_account(new_account(keyring, 2), NOW)
+    [one, two] = await claim(store, limit=2)
+    first = attempt(one, success=True)
+    assert await store.saved(first.save_id) is None
+    called = entry(one, request={"method": "POST"})  # the token endpoint was called
+    applied, logged = await store.finish(one, "w1", success(keyring, one), first, called,
+                                         later(1))
+    assert await store.saved(first.save_id) == (True, logged.id) and applied
+    lost = attempt(two, success=False, code="x")  # a save whose lease was lost: not applied
+    _, lost_entry = await store.finish(two, "intruder", Failure("x", "y", later(9999)), lost,
+                                       entry(two), later(1))
+    assert await store.saved(lost.save_id) == (False, lost_entry.id)
+    before = (await store.list_entries(), await store.budget_usage(NOW.date()),
+              await store.get_account(one.id))
+    with pytest.raises(st.DuplicateKey):
+        await store.finish(one, "w1", success(keyring, one), first, called, later(2))
+    after = (await store.list_entries(), await store.budget_usage(NOW.date()),
+             await store.get_account(one.id))
+    assert after == before and before[1] == {one.provider: {"refresh_token": 1}}
+    assert [a.save_id for a in await store.list_attempts(one.id)] == [first.save_id]
+
+
 async def test_next_due_at_count_due_and_pauses(store, keyring):
     assert await store.next_due_at(NOW) is None
     assert await count(store) == 0
@@ -435,7 +461,9 @@ async def test_attempts_are_listed_newest_first(store, keyring):
                            later(n * 1000))
     attempts = await store.list_attempts("acct-001")
     assert [a.error_code for a in attempts] == ["e2", "e1", "e0"]
-    assert attempts[0] == Attempt("acct-001", "scheduled", NOW, NOW, False, "e2", "e2 happened")
+    assert attempts[0] == Attempt("acct-001", "scheduled", NOW, NOW, False, "e2", "e2 happened",
+                                  attempts[0].save_id)
+    assert len({a.save_id for a in attempts}) == 3
     assert len(await store.list_attempts("acct-001", limit=2)) == 2
 
 

@@ -6,6 +6,7 @@ plaintext secret."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -184,7 +185,8 @@ class Failure:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Attempt:
-    """One refresh-log row."""
+    """One refresh-log row. `save_id` names the save that writes it: a save retried after
+    its COMMIT was cut off finds out by it whether the first one landed."""
 
     account_id: str
     source: str
@@ -193,6 +195,7 @@ class Attempt:
     success: bool
     error_code: str | None
     error_message: str | None
+    save_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -233,11 +233,17 @@ class Refresher:
         attempt: model.Attempt, entry: model.Entry,
     ) -> tuple[bool, model.Entry]:
         deadline = account.lease_expires_at or self.clock()
+        retry = False
         while True:
             try:
+                # The last try's COMMIT may have landed with only its answer lost.
+                if retry and (saved := await self.db.saved(attempt.save_id)) is not None:
+                    applied, entry_id = saved
+                    return applied, dataclasses.replace(entry, id=entry_id)
                 return await self._finish(account, self.owner, outcome, attempt, entry,
                                           self.clock())
             except store.StoreError as exc:
+                retry = True
                 if self.clock() >= deadline:
                     log.error("refresh_result_lost", error=str(exc),
                               rotated=isinstance(outcome, model.Success)

@@ -62,11 +62,12 @@ FROM jsonb_to_recordset(:rows) AS x(id text, version bigint, owner text, access_
                                     next_attempt_at bigint, now bigint)
 
 -- fragment: attempt_rows
-SELECT account_id, source, success, error_code, error_message,
+SELECT account_id, source, success, error_code, error_message, save_id, applied, entry_id,
        timestamptz 'epoch' + started_at * interval '1 microsecond' AS started_at,
        timestamptz 'epoch' + finished_at * interval '1 microsecond' AS finished_at
 FROM jsonb_to_recordset(:rows) AS x(account_id text, source text, success boolean,
-                                    error_code text, error_message text, started_at bigint,
+                                    error_code text, error_message text, save_id text,
+                                    applied boolean, entry_id bigint, started_at bigint,
                                     finished_at bigint)
 
 -- fragment: entry_rows

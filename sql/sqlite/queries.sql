@@ -53,7 +53,8 @@ FROM json_each(:rows)
 -- fragment: attempt_rows
 SELECT value ->> 'account_id' AS account_id, value ->> 'source' AS source,
        value ->> 'success' AS success, value ->> 'error_code' AS error_code,
-       value ->> 'error_message' AS error_message,
+       value ->> 'error_message' AS error_message, value ->> 'save_id' AS save_id,
+       value ->> 'applied' AS applied, value ->> 'entry_id' AS entry_id,
        (value ->> 'started_at') / 1e6 AS started_at,
        (value ->> 'finished_at') / 1e6 AS finished_at
 FROM json_each(:rows)

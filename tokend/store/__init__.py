@@ -336,7 +336,6 @@ class Store:
                                  until=outcome.pause_until, reason=outcome.error_code)
             if claimed.id in applied:
                 await emit(tx, outcome.events, save.now)
-        await tx.all("insert_attempts", rows=[_row(s.attempt, _ATTEMPT_FIELDS) for s in saves])
         # The token endpoint was called (the entry has a request): the call counts.
         calls = collections.Counter((s.claimed.provider, utc_day(s.attempt.started_at))
                                     for s in saves if s.entry.request is not None)
@@ -344,7 +343,19 @@ class Store:
             await tx.one("count_token_calls", provider=provider,
                          grant_type=model.REFRESH_TOKEN_GRANT, day=day, calls=n)
         entries = await _store_entries(tx, [s.entry for s in saves])
-        return [(s.claimed.id in applied, e) for s, e in zip(saves, entries, strict=True)]
+        results = [(s.claimed.id in applied, e) for s, e in zip(saves, entries, strict=True)]
+        # With their entries' ids. A save already written (its save_id is unique) fails here.
+        await tx.all("insert_attempts", rows=[
+            _row(s.attempt, _ATTEMPT_FIELDS, applied=ok, entry_id=e.id)
+            for s, (ok, e) in zip(saves, results, strict=True)])
+        return results
+
+    async def saved(self, save_id: str) -> tuple[bool, int] | None:
+        """Whether the save `save_id` committed: (whether the account took it, the id of its
+        HTTP-log entry), or None. A save whose COMMIT was cut off (the connection or the
+        server died) may have landed; its retry asks this before writing it all again."""
+        row = await self._db.one("saved_attempt", save_id=save_id)
+        return None if row is None else (bool(row["applied"]), row["entry_id"])
 
     async def next_due_at(self, now: datetime) -> datetime | None:
         """Earliest next_attempt_at of an active account of an unpaused provider."""
