@@ -165,3 +165,21 @@ async def test_claim_due_uses_the_partial_index_on_sqlite(sqlite_url):
         print(f"\n{plan}")
         assert "USING INDEX accounts_due" in plan
         assert "SCAN accounts" not in plan
+
+
+async def test_a_retried_save_is_looked_up_by_the_partial_index(pg_url, sqlite_url):
+    """`saved_attempt` can use `refresh_log_save`, whose rows are only those with a save id:
+    each planner must see that `save_id = x` implies `save_id IS NOT NULL`."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("SET enable_seqscan = off")  # so a usable index is used on no rows
+        sql, _ = queries.to_numbered(queries.load("postgresql")["saved_attempt"])
+        plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {sql}", "x"))
+    finally:
+        await conn.close()
+    assert "refresh_log_save" in plan and "Seq Scan" not in plan, plan
+    with contextlib.closing(sqlite3.connect(sqlite_url.removeprefix("sqlite://"))) as lite:
+        rows = lite.execute(f"EXPLAIN QUERY PLAN {queries.load('sqlite')['saved_attempt']}",
+                            {"save_id": "x"})
+        plan = "\n".join(row[3] for row in rows)
+    assert "USING INDEX refresh_log_save" in plan, plan
