@@ -85,6 +85,15 @@ WHERE id = :id AND state = 'active'
   AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
 RETURNING *
 
+-- name: release_claim
+-- The rows of a claim whose answer never came (the connection died after its commit): only
+-- that claim leased rows to this owner until this instant. Due again at once.
+UPDATE accounts
+SET lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = :now,
+    version = version + 1, updated_at = :now
+WHERE lease_owner = :owner AND lease_expires_at = :lease_until
+RETURNING id
+
 -- name: finish_successes
 -- A batch of saves in one statement (rows: see the dialect's `success_rows`); each row keeps
 -- its own guard, the version it claimed and its lease.

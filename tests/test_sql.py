@@ -17,7 +17,7 @@ import tokend.store as st
 from tokend.store import queries
 
 DIALECTS = ("sqlite", "postgresql")
-USE = re.compile(r'\.(?:one|all)\(\s*"([a-z0-9_]+)"')
+USE = re.compile(r'\.(?:one|all|_claim)\(\s*"([a-z0-9_]+)"')
 HEADER = re.compile(r"^-- name: ([a-z0-9_]+)", re.MULTILINE)
 
 ACCOUNTS = 1_000_000

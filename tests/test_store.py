@@ -19,6 +19,8 @@ from kit import execute_sql, store_options
 import tokend.store as st
 from tokend import crypto, model
 from tokend.model import Account, Attempt, Entry, Failure, NewAccount, Success
+from tokend.store import postgres as postgres_connector
+from tokend.store import sqlite as sqlite_connector
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -267,6 +269,65 @@ async def test_two_stores_never_share_an_account(db_url, keyring):
     finally:
         await one.close()
         await two.close()
+
+
+class AnswerLost:
+    """A connector whose next run of `statement`, once set, does its work and then fails
+    the way a connection that dies after the commit does: the caller cannot tell that it
+    happened."""
+
+    def __init__(self, inner: st.Connector) -> None:
+        self.inner, self.statement = inner, None
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def all(self, query: str, /, **params):
+        rows = await self.inner.all(query, **params)
+        if query == self.statement:
+            self.statement = None
+            raise st.StoreError("PostgreSQL unavailable: connection was closed in the middle "
+                                "of operation")
+        return rows
+
+
+async def open_connector(db_url: str) -> st.Connector:
+    if db_url.startswith("sqlite://"):
+        return await sqlite_connector.Connector.open(db_url.removeprefix("sqlite://"))
+    return await postgres_connector.Connector.open(db_url, pool_max_size=2,
+                                                   **store_options(db_url))
+
+
+@pytest.mark.parametrize("statement", ["claim_due", "claim_account"])
+async def test_a_claim_whose_answer_was_lost_is_given_back_by_the_next(db_url, keyring,
+                                                                       statement):
+    """The claim committed and its answer never came: the next claim first gives those
+    accounts back, due at once, instead of leaving them leased to nobody for a whole
+    lease. Only that claim's rows: the owner's other leases, even one taken at the same
+    instant, stay."""
+    lossy = AnswerLost(await open_connector(db_url))
+    db = st.Store(lossy)
+    try:
+        for n in (1, 2, 3):
+            await db.add_account(new_account(keyring, n), NOW)
+        manual = await db.claim_account("acct-003", "w1", NOW, lease_seconds=LEASE)
+        lossy.statement = statement
+        with pytest.raises(st.StoreError):
+            if statement == "claim_due":
+                await claim(db, limit=1)
+            else:
+                await db.claim_account("acct-001", "w1", NOW, lease_seconds=LEASE)
+        stranded = await db.get_account("acct-001")
+        assert stranded.lease_owner == "w1" and stranded.lease_expires_at > later(LEASE)
+        claimed = await claim(db, later(2))
+        assert sorted(a.id for a in claimed) == ["acct-001", "acct-002"]
+        given_back = next(a for a in claimed if a.id == "acct-001")
+        assert given_back.version == stranded.version + 2  # released, then claimed
+        kept = await db.get_account("acct-003")
+        assert (kept.lease_owner, kept.lease_expires_at, kept.version) == (
+            "w1", manual.lease_expires_at, manual.version)
+    finally:
+        await db.close()
 
 
 async def test_claim_account(store, keyring):

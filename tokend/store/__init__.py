@@ -183,6 +183,9 @@ class Store:
     def __init__(self, db: Connector) -> None:
         self._db = db
         self.backend = db.dialect
+        # Claims of accounts whose answer never came: (owner, lease expiry), see `_claim`.
+        self._claims_in_doubt: list[tuple[str, datetime]] = []
+        self._last_lease_until: dict[str, datetime] = {}  # owner -> its latest claim's
 
     async def close(self) -> None:
         await self._db.close()
@@ -266,9 +269,8 @@ class Store:
         one statement and return them. Claiming bumps `version`, sets the lease and moves
         next_attempt_at to the lease expiry, so a crashed owner's accounts come due again
         once the lease runs out."""
-        rows = await self._db.all(
-            "claim_due", owner=owner, limit=limit,
-            lease_until=now + timedelta(seconds=lease_seconds),
+        rows = await self._claim(
+            "claim_due", lease_seconds, owner=owner, limit=limit,
             **due_params(now, expiry_threshold_seconds, max_age_seconds, reserved, idle_after))
         return [_account(row) for row in rows]
 
@@ -286,9 +288,35 @@ class Store:
         """Lease one account regardless of due time (manual refresh); None if leased/absent."""
         if _unmatchable(account_id):
             return None
-        return _maybe_account(await self._db.one(
-            "claim_account", id=account_id, owner=owner, now=now,
-            lease_until=now + timedelta(seconds=lease_seconds)))
+        rows = await self._claim("claim_account", lease_seconds, owner=owner, now=now,
+                                 id=account_id)
+        return _account(rows[0]) if rows else None
+
+    async def _claim(self, statement: str, lease_seconds: float, /,
+                     **params: Any) -> list[Mapping[str, Any]]:
+        """Run a claim of accounts (`params`: the statement's, `owner` and `now` among them).
+        A claim whose answer is lost (the connection died after its commit) may have leased
+        rows that nobody here works on: before the next claim, they are given back, due at
+        once, instead of waiting out their lease. No other claim of this store for the same
+        owner has the same lease expiry, so (owner, expiry) names that claim's rows."""
+        owner, now = params["owner"], params["now"]
+        while self._claims_in_doubt:
+            doubt_owner, doubt_until = self._claims_in_doubt[0]
+            released = await self._db.all("release_claim", owner=doubt_owner,
+                                          lease_until=doubt_until, now=now)
+            if released:
+                _log.warning("claim_released", owner=doubt_owner, accounts=len(released))
+            with contextlib.suppress(ValueError):  # a concurrent claim released it too
+                self._claims_in_doubt.remove((doubt_owner, doubt_until))
+        lease_until = now + timedelta(seconds=lease_seconds)
+        if (last := self._last_lease_until.get(owner)) is not None and lease_until <= last:
+            lease_until = last + timedelta(microseconds=1)
+        self._last_lease_until[owner] = lease_until
+        try:
+            return await self._db.all(statement, lease_until=lease_until, **params)
+        except StoreError:
+            self._claims_in_doubt.append((owner, lease_until))
+            raise
 
     async def finish(
         self, claimed: model.Account, owner: str, outcome: model.Success | model.Failure,
