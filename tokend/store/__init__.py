@@ -300,14 +300,14 @@ class Store:
         once, instead of waiting out their lease. No other claim of this store for the same
         owner has the same lease expiry, so (owner, expiry) names that claim's rows."""
         owner, now = params["owner"], params["now"]
-        while self._claims_in_doubt:
-            doubt_owner, doubt_until = self._claims_in_doubt[0]
+        for doubt in list(self._claims_in_doubt):
+            doubt_owner, doubt_until = doubt
             released = await self._db.all("release_claim", owner=doubt_owner,
                                           lease_until=doubt_until, now=now)
             if released:
                 _log.warning("claim_released", owner=doubt_owner, accounts=len(released))
-            with contextlib.suppress(ValueError):  # a concurrent claim released it too
-                self._claims_in_doubt.remove((doubt_owner, doubt_until))
+            with contextlib.suppress(ValueError):  # a concurrent claim gave it back too
+                self._claims_in_doubt.remove(doubt)
         lease_until = now + timedelta(seconds=lease_seconds)
         if (last := self._last_lease_until.get(owner)) is not None and lease_until <= last:
             lease_until = last + timedelta(microseconds=1)
