@@ -6,6 +6,13 @@ restart looks like, without touching the server the other tests share.
 
 `lose_commit_answer()` lets the next COMMIT through and cuts its connection when the
 server answers: the transaction is committed, and the client sees only a lost connection.
+
+`fail_over()` and `partition()` play the faults that refuse nothing: bytes stop passing
+while every socket stays open, so neither side hears a thing. After a failover the open
+connections stay silent for good (they lead to a primary that is gone) while new ones pass;
+a partition silences open and new connections alike until `heal()`, after which what was
+held flows on. The server keeps its end of a silenced connection open, with whatever
+transaction and row locks it had, exactly as it would across a real partition.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ class PgProxy:
         self._pipes: set[asyncio.Task[None]] = set()
         self._lose_commit_answer = False
         self.commit_answers_lost = 0
+        self._flows: set[asyncio.Event] = set()  # one per live connection: set = passing
+        self._partitioned = False
 
     @property
     def url(self) -> str:
@@ -70,6 +79,23 @@ class PgProxy:
         finally:
             await self.start()
 
+    def fail_over(self) -> None:
+        """Every open connection goes silent for good; new connections pass."""
+        for flow in self._flows:
+            flow.clear()
+        self._flows.clear()  # never healed
+
+    def partition(self) -> None:
+        """Open and new connections go silent until `heal()`."""
+        self._partitioned = True
+        for flow in self._flows:
+            flow.clear()
+
+    def heal(self) -> None:
+        self._partitioned = False
+        for flow in self._flows:
+            flow.set()
+
     def lose_commit_answer(self) -> None:
         """The next COMMIT reaches the server; its answer does not reach the client."""
         self._lose_commit_answer = True
@@ -91,15 +117,22 @@ class PgProxy:
             return
         self._writers |= {writer, up_writer}
         committing = asyncio.Event()  # a COMMIT whose answer is to be lost went upstream
-        for task in (asyncio.create_task(self._pipe(reader, up_writer, committing, up=True)),
-                     asyncio.create_task(self._pipe(up_reader, writer, committing, up=False))):
+        flow = asyncio.Event()
+        self._flows.add(flow)
+        if not self._partitioned:
+            flow.set()
+        pipes = [asyncio.create_task(self._pipe(reader, up_writer, committing, flow, up=True)),
+                 asyncio.create_task(self._pipe(up_reader, writer, committing, flow, up=False))]
+        for task in pipes:
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
+        pipes[0].add_done_callback(lambda _: self._flows.discard(flow))
 
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter,
-                    committing: asyncio.Event, *, up: bool) -> None:
+                    committing: asyncio.Event, flow: asyncio.Event, *, up: bool) -> None:
         try:
             while data := await src.read(PIPE_CHUNK_BYTES):
+                await flow.wait()
                 if up and self._lose_commit_answer and b"COMMIT" in data:
                     self._lose_commit_answer = False
                     committing.set()

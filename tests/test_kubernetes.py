@@ -14,7 +14,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
-from tokend import config, crypto
+from tokend import config, crypto, daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -149,8 +149,10 @@ def test_probes_port_and_shutdown_budget() -> None:
     # The readiness ping gives up before the probe does, so a slow database reads as
     # "not ready" rather than as a probe timeout.
     assert container["readinessProbe"]["timeoutSeconds"] > 1.0
+    # The daemon's own bound on a stop (it exits by then whatever the database does).
     assert pod["terminationGracePeriodSeconds"] > (
-        refresh["shutdown_grace_seconds"] + server["drain_seconds"])
+        max(refresh["shutdown_grace_seconds"], server["drain_seconds"])
+        + daemon.TEARDOWN_SECONDS + daemon.HARD_EXIT_MARGIN_SECONDS)
 
 
 def test_pod_security_matches_the_systemd_hardening() -> None:

@@ -43,14 +43,14 @@ class CountingPing:
     def __getattr__(self, name):
         return getattr(self._db, name)
 
-    async def ping(self) -> None:
+    async def ping(self, timeout_seconds: float = 1.0) -> None:
         self.pings += 1
         await self.answer.wait()
         await self._db.ping()
 
 
 class SilentPing(CountingPing):
-    async def ping(self) -> None:
+    async def ping(self, timeout_seconds: float = 1.0) -> None:
         await asyncio.Event().wait()  # a database that takes the query and never answers
 
 

@@ -39,7 +39,7 @@ class SlowPing:
     def __getattr__(self, name):
         return getattr(self._db, name)
 
-    async def ping(self):
+    async def ping(self, timeout_seconds: float = 1.0):
         await asyncio.sleep(30)
 
 

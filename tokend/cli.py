@@ -200,8 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise config.ConfigError(
             "server.admin_token", "is required (inline, admin_token_file or TOKEND_ADMIN_TOKEN)")
     cfg.crypto.keyring()
-    asyncio.run(daemon.run(cfg))
-    return 0
+    clean = asyncio.run(daemon.run(cfg, hard_exit=True))
+    return 0 if clean else 1
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tokend import crypto, vocabulary
+from tokend import crypto, store, vocabulary
 from tokend.ebay import profile as ebay_profile
 
 
@@ -36,11 +36,18 @@ class DatabaseConfig:
     # cache, and LISTEN needs `listen_url` (a direct connection) or the stream polls.
     pgbouncer: bool = False
     listen_url: str | None = dataclasses.field(default=None, repr=False)
+    connect_timeout_seconds: float = store.DEFAULT_TIMEOUTS.connect_timeout_seconds
+    statement_timeout_seconds: float = store.DEFAULT_TIMEOUTS.statement_timeout_seconds
+    idle_in_transaction_timeout_seconds: float = (
+        store.DEFAULT_TIMEOUTS.idle_in_transaction_timeout_seconds)
+    health_check_seconds: float = store.DEFAULT_TIMEOUTS.health_check_seconds
 
     def store_options(self) -> dict[str, Any]:
         """The keyword arguments of `store.open`/`store.connect` besides the URL."""
+        timeouts = store.Timeouts(**{f.name: getattr(self, f.name)
+                                     for f in dataclasses.fields(store.Timeouts)})
         return {"pool_max_size": self.pool_max_size, "pgbouncer": self.pgbouncer,
-                "listen_url": self.listen_url}
+                "listen_url": self.listen_url, "timeouts": timeouts}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +320,9 @@ def _database(t: _Table) -> DatabaseConfig:
     out = DatabaseConfig(
         url=url, pool_max_size=t.integer("pool_max_size", d.pool_max_size),
         log_retention_seconds=t.number("log_retention_seconds", d.log_retention_seconds),
-        pgbouncer=t.get("pgbouncer", bool, d.pgbouncer), listen_url=listen_url)
+        pgbouncer=t.get("pgbouncer", bool, d.pgbouncer), listen_url=listen_url,
+        **{f.name: t.number(f.name, getattr(d, f.name))
+           for f in dataclasses.fields(store.Timeouts)})
     t.done()
     return out
 

@@ -8,7 +8,10 @@ import dataclasses
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import aiohttp
 import structlog
@@ -38,6 +41,12 @@ from tokend import (
 from tokend.ebay import notifications
 
 log = structlog.get_logger("tokend.daemon")
+
+# After the grace for in-flight work, the rest of a stop (cancelled tasks, saves still
+# retrying, the listener, the pool) gets this long; whatever is still running is abandoned.
+TEARDOWN_SECONDS = 3.0
+# `tokend run` exits this long after the deadline even if the event loop itself is stuck.
+HARD_EXIT_MARGIN_SECONDS = 1.5
 
 
 class SideTaskDied(Exception):
@@ -79,6 +88,60 @@ def http_session(settings: config.RefreshConfig) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds))
 
 
+class Shutdown:
+    """How long a stop may take, whatever the database does: `grace_seconds` for in-flight
+    work, then TEARDOWN_SECONDS for the rest. A step still running at the deadline is
+    abandoned and logged, and the process exits non-zero instead of hanging on it."""
+
+    def __init__(self, grace_seconds: float, drain_seconds: float = 0.0) -> None:
+        self.grace_seconds = grace_seconds
+        self.drain_seconds = drain_seconds  # the listener lingers this long after the stop
+        self.deadline: float | None = None  # time.monotonic(), set when the stop begins
+        self.abandoned: list[str] = []
+
+    def begin(self) -> None:
+        if self.deadline is None:
+            self.deadline = (time.monotonic() + max(self.grace_seconds, self.drain_seconds)
+                             + TEARDOWN_SECONDS)
+
+    def remaining(self) -> float:
+        """Seconds left; a teardown that began without a stop (a failed start, a test) has
+        TEARDOWN_SECONDS from now."""
+        if self.deadline is None:
+            return TEARDOWN_SECONDS
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def abandon(self, *what: str) -> None:
+        log.error("shutdown_abandoned", steps=list(what))
+        self.abandoned.extend(what)
+
+    async def bounded(self, name: str, step: Callable[[], Awaitable[object]]) -> None:
+        """Await `step()` until the deadline; past it the step is cancelled and abandoned,
+        not awaited (it may be stuck on a socket that never answers)."""
+        task = asyncio.ensure_future(step())
+        done, _ = await asyncio.wait({task}, timeout=self.remaining())
+        if not done:
+            task.cancel()
+            self.abandon(name)
+        elif not task.cancelled() and task.exception() is not None:
+            log.error("shutdown_step_failed", step=name, error=repr(task.exception()))
+
+
+def arm_hard_exit(seconds: float) -> threading.Timer:
+    """The last line of the bound: end the process `seconds` from now, from a thread, so
+    not even a stuck event loop can keep a stopping daemon alive. Only for `tokend run`."""
+
+    def hard_exit() -> None:
+        log.critical("shutdown_overrun", seconds=seconds)
+        sys.stdout.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, hard_exit)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 @dataclasses.dataclass(frozen=True)
 class Parts:
     """Everything a tokend process is made of, built once by `assemble`."""
@@ -101,6 +164,7 @@ class Parts:
     app: aioweb.Application
     app_tokens: apptokens.AppTokens
     ebay_receiver: notifications.Receiver | None
+    shutdown: Shutdown
 
 
 @contextlib.asynccontextmanager
@@ -119,21 +183,23 @@ async def assemble(
     keyring = keyring or cfg.crypto.keyring()
     stats = metrics.Metrics()
     notifier = systemd.Notifier.from_env()
+    shutdown = Shutdown(cfg.refresh.shutdown_grace_seconds, cfg.server.drain_seconds)
     async with contextlib.AsyncExitStack() as stack:
         if db is None:
-            db = await stack.enter_async_context(store.open(
-                cfg.database.url, **cfg.database.store_options()))
+            db = await store.connect(cfg.database.url, **cfg.database.store_options())
+            stack.push_async_callback(lambda: db.close(shutdown.remaining()))
+            await db.check_schema()
         session = await stack.enter_async_context(http_session(cfg.refresh))
         hub = stream.Hub(queue_size=cfg.server.stream_queue_size, stats=stats)
         timeout = cfg.refresh.request_timeout_seconds
         clients = {name: providers.build(p, request_timeout_seconds=timeout)
                    for name, p in cfg.providers.items()}
         commits = groupcommit.GroupCommit(db)
-        stack.push_async_callback(commits.close)
+        stack.push_async_callback(shutdown.bounded, "group commit", commits.close)
         worker = refresher.Refresher(db=db, keyring=keyring, clients=clients, session=session,
                                      hub=hub, stats=stats, settings=cfg.refresh, owner=instance,
                                      commits=commits)
-        stack.push_async_callback(worker.drain)
+        stack.push_async_callback(shutdown.bounded, "refresh saves", worker.drain)
         refresh_loop = loop.Loop(db=db, worker=worker, hub=hub, stats=stats,
                                  settings=cfg.refresh, instance=instance, stop=stop,
                                  log_retention_seconds=cfg.database.log_retention_seconds,
@@ -148,7 +214,7 @@ async def assemble(
         app_tokens = apptokens.AppTokens(db=db, keyring=keyring, clients=clients,
                                          session=session, hub=hub, settings=cfg.refresh,
                                          owner=instance)
-        stack.push_async_callback(app_tokens.drain)
+        stack.push_async_callback(shutdown.bounded, "app-token saves", app_tokens.drain)
         ebay_receiver = None
         if cfg.ebay_notifications is not None:
             keys = notifications.PublicKeys(
@@ -168,7 +234,7 @@ async def assemble(
                     stats=stats, db=db, session=session, hub=hub, refresher=worker,
                     loop=refresh_loop, vendor=vendor, readiness=readiness, app=app,
                     app_tokens=app_tokens, ebay_receiver=ebay_receiver, connect=connector,
-                    deliverer=deliverer)
+                    deliverer=deliverer, shutdown=shutdown)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,27 +261,32 @@ async def listening(parts: Parts, host: str, port: int, *,
         yield Listener(url=f"http://{bound_host}:{bound_port}", runner=runner)
         await parts.readiness.linger()  # /readyz says 503 a while before the port closes
     finally:
-        await runner.cleanup()
+        await parts.shutdown.bounded("http server", runner.cleanup)
 
 
 async def run(
     cfg: config.Config, *, stop: asyncio.Event | None = None,
     on_ready: Callable[[str], Awaitable[None] | None] | None = None,
-) -> None:
-    """Run until `stop` is set (or a signal sets it); raise if a side task dies."""
+    hard_exit: bool = False,
+) -> bool:
+    """Run until `stop` is set (or a signal sets it); raise if a side task dies. Returns
+    False when the stop had to abandon something (logged). `hard_exit` (`tokend run`):
+    should the teardown overrun its bound anyway, the process ends from a thread."""
     stop = stop or asyncio.Event()
     # Handlers go in first: a supervisor may stop us the moment READY=1 arrives.
     with stop_on_signals(stop):
         async with assemble(cfg, stop=stop) as parts:
             await _warn_over_quota(parts.db, cfg)
-            async with listening(parts, cfg.server.host, cfg.server.port) as listener:
-                await _serve(parts, listener.url, on_ready)
-    log.info("daemon_stopped", instance=parts.instance)
+            async with listening(parts, cfg.server.host, cfg.server.port,
+                                 shutdown_timeout=TEARDOWN_SECONDS) as listener:
+                await _serve(parts, listener.url, on_ready, hard_exit)
+    log.info("daemon_stopped", instance=parts.instance, abandoned=parts.shutdown.abandoned)
+    return not parts.shutdown.abandoned
 
 
 async def _serve(
     parts: Parts, url: str,
-    on_ready: Callable[[str], Awaitable[None] | None] | None,
+    on_ready: Callable[[str], Awaitable[None] | None] | None, hard_exit: bool,
 ) -> None:
     notifier = parts.notifier
     tasks = [asyncio.create_task(parts.loop.run(), name="refresh-loop"),
@@ -238,12 +309,14 @@ async def _serve(
             await result
 
     def stopping() -> None:
+        parts.shutdown.begin()
+        if hard_exit:
+            arm_hard_exit(parts.shutdown.remaining() + HARD_EXIT_MARGIN_SECONDS)
         parts.readiness.drain()
         notifier.stopping()
         log.info("daemon_stopping", instance=parts.instance)
 
-    await _supervise(parts.stop, tasks, feeds, parts.cfg.refresh.shutdown_grace_seconds,
-                     stopping)
+    await _supervise(parts.stop, tasks, feeds, parts.shutdown, stopping)
 
 
 async def _warn_over_quota(db: store.Store, cfg: config.Config) -> None:
@@ -255,7 +328,7 @@ async def _warn_over_quota(db: store.Store, cfg: config.Config) -> None:
 
 
 async def _supervise(stop: asyncio.Event, tasks: list[asyncio.Task], feeds: list[asyncio.Task],
-                     grace_seconds: float, on_stop: Callable[[], None]) -> None:
+                     shutdown: Shutdown, on_stop: Callable[[], None]) -> None:
     """Wait for a stop (or a side task's death), then let the loop finish within the grace;
     `feeds` run until cancelled, which happens once the others are done.
 
@@ -272,10 +345,8 @@ async def _supervise(stop: asyncio.Event, tasks: list[asyncio.Task], feeds: list
     stop.set()
     stopped.cancel()
     on_stop()
-    await _finish(tasks, grace_seconds)
-    for feed in feeds:
-        feed.cancel()
-    await asyncio.gather(*feeds, return_exceptions=True)
+    await _finish(tasks, shutdown)
+    await _cancel(feeds, shutdown)
     if cancelled:
         raise asyncio.CancelledError
     for task in died:
@@ -284,10 +355,22 @@ async def _supervise(stop: asyncio.Event, tasks: list[asyncio.Task], feeds: list
         raise SideTaskDied(task.get_name()) from error
 
 
-async def _finish(tasks: list[asyncio.Task], grace_seconds: float) -> None:
-    _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+async def _finish(tasks: list[asyncio.Task], shutdown: Shutdown) -> None:
+    """The grace for `tasks` to end on their own; then they are cancelled."""
+    _, pending = await asyncio.wait(tasks, timeout=shutdown.grace_seconds)
     if pending:
         log.warning("shutdown_grace_exceeded", tasks=sorted(t.get_name() for t in pending))
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending)
+        await _cancel(pending, shutdown)
+
+
+async def _cancel(tasks: Iterable[asyncio.Task], shutdown: Shutdown) -> None:
+    """Cancel `tasks` and wait for them until the deadline; one that ignores the
+    cancellation (stuck in a cleanup that waits on a dead socket) is abandoned."""
+    tasks = set(tasks)
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=shutdown.remaining())
+    if pending:
+        shutdown.abandon(*sorted(t.get_name() for t in pending))

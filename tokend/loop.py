@@ -160,11 +160,17 @@ class Loop:
                 in_flight |= {asyncio.create_task(
                     self.worker.refresh_claimed(a, vocabulary.SCHEDULED),
                     name=f"refresh:{a.id}") for a in batch}
+        except asyncio.CancelledError:
+            # Past the shutdown grace the refreshes are cut short too. A save under way goes
+            # on, shielded, and `Refresher.drain` waits for it within the shutdown's bound.
+            for task in in_flight:
+                task.cancel()
+            raise
         finally:
             # On a stop or a database failure the claimed accounts still finish.
             if in_flight:
                 done, _ = await asyncio.wait(in_flight)
-                collect(done)
+                collect({task for task in done if not task.cancelled()})
         if checked == 0:
             return {"status": "idle", "message": QUIET_MESSAGE, "accounts_checked": 0,
                     "accounts_refreshed": 0, "errors": [], "timestamp": self._now_iso()}

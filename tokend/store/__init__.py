@@ -33,6 +33,21 @@ POLL_BATCH = 1000
 POLL_LOOKBACK_IDS = 2000
 
 
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """How long the database may keep tokend waiting. A cloud failover or a partition does
+    not refuse connections, it leaves them hanging: every call is bounded, and a connection
+    that did not answer in time is dropped and replaced (PostgreSQL; see config.example.toml)."""
+
+    connect_timeout_seconds: float = 10.0
+    statement_timeout_seconds: float = 10.0  # each statement, pool checkout, BEGIN, COMMIT
+    idle_in_transaction_timeout_seconds: float = 30.0  # the server ends a transaction left idle
+    health_check_seconds: float = 5.0  # the LISTEN connection is pinged this often
+
+
+DEFAULT_TIMEOUTS = Timeouts()
+
+
 class StoreError(Exception):
     """A storage problem worth one clear line to the operator."""
 
@@ -176,6 +191,71 @@ SORT_KEYS = tuple(dict.fromkeys(key for key, _ in _PAGES))
 NEVER = _FAR_FUTURE  # an absent expiry's sort value (sql fragment `never`)
 
 
+class _NewEntryIds:
+    """Entry ids any replica committed, each handed to `callback` once: announced by NOTIFY
+    (`seen`), or read back from http_log (`catch_up`) by the poller behind PgBouncer and
+    after a LISTEN connection was replaced. Ids come from a sequence at INSERT but become
+    visible at COMMIT, so a lower id can appear after a higher one: each read looks
+    POLL_LOOKBACK_IDS back."""
+
+    def __init__(self, db: Connector, callback: Callable[[int], None], start: int) -> None:
+        self._db, self._callback = db, callback
+        self._start = self._high = start  # ids up to `start` were there before: history
+        self._announced: set[int] = set()
+
+    def seen(self, entry_id: int) -> None:
+        if entry_id in self._announced:
+            return
+        self._announced.add(entry_id)
+        self._high = max(self._high, entry_id)
+        if len(self._announced) > 2 * POLL_LOOKBACK_IDS:
+            self._forget_old()
+        self._callback(entry_id)
+
+    def _forget_old(self) -> None:
+        floor = self._high - POLL_LOOKBACK_IDS
+        self._announced.difference_update([i for i in self._announced if i <= floor])
+
+    async def catch_up(self) -> None:
+        after = max(self._high - POLL_LOOKBACK_IDS, self._start)
+        while True:
+            rows = await self._db.all("entry_ids_after", after_id=after, limit=POLL_BATCH)
+            for r in rows:
+                self.seen(r["id"])
+            if rows:
+                after = rows[-1]["id"]
+            if len(rows) < POLL_BATCH:
+                break
+        self._forget_old()
+
+    async def poll(self) -> Callable[[], Awaitable[None]]:
+        """`catch_up` every POLL_INTERVAL_SECONDS, in a task; returns `stop`."""
+
+        async def poll() -> None:
+            failing = False
+            while True:
+                await asyncio.sleep(POLL_INTERVAL_SECONDS)
+                try:
+                    await self.catch_up()
+                except StoreError as exc:
+                    if not failing:
+                        _log.warning("entries_listener_lost", error=str(exc))
+                    failing = True
+                    continue
+                if failing:
+                    _log.info("entries_listener_restored")
+                    failing = False
+
+        task = asyncio.create_task(poll(), name="tokend-entries-poller")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        return stop
+
+
 class Store:
     """What the daemon needs from a database. Each method is one short transaction (or one
     statement), and no method holds a connection while it waits on anything else."""
@@ -187,12 +267,14 @@ class Store:
         self._claims_in_doubt: list[tuple[str, datetime]] = []
         self._last_lease_until: dict[str, datetime] = {}  # owner -> its latest claim's
 
-    async def close(self) -> None:
-        await self._db.close()
+    async def close(self, timeout_seconds: float = 5.0) -> None:
+        """Close every connection; one still busy after `timeout_seconds` is cut."""
+        await self._db.close(timeout_seconds)
 
-    async def ping(self) -> None:
-        """A trivial round trip; raises StoreError when the database is unreachable."""
-        await self._db.one("ping")
+    async def ping(self, timeout_seconds: float = 1.0) -> None:
+        """A trivial round trip; raises StoreError when the database is unreachable or does
+        not answer within `timeout_seconds` (the connection is then replaced)."""
+        await self._db.ping(timeout_seconds)
 
     # -- schema -----------------------------------------------------------------------
     async def migrate(self) -> list[str]:
@@ -544,7 +626,10 @@ class Store:
         Only where `can_listen`."""
         if self._db.listen is None:
             raise StoreError(f"the {self.backend} store cannot listen")
-        return await self._db.listen(EVENTS_CHANNEL, lambda _payload: callback())
+        async def restored() -> None:  # events may have been committed meanwhile
+            callback()
+
+        return await self._db.listen(EVENTS_CHANNEL, lambda _payload: callback(), restored)
 
     # -- the daily budget: token-endpoint calls per provider, grant and UTC day ----------
     async def count_token_call(self, provider: str, grant: str, now: datetime) -> int:
@@ -621,60 +706,22 @@ class Store:
         self, callback: Callable[[int], None],
     ) -> Callable[[], Awaitable[None]]:
         """Call `callback(entry_id)` for every entry any replica commits; returns `stop`.
-        Only where `can_listen`."""
-        if self._db.feed_mode == "poll":
-            return await self._poll_entries(callback)
-        if self._db.listen is None:
+        Only where `can_listen`. Entries committed while a LISTEN connection was being
+        replaced are read back once it is, so each still reaches `callback` once."""
+        if not self.can_listen:
             raise StoreError(f"the {self.backend} store cannot listen")
-        return await self._db.listen(ENTRIES_CHANNEL, lambda payload: callback(int(payload)))
-
-    async def _poll_entries(
-        self, callback: Callable[[int], None],
-    ) -> Callable[[], Awaitable[None]]:
-        """`listen_entries` by reading new http_log ids every POLL_INTERVAL_SECONDS."""
         row = await self._db.one("latest_entry_id")
-        high = row["id"] or 0
-        announced: set[int] = set()
-
-        async def poll_once() -> None:
-            nonlocal high
-            after = max(high - POLL_LOOKBACK_IDS, 0)
-            while True:
-                rows = await self._db.all("entry_ids_after", after_id=after, limit=POLL_BATCH)
-                for r in rows:
-                    if r["id"] not in announced:
-                        announced.add(r["id"])
-                        callback(r["id"])
-                if rows:
-                    after = rows[-1]["id"]
-                    high = max(high, after)
-                if len(rows) < POLL_BATCH:
-                    break
-            floor = high - POLL_LOOKBACK_IDS
-            announced.difference_update([i for i in announced if i <= floor])
-
-        async def poll() -> None:
-            failing = False
-            while True:
-                await asyncio.sleep(POLL_INTERVAL_SECONDS)
-                try:
-                    await poll_once()
-                except StoreError as exc:
-                    if not failing:
-                        _log.warning("entries_listener_lost", error=str(exc))
-                    failing = True
-                    continue
-                if failing:
-                    _log.info("entries_listener_restored")
-                    failing = False
-
-        task = asyncio.create_task(poll(), name="tokend-entries-poller")
-
-        async def stop() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
+        ids = _NewEntryIds(self._db, callback, start=row["id"] or 0)
+        if self._db.feed_mode == "poll":
+            return await ids.poll()
+        assert self._db.listen is not None
+        stop = await self._db.listen(ENTRIES_CHANNEL, lambda payload: ids.seen(int(payload)),
+                                     ids.catch_up)
+        try:  # what was committed between reading `start` and the LISTEN taking effect
+            await ids.catch_up()
+        except BaseException:
+            await stop()
+            raise
         return stop
 
     # -- workers ----------------------------------------------------------------------
@@ -975,7 +1022,9 @@ class Connector(Protocol):
     """A backend: runs named statements, opens transactions, and may listen."""
 
     dialect: str
-    listen: Callable[[str, Callable[[str], None]],
+    # listen(channel, callback, on_restored): on_restored runs after a lost connection is
+    # replaced, for the caller to read back what was announced meanwhile.
+    listen: Callable[[str, Callable[[str], None], Callable[[], Awaitable[None]] | None],
                      Awaitable[Callable[[], Awaitable[None]]]] | None
     feed_mode: str | None  # "notify" | "poll" | None, matching `listen`
 
@@ -984,11 +1033,12 @@ class Connector(Protocol):
     def transaction(
         self, *, schema_change: bool = False,
     ) -> contextlib.AbstractAsyncContextManager[Session]: ...
-    async def close(self) -> None: ...
+    async def close(self, timeout_seconds: float) -> None: ...
+    async def ping(self, timeout_seconds: float) -> None: ...
 
 
 async def connect(url: str, *, pool_max_size: int = 10, pgbouncer: bool = False,
-                  listen_url: str | None = None) -> Store:
+                  listen_url: str | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> Store:
     """Open the store that `url` names; the caller owns it and must `close()` it.
     `pgbouncer` and `listen_url` apply to PostgreSQL (see `postgres.Connector.open`)."""
     if url.startswith("sqlite://"):
@@ -999,18 +1049,19 @@ async def connect(url: str, *, pool_max_size: int = 10, pgbouncer: bool = False,
         from tokend.store import postgres
 
         return Store(await postgres.Connector.open(url, pool_max_size=pool_max_size,
-                                                   pgbouncer=pgbouncer, listen_url=listen_url))
+                                                   pgbouncer=pgbouncer, listen_url=listen_url,
+                                                   timeouts=timeouts))
     raise StoreError(f"unsupported database url scheme: {url.split(':', 1)[0]!r}")
 
 
 @contextlib.asynccontextmanager
 async def open(
     url: str, *, pool_max_size: int = 10, check_schema: bool = True, pgbouncer: bool = False,
-    listen_url: str | None = None,
+    listen_url: str | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS,
 ) -> AsyncIterator[Store]:
     """The store for `url`, schema checked, closed on the way out."""
     db = await connect(url, pool_max_size=pool_max_size, pgbouncer=pgbouncer,
-                       listen_url=listen_url)
+                       listen_url=listen_url, timeouts=timeouts)
     try:
         if check_schema:
             await db.check_schema()

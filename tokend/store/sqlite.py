@@ -127,8 +127,14 @@ class Connector:
             raise store.StoreError(f"cannot open SQLite database {path}: {exc}") from exc
         return cls(conn)
 
-    async def close(self) -> None:
-        await self._conn.close()
+    async def close(self, timeout_seconds: float = BUSY_TIMEOUT_SECONDS) -> None:
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await self._conn.close()
+        except TimeoutError:
+            # A statement still waiting on another process's lock: shutdown goes on without
+            # it (its thread ends with the process).
+            pass
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, schema_change: bool = False) -> AsyncIterator[Session]:
@@ -159,6 +165,13 @@ class Connector:
     async def one(self, query: str, /, **params: Any) -> Mapping[str, Any] | None:
         async with self._lock:
             return await Session(self._conn).one(query, **params)
+
+    async def ping(self, timeout_seconds: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await self.one("ping")
+        except TimeoutError as exc:
+            raise store.StoreError(f"SQLite: no answer within {timeout_seconds:g} s") from exc
 
     listen = None  # one process: the hub sees every entry this process writes
     feed_mode = None

@@ -66,8 +66,8 @@ async def _database_check(db: store.Store, now: datetime) -> dict[str, Any]:
     check: dict[str, Any] = {"componentType": "datastore", "status": "pass",
                              "time": now.isoformat()}
     try:
-        async with asyncio.timeout(DB_TIMEOUT_SECONDS):
-            await db.ping()
+        async with asyncio.timeout(DB_TIMEOUT_SECONDS + 0.5):
+            await db.ping(DB_TIMEOUT_SECONDS)
     except TimeoutError:
         check.update(status="warn", output=f"no answer within {DB_TIMEOUT_SECONDS:g} s")
     except Exception as exc:
