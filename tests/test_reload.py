@@ -19,7 +19,7 @@ from kit import PROVIDER, refresh_token, seed, wait_until
 from proc import Daemon, toml_value
 from webhook_receiver import Receiver, new_secret
 
-from tokend import clock, crypto, model, store
+from tokend import clock, config, crypto, model, reload, store
 from tokend.testing import simulator
 
 pytestmark = pytest.mark.timeout(120)
@@ -326,3 +326,27 @@ async def test_the_watch_takes_a_secret_that_kubernetes_swapped_in_place(
 def test_the_unit_reloads_with_sighup() -> None:
     lines = UNIT.read_text().splitlines()
     assert "ExecReload=/bin/kill -HUP $MAINPID" in lines
+
+
+
+def test_only_the_secrets_of_what_runs_are_taken_the_rest_needs_a_restart(
+        tmp_path: Path, key_lines: list[str]) -> None:
+    def parse(providers: dict[str, str], **server: Any) -> config.Config:
+        return config.parse({
+            "crypto": {"keys": key_lines[:1]}, "server": {"admin_token": "a" * 16, **server},
+            "providers": {name: {"client_id": "id", "client_secret": secret}
+                          for name, secret in providers.items()}}, tmp_path)
+
+    running = reload.Secrets(parse({"ebay": "old-secret"},
+                                   org_tokens={"acme": "acme-token-0123456789"}))
+    new = parse({"ebay": "new-secret", "other": "other-secret"}, port=9999, org_tokens={})
+    restart = running.needs_restart(new)
+    assert "server.port" in restart
+    assert "providers.other.client_secret" in restart  # a provider added: restart
+    assert not [k for k in restart if k.startswith(("providers.ebay", "server.org_tokens"))]
+
+    assert running.take(new, new.crypto.keyring()) == [
+        "providers.ebay.client_secret", "server.org_tokens.acme"]
+    assert running.client_secrets == {"ebay": "new-secret"}
+    assert running.server.org_tokens == {}  # the removed org token no longer opens
+    assert running.server.port == running.started.server.port
