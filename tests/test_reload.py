@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import os
 import secrets
 import signal
@@ -15,12 +16,15 @@ from typing import Any
 import aiohttp
 import pytest
 import standardwebhooks
+import webstack
 from kit import PROVIDER, refresh_token, seed, wait_until
 from proc import Daemon, toml_value
 from webhook_receiver import Receiver, new_secret
 
+import tokend.store as st
 from tokend import clock, config, crypto, model, reload, store
 from tokend.testing import simulator
+from tokend.web import common
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -350,3 +354,22 @@ def test_only_the_secrets_of_what_runs_are_taken_the_rest_needs_a_restart(
     assert running.client_secrets == {"ebay": "new-secret"}
     assert running.server.org_tokens == {}  # the removed org token no longer opens
     assert running.server.port == running.started.server.port
+
+
+async def test_the_app_token_cache_renews_with_the_rotated_client_secret(
+        store: st.Store, keyring: crypto.Keyring) -> None:
+    """The application token (client_credentials) goes through the same provider client."""
+    rotated = "rotated-" + secrets.token_urlsafe(16)
+    path = f"/api/providers/{webstack.PROVIDER}/app-token"
+    async with webstack.running(store, keyring) as stack:
+        stack.sim.client_secret = rotated
+        status, _ = await stack.get_json(path, token=webstack.CONSUMER)
+        assert status != 200  # the old secret is refused
+        cfg = dataclasses.replace(stack.cfg, providers={
+            name: dataclasses.replace(p, client_secret=rotated)
+            for name, p in stack.cfg.providers.items()})
+        changed = stack.app[common.SECRETS].take(cfg, keyring)
+        assert changed == [f"providers.{webstack.PROVIDER}.client_secret"]
+        status, body = await stack.get_json(path, token=webstack.CONSUMER)
+        assert status == 200, body
+        assert stack.sim.app_token_grants == 1
