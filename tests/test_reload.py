@@ -354,6 +354,10 @@ def test_only_the_secrets_of_what_runs_are_taken_the_rest_needs_a_restart(
     assert running.client_secrets == {"ebay": "new-secret"}
     assert running.server.org_tokens == {}  # the removed org token no longer opens
     assert running.server.port == running.started.server.port
+    gone = parse({})  # a provider removed from the file runs on until a restart
+    assert running.take(gone, gone.crypto.keyring()) == []
+    assert running.client_secret("ebay") == "new-secret"
+    assert "providers.ebay.client_id" in running.needs_restart(gone)
 
 
 async def test_the_app_token_cache_renews_with_the_rotated_client_secret(

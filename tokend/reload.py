@@ -23,9 +23,10 @@ from tokend import config, crypto
 
 log = structlog.get_logger("tokend.reload")
 
-Path = tuple[str, ...]
+Key = tuple[str, ...]  # a setting's path: ("providers", "ebay", "client_secret")
 
-def _reloadable(path: Path) -> bool:
+
+def _reloadable(path: Key) -> bool:
     """The keys a reload applies: every secret but the database URLs (the pool holds
     connections opened with them) and eBay's verification token (read at start)."""
     match path:
@@ -38,11 +39,11 @@ def _reloadable(path: Path) -> bool:
     return False
 
 
-def flatten(cfg: config.Config) -> dict[Path, Any]:
+def flatten(cfg: config.Config) -> dict[Key, Any]:
     """Every setting by its path; providers and webhooks by name, token maps by key."""
-    out: dict[Path, Any] = {}
+    out: dict[Key, Any] = {}
 
-    def walk(prefix: Path, value: Any) -> None:
+    def walk(prefix: Key, value: Any) -> None:
         if dataclasses.is_dataclass(value):
             for field in dataclasses.fields(value):
                 walk((*prefix, field.name), getattr(value, field.name))
@@ -59,7 +60,7 @@ def flatten(cfg: config.Config) -> dict[Path, Any]:
     return out
 
 
-def _name(path: Path) -> str:
+def _name(path: Key) -> str:
     return ".".join(path)
 
 
@@ -83,7 +84,10 @@ class Secrets:
 
     def take(self, cfg: config.Config, keyring: crypto.Keyring) -> list[str]:
         """Swap in `cfg`'s secrets (checked already); the names of those that changed."""
-        values = {p: v for p, v in flatten(cfg).items() if _reloadable(p) and self._runs(p)}
+        # A provider or webhook gone from the file still runs, with the secret it had.
+        kept = {p: v for p, v in self._values.items() if p[0] in ("providers", "webhooks")}
+        values = {**kept, **{p: v for p, v in flatten(cfg).items()
+                             if _reloadable(p) and self._runs(p)}}
         changed = sorted(_name(p) for p in values.keys() | self._values.keys()
                          if values.get(p) != self._values.get(p))
         self.keyring.replace(keyring)
@@ -95,12 +99,13 @@ class Secrets:
             n: p.client_secret for n, p in cfg.providers.items() if n in self.client_secrets}}
         self.webhook_keys = {**self.webhook_keys, **{
             w.name: w.key for w in cfg.webhooks if w.name in self.webhook_keys}}
-        self._values = {**self._values, **values}
+        self._values = values
         return changed
 
-    def _runs(self, path: Path) -> bool:
+    def _runs(self, path: Key) -> bool:
+        """Whether the provider or webhook a setting belongs to runs in this process."""
         if path[0] == "providers":
-            return path[1] in self.started.providers
+            return path[1] in self.client_secrets
         if path[0] == "webhooks":
             return path[1] in self.webhook_keys
         return True
