@@ -83,11 +83,12 @@ async def acli(config_path: Path, *args: str, stdin: str = "", **extra_env: str,
 class Daemon:
     """A `tokend run` child process whose stdout lands in a file."""
 
-    def __init__(self, config_path: Path, log_path: Path, **extra_env: str) -> None:
+    def __init__(self, config_path: Path, log_path: Path, *run_args: str,
+                 **extra_env: str) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tokend", "--config", str(config_path), "run"],
+            [sys.executable, "-m", "tokend", "--config", str(config_path), "run", *run_args],
             stdout=self._log, stderr=subprocess.STDOUT, env=env(**extra_env))
 
     def events(self) -> list[dict[str, Any]]:

@@ -133,6 +133,20 @@ def test_the_configmap_is_a_tokend_config_whose_secrets_the_pod_mounts(
         mounts(container)[config_volume["name"]] + "/tokend.toml")
 
 
+def test_a_rotated_secret_reaches_the_running_pods() -> None:
+    """The kubelet updates a Secret volume's files in place (not under a subPath, not in
+    env), and the daemon looks at them: tests/test_reload.py runs that swap for real."""
+    (container,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[0] == "run"
+    watch = args.index("--watch-secrets")
+    assert 0 < float(args[watch + 1]) <= 60
+    assert all("subPath" not in m and "subPathExpr" not in m
+               for m in container["volumeMounts"])
+    assert not [e for e in container["env"] if "valueFrom" in e], \
+        "a secret in the environment needs a restart to change"
+
+
 def test_probes_port_and_shutdown_budget() -> None:
     data = tomllib.loads(app_config())
     server, refresh = data["server"], data["refresh"]
@@ -140,7 +154,7 @@ def test_probes_port_and_shutdown_budget() -> None:
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     assert spec["replicas"] >= 2
-    assert container["command"] + container["args"] == ["tokend", "run"]
+    assert container["command"] + container["args"][:1] == ["tokend", "run"]
     (port,) = container["ports"]
     assert (port["name"], port["containerPort"]) == ("http", server["port"])
     assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}

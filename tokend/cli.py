@@ -90,7 +90,10 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    command("run", cmd_run, "run the daemon")
+    command("run", cmd_run, "run the daemon").add_argument(
+        "--watch-secrets", type=float, default=None, metavar="SECONDS",
+        help="besides SIGHUP, re-read the secrets when they change, looking every SECONDS "
+             "(Kubernetes Secrets mounted as files)")
     command("migrate", cmd_migrate,
             "apply the database migrations (needs only the [database] section)")
     command("keygen", cmd_keygen, "print a new key line for [crypto].keys").add_argument(
@@ -200,7 +203,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise config.ConfigError(
             "server.admin_token", "is required (inline, admin_token_file or TOKEND_ADMIN_TOKEN)")
     cfg.crypto.keyring()
-    clean = asyncio.run(daemon.run(cfg, hard_exit=True))
+    clean = asyncio.run(daemon.run(cfg, load=lambda: config.load(args.config),
+                                   watch_seconds=args.watch_secrets, hard_exit=True))
     return 0 if clean else 1
 
 

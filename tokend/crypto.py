@@ -83,6 +83,11 @@ class Keyring:
     def from_lines(cls, lines: Iterable[str]) -> Keyring:
         return cls(parse_key_line(line) for line in lines)
 
+    def replace(self, other: Keyring) -> None:
+        """Take `other`'s keys in place (a reload): every part that holds this keyring
+        seals with the new primary from its next call and opens with any key it lists."""
+        self._keys, self.primary_kid = other._keys, other.primary_kid
+
     def encrypt(self, plaintext: str, *, account_id: str, column: str) -> str:
         kid = self.primary_kid
         nonce = os.urandom(_NONCE_BYTES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import socket
@@ -31,6 +32,7 @@ from tokend import (
     providers,
     quota,
     refresher,
+    reload,
     store,
     stream,
     systemd,
@@ -75,6 +77,28 @@ def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
     log.info("stop_requested", signal=sig.name)
     stop.set()
+
+
+@contextlib.asynccontextmanager
+async def reload_on_signal(
+    parts: Parts, load: Callable[[], config.Config] | None, watch_seconds: float | None,
+) -> AsyncIterator[None]:
+    """Given `load` (how the configuration was read): SIGHUP (`systemctl reload tokend`)
+    re-reads the secrets, and so does a change the watch sees every `watch_seconds`.
+    The previous SIGHUP handler comes back after."""
+    if load is None:
+        yield
+        return
+    reloader = reload.Reloader(parts.secrets, load)
+    event_loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGHUP)
+    event_loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+    try:
+        async with reload.watching(reloader, watch_seconds, parts.stop):
+            yield
+    finally:
+        event_loop.remove_signal_handler(signal.SIGHUP)
+        signal.signal(signal.SIGHUP, previous)
 
 
 def instance_name() -> str:
@@ -151,6 +175,7 @@ class Parts:
     stop: asyncio.Event
     notifier: systemd.Notifier
     keyring: crypto.Keyring
+    secrets: reload.Secrets
     stats: metrics.Metrics
     db: store.Store
     session: aiohttp.ClientSession
@@ -180,7 +205,8 @@ async def assemble(
     """
     instance = instance or instance_name()
     stop = stop or asyncio.Event()
-    keyring = keyring or cfg.crypto.keyring()
+    secrets = reload.Secrets(cfg, keyring)
+    keyring = secrets.keyring
     stats = metrics.Metrics()
     notifier = systemd.Notifier.from_env()
     shutdown = Shutdown(cfg.refresh.shutdown_grace_seconds, cfg.server.drain_seconds)
@@ -192,7 +218,9 @@ async def assemble(
         session = await stack.enter_async_context(http_session(cfg.refresh))
         hub = stream.Hub(queue_size=cfg.server.stream_queue_size, stats=stats)
         timeout = cfg.refresh.request_timeout_seconds
-        clients = {name: providers.build(p, request_timeout_seconds=timeout)
+        clients = {name: providers.build(
+                       p, request_timeout_seconds=timeout,
+                       client_secret=functools.partial(secrets.client_secret, name))
                    for name, p in cfg.providers.items()}
         commits = groupcommit.GroupCommit(db)
         stack.push_async_callback(shutdown.bounded, "group commit", commits.close)
@@ -210,7 +238,8 @@ async def assemble(
                                 settings=cfg.refresh)
         deliverer = webhooks.Deliverer(
             db=db, endpoints=cfg.webhooks, stats=stats, instance=instance, stop=stop,
-            retention_seconds=cfg.database.log_retention_seconds)
+            retention_seconds=cfg.database.log_retention_seconds,
+            signing_key=secrets.webhook_key)
         app_tokens = apptokens.AppTokens(db=db, keyring=keyring, clients=clients,
                                          session=session, hub=hub, settings=cfg.refresh,
                                          owner=instance)
@@ -229,8 +258,10 @@ async def assemble(
         app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
                              loop=refresh_loop, metrics=stats, instance=instance,
                              readiness=readiness, app_tokens=app_tokens,
-                             connector=connector, ebay_receiver=ebay_receiver)
+                             connector=connector, ebay_receiver=ebay_receiver,
+                             secrets=secrets)
         yield Parts(cfg=cfg, instance=instance, stop=stop, notifier=notifier, keyring=keyring,
+                    secrets=secrets,
                     stats=stats, db=db, session=session, hub=hub, refresher=worker,
                     loop=refresh_loop, vendor=vendor, readiness=readiness, app=app,
                     app_tokens=app_tokens, ebay_receiver=ebay_receiver, connect=connector,
@@ -267,15 +298,18 @@ async def listening(parts: Parts, host: str, port: int, *,
 async def run(
     cfg: config.Config, *, stop: asyncio.Event | None = None,
     on_ready: Callable[[str], Awaitable[None] | None] | None = None,
+    load: Callable[[], config.Config] | None = None, watch_seconds: float | None = None,
     hard_exit: bool = False,
 ) -> bool:
     """Run until `stop` is set (or a signal sets it); raise if a side task dies. Returns
-    False when the stop had to abandon something (logged). `hard_exit` (`tokend run`):
-    should the teardown overrun its bound anyway, the process ends from a thread."""
+    False when the stop had to abandon something (logged). `load` re-reads the
+    configuration `cfg` came from (`reload_on_signal`). `hard_exit` (`tokend run`): should
+    the teardown overrun its bound anyway, the process ends from a thread."""
     stop = stop or asyncio.Event()
     # Handlers go in first: a supervisor may stop us the moment READY=1 arrives.
     with stop_on_signals(stop):
-        async with assemble(cfg, stop=stop) as parts:
+        async with (assemble(cfg, stop=stop) as parts,
+                    reload_on_signal(parts, load, watch_seconds)):
             await _warn_over_quota(parts.db, cfg)
             async with listening(parts, cfg.server.host, cfg.server.port,
                                  shutdown_timeout=TEARDOWN_SECONDS) as listener:

@@ -102,8 +102,11 @@ class Deliverer:
         stats: metrics.Metrics, instance: str, stop: asyncio.Event,
         retention_seconds: float | None = None,
         clock: Callable[[], datetime] = clock.now,
+        signing_key: Callable[[str], bytes] | None = None,
     ) -> None:
         self.db, self.endpoints, self.stats = db, endpoints, stats
+        # By endpoint name, asked at every attempt: a reloaded secret signs the next one.
+        self.signing_key = signing_key or {e.name: e.key for e in endpoints}.__getitem__
         self.instance, self.stop, self.clock = instance, stop, clock
         self.retention_seconds = retention_seconds
         self.breakers = {e.name: Breaker(e.breaker_failures, e.breaker_seconds)
@@ -191,7 +194,8 @@ class Deliverer:
         try:
             async with session.post(
                     endpoint.url, data=payload,
-                    headers=headers(endpoint.key, msg_id, int(time.time()), payload),
+                    headers=headers(self.signing_key(endpoint.name), msg_id, int(time.time()),
+                                    payload),
                     timeout=aiohttp.ClientTimeout(total=endpoint.timeout_seconds),
                     allow_redirects=False) as response:
                 status = response.status

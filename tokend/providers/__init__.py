@@ -8,6 +8,8 @@ opened and stores what comes back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tokend import config
 from tokend.ebay import profile as ebay_profile
 from tokend.providers.client import BODY_LIMIT_BYTES, Provider
@@ -48,16 +50,21 @@ __all__ = [
 ]
 
 
-def build(provider_config: config.ProviderConfig, *, request_timeout_seconds: float) -> Provider:
-    """The client for one `[providers.NAME]` table."""
+def build(
+    provider_config: config.ProviderConfig, *, request_timeout_seconds: float,
+    client_secret: Callable[[], str] | None = None,
+) -> Provider:
+    """The client for one `[providers.NAME]` table; `client_secret` (default: the table's)
+    is asked at every request."""
     if provider_config.type == "ebay":
         return Provider(
             provider_config, request_timeout_seconds=request_timeout_seconds,
             token_prefix=ebay_profile.TOKEN_PREFIX, token_types=ebay_profile.TOKEN_TYPES,
+            client_secret=client_secret,
         )
     if provider_config.type == "oauth2":
         return Provider(
             provider_config, request_timeout_seconds=request_timeout_seconds,
-            token_prefix=None, token_types=("bearer",),
+            token_prefix=None, token_types=("bearer",), client_secret=client_secret,
         )
     raise ValueError(f"provider {provider_config.name!r}: unknown type {provider_config.type!r}")

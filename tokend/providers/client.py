@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +34,11 @@ class Provider:
     def __init__(
         self, provider_config: config.ProviderConfig, *, request_timeout_seconds: float,
         token_prefix: str | None, token_types: tuple[str, ...],
+        client_secret: Callable[[], str] | None = None,
     ) -> None:
         self.config = provider_config
+        # Asked at every request, so a reloaded secret is used from the next call on.
+        self.client_secret = client_secret or (lambda: provider_config.client_secret)
         self.name = provider_config.name
         self.type = provider_config.type
         self.environment = provider_config.environment
@@ -88,7 +91,7 @@ class Provider:
         account_id: str | None,
     ) -> result.Prepared:
         headers = {"Content-Type": FORM, "Accept": "application/json"}
-        secret = self.config.client_secret
+        secret = self.client_secret()
         echoes = (*secrets, secret)
         if self.config.client_auth == "body":
             form += [("client_id", self.config.client_id), ("client_secret", secret)]

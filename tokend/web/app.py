@@ -17,6 +17,7 @@ from tokend import (
     metrics,
     probes,
     refresher,
+    reload,
     store,
     stream,
     vending,
@@ -70,11 +71,12 @@ def create_app(
     *, config: config.Config, store: store.Store, hub: stream.Hub,
     refresher: refresher.Refresher, vendor: vending.Vendor, loop: loop.Loop,
     metrics: metrics.Metrics, instance: str, readiness: probes.Readiness,
-    app_tokens: apptokens.AppTokens, connector: connect.Service,
+    app_tokens: apptokens.AppTokens, connector: connect.Service, secrets: reload.Secrets,
     ebay_receiver: notifications.Receiver | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
     app[common.CONFIG] = config
+    app[common.SECRETS] = secrets
     app[common.STORE] = store
     app[common.HUB] = hub
     app[common.REFRESHER] = refresher

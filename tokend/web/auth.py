@@ -58,8 +58,8 @@ def _require(request: web.Request, candidates: list[tuple[str, Principal]]) -> P
 
 
 def admin(request: web.Request) -> Principal:
-    return _require(request, admin_tokens(request.app[common.CONFIG].server))
+    return _require(request, admin_tokens(request.app[common.SECRETS].server))
 
 
 def consumer(request: web.Request) -> Principal:
-    return _require(request, consumer_tokens(request.app[common.CONFIG].server))
+    return _require(request, consumer_tokens(request.app[common.SECRETS].server))

@@ -17,6 +17,7 @@ from tokend import (
     metrics,
     probes,
     refresher,
+    reload,
     store,
     stream,
     vending,
@@ -24,6 +25,7 @@ from tokend import (
 from tokend.ebay import notifications
 
 CONFIG = web.AppKey("config", config.Config)
+SECRETS = web.AppKey("secrets", reload.Secrets)  # the tokens, as last reloaded
 STORE = web.AppKey("store", store.Store)
 HUB = web.AppKey("hub", stream.Hub)
 REFRESHER = web.AppKey("refresher", refresher.Refresher)

@@ -252,7 +252,7 @@ async def logs_socket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     request.app[common.WEBSOCKETS].add(ws)
     try:
-        hello = await _hello(ws, request.app[common.CONFIG].server)
+        hello = await _hello(ws, request.app[common.SECRETS].server)
         await _stream(request, ws, hello)
     except BadHello as exc:
         await ws.close(code=exc.code, message=str(exc).encode())
