@@ -35,7 +35,7 @@ from tokend import (
     web,
     webhooks,
 )
-from tokend.ebay import notifications
+from tokend.ebay import notifications, signing
 
 log = structlog.get_logger("tokend.daemon")
 
@@ -101,6 +101,7 @@ class Parts:
     app: aioweb.Application
     app_tokens: apptokens.AppTokens
     ebay_receiver: notifications.Receiver | None
+    signer: signing.Signer
 
 
 @contextlib.asynccontextmanager
@@ -149,6 +150,10 @@ async def assemble(
                                          session=session, hub=hub, settings=cfg.refresh,
                                          owner=instance)
         stack.push_async_callback(app_tokens.drain)
+        signer = signing.Signer(db=db, keyring=keyring, providers=cfg.providers,
+                                app_tokens=app_tokens, session=session, hub=hub, stats=stats,
+                                settings=cfg.refresh, owner=instance)
+        stack.push_async_callback(signer.drain)
         ebay_receiver = None
         if cfg.ebay_notifications is not None:
             keys = notifications.PublicKeys(
@@ -163,12 +168,12 @@ async def assemble(
         app = web.create_app(config=cfg, store=db, hub=hub, refresher=worker, vendor=vendor,
                              loop=refresh_loop, metrics=stats, instance=instance,
                              readiness=readiness, app_tokens=app_tokens,
-                             connector=connector, ebay_receiver=ebay_receiver)
+                             connector=connector, ebay_receiver=ebay_receiver, signer=signer)
         yield Parts(cfg=cfg, instance=instance, stop=stop, notifier=notifier, keyring=keyring,
                     stats=stats, db=db, session=session, hub=hub, refresher=worker,
                     loop=refresh_loop, vendor=vendor, readiness=readiness, app=app,
                     app_tokens=app_tokens, ebay_receiver=ebay_receiver, connect=connector,
-                    deliverer=deliverer)
+                    deliverer=deliverer, signer=signer)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,8 @@ label `sig1`, components `("content-digest" "x-ebay-signature-key" "@method" "@p
 Ed25519 or RSASSA-PKCS1-v1_5 with SHA-256 (what eBay's verifier checks RSA keys with,
 not PSS). `@path` is the path with its percent-escapes decoded once and `@authority` the
 host and any port but 80 and 443: both as eBay's reference code computes them (Java's
-`URI.getPath()`, its servlet's server name and port), which is what eBay verifies.
+`URI.getPath()`, its servlet's server name and port), which is what eBay verifies; dot
+segments are resolved first, as the server does before it reads the path.
 """
 
 from __future__ import annotations
@@ -84,8 +85,30 @@ def target(method: str, url: str) -> Target:
     if ":" in host:  # an IPv6 literal keeps its brackets
         host = f"[{host}]"
     authority = host if port is None or port in _DEFAULT_PORTS else f"{host}:{port}"
-    path = urllib.parse.unquote(parts.path) or "/"
+    path = urllib.parse.unquote(_without_dot_segments(parts.path)) or "/"
     return Target(method=method, path=path, authority=authority)
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4: the path the server sees, as servers (and eBay's reference,
+    behind its servlet container) resolve `.` and `..` before anything reads it."""
+    if "." not in path:
+        return path
+    out: list[str] = []
+    segments = path.split("/")
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "..":
+            if len(out) > 1:
+                out.pop()
+            if last:
+                out.append("")
+        elif segment == ".":
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/".join(out)
 
 
 def signature_params(components: Sequence[str], created: int, keyid: str | None = None) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import structlog
 
 from tokend import model, vocabulary
-from tokend.store import queries
+from tokend.store import queries, signing_keys
 
 _log = structlog.get_logger("tokend.store")
 
@@ -176,7 +176,7 @@ SORT_KEYS = tuple(dict.fromkeys(key for key, _ in _PAGES))
 NEVER = _FAR_FUTURE  # an absent expiry's sort value (sql fragment `never`)
 
 
-class Store:
+class Store(signing_keys.SigningKeys):
     """What the daemon needs from a database. Each method is one short transaction (or one
     statement), and no method holds a connection while it waits on anything else."""
 
