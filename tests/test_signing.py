@@ -6,6 +6,7 @@ verifier does; tampering refused there; another replica, key rotation and renewa
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 
 import aiohttp
 import orjson
@@ -320,3 +321,16 @@ async def test_the_private_key_is_nowhere_but_sealed(stack, sim, capsys):
             assert shape not in haystack, f"private key in {where}"
     created = [e for e in logs["entries"] if e["action"] == vocabulary.SIGNING_KEY_CREATED]
     assert created[0]["response"]["body"]["privateKey"] == "(sealed, kept)"
+
+
+async def test_a_failed_renewal_waits_for_its_lease(stack, sim):
+    sim.signing_key_lifetime_seconds = 10 * 86400
+    old = await signer_of(stack).create(PROVIDER)
+    sim.signing_key_lifetime_seconds = simulator.SIGNING_KEY_LIFETIME_SECONDS
+    sim.client_id = "another-app"  # eBay refuses the application token now
+    stack.app_tokens.clock = lambda: webstack.now() + timedelta(hours=3)
+    with pytest.raises(signing.Unavailable):
+        await replica(stack, "r1").renew(PROVIDER)
+    sim.client_id = simulator.DEFAULT_CLIENT_ID
+    assert await replica(stack, "r2").renew(PROVIDER) is None  # the lease still runs
+    assert (await stack.db.signing_key_in_use(PROVIDER)).id == old.id

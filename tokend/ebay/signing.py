@@ -205,11 +205,10 @@ class Signer:
         if not await self.db.claim_signing_key_renewal(
                 current, self.owner, self.clock(), lease_seconds=RENEWAL_LEASE_SECONDS):
             return None
-        try:
-            key = await self.create(provider, current.cipher, source=vocabulary.VEND,
-                                    renews=current.id)
-        finally:
-            await self.db.release_signing_key_renewal(current.id, self.owner)
+        # A failure keeps the lease: replicas ask eBay again only once it has run out.
+        key = await self.create(provider, current.cipher, source=vocabulary.VEND,
+                                renews=current.id)
+        await self.db.release_signing_key_renewal(current.id, self.owner)
         return key
 
     async def create(self, provider: str, cipher: str = signatures.ED25519, *,
