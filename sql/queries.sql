@@ -631,3 +631,42 @@ SELECT max(id) AS id FROM http_log
 
 -- name: entry_ids_after
 SELECT id FROM http_log WHERE id > :after_id ORDER BY id LIMIT :limit
+
+-- eBay signing keys (tokend/store/signing_keys.py).
+
+-- name: insert_signing_key
+INSERT INTO signing_keys (id, provider, cipher, private_key, public_key, jwe, created_at,
+                          expires_at, activated_at, stored_at)
+VALUES (:id, :provider, :cipher, :private_key, :public_key, :jwe, :created_at, :expires_at,
+        :activated_at, :now)
+RETURNING *
+
+-- name: list_signing_keys
+SELECT * FROM signing_keys WHERE CAST(:provider AS text) IS NULL OR provider = :provider
+ORDER BY provider, created_at, id
+
+-- name: signing_key_in_use
+-- The newest activated key of the provider: replicas agree on it without talking.
+SELECT * FROM signing_keys WHERE provider = :provider AND activated_at IS NOT NULL
+ORDER BY activated_at DESC, id DESC LIMIT 1
+
+-- name: claim_signing_key_renewal
+-- Only while this key is still the one in use and nobody else is renewing it.
+UPDATE signing_keys SET renewal_owner = :owner, renewal_until = :until
+WHERE id = :id AND (renewal_until IS NULL OR renewal_until <= :now)
+  AND id = (SELECT id FROM signing_keys WHERE provider = :provider
+            AND activated_at IS NOT NULL ORDER BY activated_at DESC, id DESC LIMIT 1)
+RETURNING id
+
+-- name: release_signing_key_renewal
+UPDATE signing_keys SET renewal_owner = NULL, renewal_until = NULL
+WHERE id = :id AND renewal_owner = :owner
+RETURNING id
+
+-- name: signing_keys_to_rotate
+SELECT * FROM signing_keys WHERE substr(private_key, 1, length(:prefix)) <> :prefix
+ORDER BY id
+
+-- name: reseal_signing_key
+UPDATE signing_keys SET private_key = :sealed WHERE id = :id AND private_key = :old
+RETURNING id

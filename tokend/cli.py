@@ -32,6 +32,7 @@ from tokend import (
     vocabulary,
 )
 from tokend.ebay import profile as ebay_profile
+from tokend.ebay import signatures, signing
 
 HISTORY_ENTRIES = 200
 
@@ -133,6 +134,27 @@ def _parser() -> argparse.ArgumentParser:
         "account_id", help="the account's id")
     command("enable", cmd_accounts_enable, "resume refreshing a disabled account",
             acc).add_argument("account_id", help="the account's id")
+
+    ebay_cmd = command("ebay", None, "eBay-specific tools")
+    ebay_sub = ebay_cmd.add_subparsers(dest="ebay_command", required=True, metavar="TOOL")
+    keys_cmd = command("signing-key", None, "signing keys for eBay's digital signatures",
+                       ebay_sub)
+    keys = keys_cmd.add_subparsers(dest="signing_key_command", required=True,
+                                   metavar="ACTION")
+    create = command("create", cmd_signing_key_create, "create a signing key with eBay's "
+                     "Key Management API and keep it sealed; prints its id", keys)
+    create.add_argument("--provider", required=True, help="an eBay provider's name")
+    create.add_argument("--cipher", choices=signatures.CIPHERS, default=signatures.ED25519,
+                        help="ED25519 (eBay's advice, the default) or RSA")
+    imp = command("import", cmd_signing_key_import, "keep a signing key made elsewhere; the "
+                  "private key (PEM or eBay's bare base64) on stdin", keys)
+    imp.add_argument("--provider", required=True, help="an eBay provider's name")
+    imp.add_argument("--signing-key-id", required=True, help="eBay's signingKeyId")
+    imp.add_argument("--jwe-file", required=True, type=Path, metavar="F",
+                     help="a file holding the key's JWE (the public key eBay answered)")
+    listing = command("list", cmd_signing_key_list, "signing keys (never a private key)", keys)
+    listing.add_argument("--provider", help="only this provider's keys")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
 
     refresh = command("refresh", cmd_refresh, "refresh one account now")
     refresh.add_argument("account_id", help="the account's id")
@@ -410,6 +432,73 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         cfg, args.account_id, source=vocabulary.DEBUG if args.debug else vocabulary.MANUAL))
     manual.print_outcome(outcome, sys.stdout)
     return 0 if outcome.success else 1
+
+
+def _ebay_provider(cfg: config.Config, name: str) -> None:
+    if cfg.providers.get(name) is None or cfg.providers[name].type != "ebay":
+        known = ", ".join(sorted(n for n, p in cfg.providers.items() if p.type == "ebay"))
+        raise UsageError(f"--provider: no eBay provider {name!r} in the configuration "
+                         f"(eBay providers: {known or 'none is configured'})")
+
+
+def cmd_signing_key_create(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    _ebay_provider(cfg, args.provider)
+    require_database(cfg.database)
+
+    async def go() -> model.SigningKey:
+        async with daemon.assemble(cfg) as parts:
+            return await parts.signer.create(args.provider, args.cipher)
+
+    try:
+        key = asyncio.run(go())
+    except signing.Unavailable as exc:
+        raise RuntimeFailure(f"createSigningKey: {exc}") from None
+    print(key.id)
+    return 0
+
+
+def cmd_signing_key_import(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    _ebay_provider(cfg, args.provider)
+    require_database(cfg.database)
+    try:
+        jwe = args.jwe_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--jwe-file: cannot read {args.jwe_file}: "
+                         f"{getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+    if sys.stdin.isatty():
+        raise UsageError("stdin: give the private key on standard input (< key.pem)")
+    private = sys.stdin.read()
+
+    async def go() -> model.SigningKey:
+        async with daemon.assemble(cfg) as parts:
+            return await parts.signer.import_key(args.provider, args.signing_key_id, jwe,
+                                                 private)
+
+    try:
+        key = asyncio.run(go())
+    except signing.ImportRefused as exc:
+        raise UsageError(str(exc)) from None
+    print(key.id)
+    return 0
+
+
+def cmd_signing_key_list(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    require_database(cfg.database)
+
+    async def go() -> list[dict[str, Any]]:
+        async with daemon.assemble(cfg) as parts:
+            return await parts.signer.listing(args.provider)
+
+    keys = asyncio.run(go())
+    if args.json:
+        _emit(keys)
+        return 0
+    columns = ("signing_key_id", "provider", "cipher", "created_at", "expires_at", "in_use")
+    _table(columns, [[_cell(k[c]) for c in columns] for k in keys])
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

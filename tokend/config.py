@@ -121,6 +121,8 @@ class ProviderConfig:
     authorize_url: str = ""
     identity_url: str = ""
     redirect_uri: str = ""
+    # eBay's Key Management API (signing keys for digital signatures); eBay only.
+    key_management_url: str = ""
     # The share of daily_quota after which only expiring healthy accounts are refreshed.
     budget_reserve: float = 0.8
     # Demand-aware scheduling: an account whose access token no app has had for this long
@@ -412,7 +414,7 @@ def _provider(name: str, t: _Table) -> ProviderConfig:
     kind = t.choice("type", ("ebay", "oauth2"), "ebay")
     ebay = kind == "ebay"
     if not ebay:
-        for only_ebay in ("environment", "daily_quota"):
+        for only_ebay in ("environment", "daily_quota", "key_management_url"):
             if only_ebay in t.data:
                 raise ConfigError(t.key(only_ebay), "only means something for type ebay")
     environment = t.choice("environment", ebay_profile.ENVIRONMENTS, "production") \
@@ -458,6 +460,9 @@ def _provider(name: str, t: _Table) -> ProviderConfig:
         identity_url=_url(t, "identity_url",
                           ebay_profile.IDENTITY_URLS[environment] if environment else ""),
         redirect_uri=t.get("redirect_uri", str, ""),
+        key_management_url=_url(t, "key_management_url",
+                                ebay_profile.KEY_MANAGEMENT_URLS[environment] if environment
+                                else ""),
         budget_reserve=t.number("budget_reserve", 0.8),
         idle_after_seconds=None if "idle_after_seconds" not in t.data
         else t.number("idle_after_seconds", 0.0),

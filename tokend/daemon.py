@@ -40,7 +40,7 @@ from tokend import (
     web,
     webhooks,
 )
-from tokend.ebay import notifications
+from tokend.ebay import notifications, signing
 
 log = structlog.get_logger("tokend.daemon")
 
@@ -190,6 +190,7 @@ class Parts:
     app_tokens: apptokens.AppTokens
     ebay_receiver: notifications.Receiver | None
     shutdown: Shutdown
+    signer: signing.Signer
 
 
 @contextlib.asynccontextmanager
@@ -244,6 +245,10 @@ async def assemble(
                                          session=session, hub=hub, settings=cfg.refresh,
                                          owner=instance)
         stack.push_async_callback(shutdown.bounded, "app-token saves", app_tokens.drain)
+        signer = signing.Signer(db=db, keyring=keyring, providers=cfg.providers,
+                                app_tokens=app_tokens, session=session, hub=hub, stats=stats,
+                                settings=cfg.refresh, owner=instance)
+        stack.push_async_callback(shutdown.bounded, "signature entries", signer.drain)
         ebay_receiver = None
         if cfg.ebay_notifications is not None:
             keys = notifications.PublicKeys(
@@ -259,13 +264,13 @@ async def assemble(
                              loop=refresh_loop, metrics=stats, instance=instance,
                              readiness=readiness, app_tokens=app_tokens,
                              connector=connector, ebay_receiver=ebay_receiver,
-                             secrets=secrets)
+                             secrets=secrets, signer=signer)
         yield Parts(cfg=cfg, instance=instance, stop=stop, notifier=notifier, keyring=keyring,
                     secrets=secrets,
                     stats=stats, db=db, session=session, hub=hub, refresher=worker,
                     loop=refresh_loop, vendor=vendor, readiness=readiness, app=app,
                     app_tokens=app_tokens, ebay_receiver=ebay_receiver, connect=connector,
-                    deliverer=deliverer, shutdown=shutdown)
+                    deliverer=deliverer, shutdown=shutdown, signer=signer)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,9 @@ heartbeats and both failures all show within the first two minutes. While it run
 (the simulator, signing with its own key) notifies that one seller revoked the app's
 access and that another seller's account was deleted. It also prints a connect link:
 opened in a browser, it walks the simulator's consent page and comes back with a
-thirteenth account.
+thirteenth account. A seller in Germany has to sign its Finances calls (eBay's digital
+signatures): the demo makes a signing key with the simulator's createSigningKey, and the
+app asks tokend for a token and a signature and calls the simulator's Finances API.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ TOKEN_LIFETIME_SECONDS = 180
 REVOKED_AT_SECONDS = 15  # after start: eBay's AUTHORIZATION_REVOCATION for REVOKED
 DELETED_AT_SECONDS = 25  # ...and MARKETPLACE_ACCOUNT_DELETION for DELETED
 REVOKED, DELETED = "acct_08", "acct_11"
+SIGNED_AT_SECONDS = 8  # after start: the app's signed Finances call for EUROPEAN
+EUROPEAN = "acct_04"  # a seller in the EU: its Finances calls must be signed
 PROVIDER = "ebay-sandbox"
 RUNAME = "tokend_demo-tokendde-SBX-0demo0000-00000000"  # the app's RuName at the simulator
 SELLERS = ["acme-outdoor", "bluebird-books", "cobalt-audio", "delta-vintage", "ember-tea",
@@ -62,7 +66,7 @@ def demo_config(workdir: Path, sim: simulator.Simulator, port: int) -> config.Co
         "providers": {PROVIDER: {
             "type": "ebay", "environment": "sandbox", "token_url": sim.token_url,
             "authorize_url": sim.authorize_url, "identity_url": sim.identity_url,
-            "redirect_uri": RUNAME,
+            "redirect_uri": RUNAME, "key_management_url": sim.key_management_url,
             "client_id": simulator.DEFAULT_CLIENT_ID,
             "client_secret": simulator.DEFAULT_CLIENT_SECRET,
         }},
@@ -125,6 +129,43 @@ async def notify(url: str, sim: simulator.Simulator) -> None:
             print(f"  notification not delivered: {type(exc).__name__}", file=sys.stderr)
 
 
+async def create_signing_key(cfg: config.Config) -> str:
+    """A signing key, made as `tokend ebay signing-key create` makes it."""
+    async with daemon.assemble(cfg) as parts:
+        return (await parts.signer.create(PROVIDER)).id
+
+
+async def signed_finances_call(url: str, cfg: config.Config, sim: simulator.Simulator) -> None:
+    """What an app does for a seller in the EU: an access token and a signature from
+    tokend, then the Finances call, which eBay (the simulator) verifies."""
+    await asyncio.sleep(SIGNED_AT_SECONDS)
+    target = sim.finances_url + "transaction?limit=20"
+    auth = {"Authorization": f"Bearer {cfg.server.consumer_token}"}
+    try:
+        async with aiohttp.ClientSession(headers=auth) as http:
+            async with http.get(f"{url}/api/accounts/{EUROPEAN}/access-token") as response:
+                response.raise_for_status()
+                token = (await response.json())["access_token"]
+            async with http.post(f"{url}/api/providers/{PROVIDER}/signature",
+                                 json={"method": "GET", "url": target}) as response:
+                response.raise_for_status()
+                signed = await response.json()
+            headers = {**signed["headers"], "Authorization": f"Bearer {token}",
+                       "X-EBAY-C-MARKETPLACE-ID": "EBAY_DE"}
+            async with aiohttp.ClientSession() as ebay, ebay.get(target, headers=headers) as r:
+                status, answer = r.status, await r.json(content_type=None)
+    except (aiohttp.ClientError, OSError, KeyError) as exc:  # the daemon is stopping
+        print(f"  signed call not made: {type(exc).__name__}", file=sys.stderr)
+        return
+    seller = SELLERS[int(EUROPEAN[-2:]) - 1]
+    outcome = (f"{status}, {answer.get('total', 0)} transaction(s)" if status == 200 else
+               f"{status}, refused: {answer['errors'][0]['longMessage']}")
+    print(f"\n  signed call  GET /sell/finances/v1/transaction for {seller} (EBAY_DE), "
+          f"signed by tokend with key {signed['signing_key_id'][:8]}... -> eBay says "
+          f"{outcome}\n               Signature-Input: {signed['headers']['Signature-Input']}\n",
+          file=sys.stdout, flush=True)
+
+
 async def run(*, port: int = 8765, seconds: float | None = None) -> None:
     # The connect link and the consent page's way back need the port before we listen.
     port = port or _free_port()
@@ -137,6 +178,7 @@ async def run(*, port: int = 8765, seconds: float | None = None) -> None:
             cfg = demo_config(workdir, sim, port)
             sim.register_redirect(RUNAME, cfg.server.public_url + connect.CALLBACK_PATH)
             await seed(cfg, sim)
+            await create_signing_key(cfg)
             stop = asyncio.Event()
             notifying: list[asyncio.Task] = []
 
@@ -156,6 +198,8 @@ async def run(*, port: int = 8765, seconds: float | None = None) -> None:
                       f"  Ctrl-C stops it.\n", file=sys.stdout, flush=True)
                 notifying.append(asyncio.create_task(notify(url + "/ebay/notifications", sim),
                                                      name="demo-notifications"))
+                notifying.append(asyncio.create_task(signed_finances_call(url, cfg, sim),
+                                                     name="demo-signed-call"))
                 if seconds is not None:
                     asyncio.get_running_loop().call_later(seconds, stop.set)
 

@@ -15,7 +15,7 @@ import orjson
 
 SECRET_FIELDS = frozenset({
     "refresh_token", "access_token", "client_secret", "code", "id_token", "token",
-    "admin_token", "password", "code_verifier",
+    "admin_token", "password", "code_verifier", "privatekey", "private_key",
 })
 BODY_LIMIT = 4096
 # Text we could not parse (HTML, broken JSON) still must not show a token: these fields

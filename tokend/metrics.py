@@ -48,6 +48,12 @@ class Metrics:
             "tokend_stream_dropped_entries", "Entries dropped for slow subscribers.", registry=r)
         self.vends = prom.Counter(
             "tokend_vends", "Access tokens handed to apps, by outcome.", ["outcome"], registry=r)
+        self.signatures = prom.Counter(
+            "tokend_signatures", "eBay digital signatures asked for by apps, by provider and "
+            "outcome (signed, no_key, bad_request).", ["provider", "outcome"], registry=r)
+        self.signing_keys_created = prom.Counter(
+            "tokend_signing_keys_created", "createSigningKey calls by provider and outcome "
+            "(created, failed).", ["provider", "outcome"], registry=r)
 
         self.webhook_deliveries = prom.Counter(
             "tokend_webhook_deliveries", "Webhook delivery attempts by endpoint and outcome "

@@ -323,3 +323,30 @@ class AccountPage:
     after_key: Any = None
     after_id: str | None = None
 
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SigningKey:
+    """An eBay signing key: eBay's signingKeyId, the private key as an envelope, the public
+    key as eBay's JWE; in use when it is its provider's newest activated key."""
+
+    id: str
+    provider: str
+    cipher: str  # ED25519 | RSA
+    private_key: str = dataclasses.field(repr=False)  # ENC:v1
+    public_key: str | None
+    jwe: str
+    created_at: datetime
+    expires_at: datetime | None
+    activated_at: datetime | None
+    renewal_owner: str | None
+    renewal_until: datetime | None
+    stored_at: datetime
+
+    def public(self, *, in_use: bool) -> dict[str, Any]:
+        """What `signing-key list` shows: never the private key."""
+        return {"signing_key_id": self.id, "provider": self.provider, "cipher": self.cipher,
+                "created_at": self.created_at.isoformat(),
+                "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+                "activated_at": self.activated_at.isoformat() if self.activated_at else None,
+                "in_use": in_use}

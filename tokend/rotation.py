@@ -1,5 +1,6 @@
 """`tokend rotate-keys`: re-seal every stored secret under the keyring's primary key: the
-accounts' tokens, the application-token cache and the connect links' PKCE verifiers."""
+accounts' tokens, the application-token cache, the connect links' PKCE verifiers and the
+eBay signing keys' private keys."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import functools
 
 from tokend import apptokens, clock, crypto, store
+from tokend.ebay import signing
 
 
 @dataclasses.dataclass
@@ -52,8 +54,9 @@ async def rotate(db: store.Store, keyring: crypto.Keyring, *, batch_size: int = 
 
 async def _rotate_others(db: store.Store, keyring: crypto.Keyring,
                          counts: RotationCounts) -> int:
-    """The secrets kept beside the accounts: the application-token cache and the connect
-    links' PKCE verifiers (a few rows each). Returns how many changed meanwhile."""
+    """The secrets kept beside the accounts: the application-token cache, the connect
+    links' PKCE verifiers and the signing keys (a few rows each). Returns how many changed
+    meanwhile."""
     prefix = keyring.current_prefix
     swaps = [(token.access_token, apptokens.aad_id(token.id), "access_token",
               functools.partial(db.reseal_app_token, token.id))
@@ -61,6 +64,9 @@ async def _rotate_others(db: store.Store, keyring: crypto.Keyring,
     swaps += [(link.code_verifier, link.id, "code_verifier",
                functools.partial(db.reseal_code_verifier, link.id))
               for link in await db.connect_links_to_rotate(prefix)]
+    swaps += [(key.private_key, signing.aad_id(key.id), signing.COLUMN,
+               functools.partial(db.reseal_signing_key, key.id))
+              for key in await db.signing_keys_to_rotate(prefix)]
     conflicts = 0
     for old, aad_id, column, replace in swaps:
         try:

@@ -36,11 +36,18 @@ CONNECT_REFUSED = "connect_refused"  # a link or callback refused: nothing store
 ACCOUNT_CONNECTED_ACTION = "account_connected"  # an account created or reconnected
 REFRESH_TOKEN_EXPIRING = "refresh_token_expiring"  # noqa: S105 (30, 7, 1 days left)
 REFRESH_TOKEN_EXPIRED = "refresh_token_expired"  # noqa: S105 (-> reauth_required)
+# eBay digital signatures: signing keys kept, and requests signed for apps.
+SIGNING_KEY_CREATED = "signing_key_created"  # createSigningKey answered a key (or a renewal)
+SIGNING_KEY_FAILED = "signing_key_failed"  # createSigningKey failed: no key was kept
+SIGNING_KEY_IMPORTED = "signing_key_imported"  # an operator's own key kept
+REQUEST_SIGNED = "request_signed"  # a request signed for an app
+REQUEST_SIGNING_REFUSED = "request_signing_refused"  # asked to sign without a key
 ACTIONS = (TOKEN_REFRESHED, TOKEN_REFRESH_FAILED, TOKEN_REFRESH_DEBUG, WORKER_HEARTBEAT,
            CYCLE_SUMMARY, APP_TOKEN_ISSUED, APP_TOKEN_FAILED, EBAY_PUBLIC_KEY_FETCHED,
            EBAY_NOTIFICATION, EBAY_NOTIFICATION_REFUSED, CONNECT_AUTHORIZE, CONNECT_EXCHANGE,
            CONNECT_IDENTITY, CONNECT_REFUSED, ACCOUNT_CONNECTED_ACTION, REFRESH_TOKEN_EXPIRING,
-           REFRESH_TOKEN_EXPIRED)
+           REFRESH_TOKEN_EXPIRED, SIGNING_KEY_CREATED, SIGNING_KEY_FAILED, SIGNING_KEY_IMPORTED,
+           REQUEST_SIGNED, REQUEST_SIGNING_REFUSED)
 
 # Outbound events (webhooks, SPEC 10.2): what changed, for the operator's own systems.
 ACCOUNT_REAUTH_REQUIRED = "account.reauth_required"

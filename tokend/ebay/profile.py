@@ -78,3 +78,11 @@ AUTHORIZATION_REVOCATION = "AUTHORIZATION_REVOCATION"
 # eBay's rule for the endpoint verification token.
 VERIFICATION_TOKEN_CHARS = "A-Za-z0-9_-"  # noqa: S105 - a character class
 VERIFICATION_TOKEN_LENGTHS = (32, 80)
+
+# The Key Management API (createSigningKey: POST {url}/signing_key), with an application
+# token; the keys sign calls made for sellers in the EU and the UK (digital signatures).
+KEY_MANAGEMENT_PATH = "/developer/key_management/v1"
+KEY_MANAGEMENT_URLS = {
+    "production": "https://apiz.ebay.com" + KEY_MANAGEMENT_PATH,
+    "sandbox": "https://apiz.sandbox.ebay.com" + KEY_MANAGEMENT_PATH,
+}

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import structlog
 
 from tokend import model, vocabulary
-from tokend.store import queries
+from tokend.store import queries, signing_keys
 
 _log = structlog.get_logger("tokend.store")
 
@@ -256,7 +256,7 @@ class _NewEntryIds:
         return stop
 
 
-class Store:
+class Store(signing_keys.SigningKeys):
     """What the daemon needs from a database. Each method is one short transaction (or one
     statement), and no method holds a connection while it waits on anything else."""
 

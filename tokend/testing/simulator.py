@@ -44,9 +44,11 @@ import aiohttp
 import orjson
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tokend.ebay import profile as ebay_profile
+from tokend.ebay import signatures as ebay_signatures
+from tokend.testing import ebay_verifier
 
 TOKEN_PATH = ebay_profile.TOKEN_PATH
 PUBLIC_KEY_PATH = ebay_profile.PUBLIC_KEY_PATH
@@ -56,6 +58,9 @@ APP_SCOPES = frozenset({*ebay_profile.APP_SCOPES,
                         "https://api.ebay.com/oauth/api_scope/buy.item.feed"})
 AUTHORIZE_PATH = "/oauth2/authorize"
 IDENTITY_PATH = "/commerce/identity/v1/user/"
+KEY_MANAGEMENT_PATH = ebay_profile.KEY_MANAGEMENT_PATH
+FINANCES_PATH = "/sell/finances/v1/"  # every call must be signed: a seller in the EU
+SIGNING_KEY_LIFETIME_SECONDS = 3 * 365 * 86400  # what eBay documents
 CODE_LIFETIME_SECONDS = 299.0  # what eBay documents for an authorization code
 REFRESH_TOKEN_PREFIX = ebay_profile.TOKEN_PREFIX + "1.1#"
 FAIL_MODES = (None, "500", "502_html", "429", "reset", "hang", "huge")
@@ -151,6 +156,13 @@ class Simulator:
         self.identity_calls = 0
         self._codes: dict[str, _Code] = {}
         self._users: dict[str, Seller] = {}  # access and refresh tokens -> their seller
+        # The Key Management API: its JWE master key, the keys it made (id -> cipher) and
+        # the verdicts of the signed Finances endpoint.
+        self.jwe_master_key = os.urandom(32)
+        self.signing_keys: dict[str, str] = {}
+        self.signing_key_lifetime_seconds = SIGNING_KEY_LIFETIME_SECONDS
+        self.signed_calls: collections.Counter[str] = collections.Counter()
+        self.last_signature_refusal: str | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self.base_url: str | None = None
@@ -243,6 +255,8 @@ class Simulator:
         app.router.add_get(AUTHORIZE_PATH, self._authorize_page)
         app.router.add_post(AUTHORIZE_PATH, self._authorize_decision)
         app.router.add_get(IDENTITY_PATH, self._get_user)
+        app.router.add_post(KEY_MANAGEMENT_PATH + "/signing_key", self._create_signing_key)
+        app.router.add_route("*", FINANCES_PATH + "{tail:.*}", self._finances)
         app.router.add_get("/_sim/stats", self._get_stats)
         app.router.add_get("/_sim/config", self._get_config)
         app.router.add_post("/_sim/config", self._post_config)
@@ -254,6 +268,14 @@ class Simulator:
         if self.base_url is None:
             raise RuntimeError("the simulator is not running")
         return self.base_url + PUBLIC_KEY_PATH
+
+    @property
+    def key_management_url(self) -> str:
+        return self._base() + KEY_MANAGEMENT_PATH
+
+    @property
+    def finances_url(self) -> str:
+        return self._base() + FINANCES_PATH
 
     @property
     def authorize_url(self) -> str:
@@ -485,6 +507,68 @@ class Simulator:
             await response.read()
             return response.status
     # -- the authorization-code grant ------------------------------------------------------
+    # -- digital signatures -------------------------------------------------------------
+    async def _create_signing_key(self, request: web.Request) -> web.Response:
+        """createSigningKey: an application token, `{"signingKeyCipher": ...}`; the answer
+        as eBay gives it, the private key as bare base64 PKCS#8 (and only here, once)."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not self.app_token_valid(token.strip()):
+            return _ebay_error(401, 1001, "Invalid access token",
+                               "Invalid access token. Check the value of the Authorization "
+                               "HTTP request header.")
+        try:
+            cipher = orjson.loads(await request.read()).get("signingKeyCipher")
+        except (orjson.JSONDecodeError, AttributeError):
+            cipher = None
+        if cipher not in ebay_signatures.CIPHERS:
+            return _ebay_error(400, 215114, "Invalid signingKeyCipher",
+                               "The signingKeyCipher must be ED25519 or RSA.")
+        private = (ed25519.Ed25519PrivateKey.generate() if cipher == ebay_signatures.ED25519
+                   else rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        der = private.public_key().public_bytes(serialization.Encoding.DER,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+        key_id = uuid.uuid4().hex
+        created = int(time.time())
+        self.signing_keys[key_id] = cipher
+        private_der = private.private_bytes(serialization.Encoding.DER,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption())
+        return web.Response(body=orjson.dumps({
+            "signingKeyId": key_id, "signingKeyCipher": cipher,
+            "privateKey": base64.b64encode(private_der).decode(),
+            "publicKey": base64.b64encode(der).decode(),
+            "jwe": ebay_verifier.make_jwe(self.jwe_master_key, der, cipher, kid=key_id,
+                                          app_id=self.client_id,
+                                          lifetime_seconds=self.signing_key_lifetime_seconds),
+            "creationTime": created,
+            "expirationTime": created + self.signing_key_lifetime_seconds,
+        }), content_type="application/json")
+
+    async def _finances(self, request: web.Request) -> web.Response:
+        """A Finances call for a seller in the EU: refused (403, errorId 215120, the
+        reference verifier's reason in longMessage) unless signed right."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip().startswith(ebay_profile.TOKEN_PREFIX):
+            return _ebay_error(401, 1001, "Invalid access token", "Invalid access token.")
+        body = await request.read()
+        uri = ebay_verifier.java_uri(request.url.scheme, request.url.host or "",
+                                     request.url.port or 80, request.url.raw_path,
+                                     request.url.raw_query_string)
+        headers = {name.lower(): value for name, value in reversed(request.headers.items())}
+        try:
+            ebay_verifier.verify(self.jwe_master_key, body, headers, uri, request.method)
+        except ebay_verifier.VerificationError as exc:
+            self.signed_calls["refused"] += 1
+            self.last_signature_refusal = str(exc)
+            return _ebay_error(403, 215120, "Signature validation failed", str(exc))
+        self.signed_calls["verified"] += 1
+        return web.Response(body=orjson.dumps({
+            "href": str(request.url), "total": 1, "limit": 20, "offset": 0,
+            "transactions": [{"transactionId": "sim-" + uuid.uuid4().hex[:12],
+                              "transactionType": "SALE", "transactionStatus": "PAYOUT",
+                              "amount": {"value": "42.00", "currency": "EUR"},
+                              "bookingEntry": "CREDIT"}]}), content_type="application/json")
+
     def _code_grant(self, form: dict[str, str]) -> web.Response:
         code = form.get("code", "")
         if not code or not form.get("redirect_uri"):

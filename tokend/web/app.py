@@ -22,9 +22,10 @@ from tokend import (
     stream,
     vending,
 )
-from tokend.ebay import notifications
+from tokend.ebay import notifications, signing
 from tokend.web import api, common, console, ebay, routes, websocket
 from tokend.web import connect as connect_routes
+from tokend.web import signing as signing_routes
 
 log = structlog.get_logger("tokend.web")
 
@@ -72,7 +73,7 @@ def create_app(
     refresher: refresher.Refresher, vendor: vending.Vendor, loop: loop.Loop,
     metrics: metrics.Metrics, instance: str, readiness: probes.Readiness,
     app_tokens: apptokens.AppTokens, connector: connect.Service, secrets: reload.Secrets,
-    ebay_receiver: notifications.Receiver | None = None,
+    ebay_receiver: notifications.Receiver | None = None, signer: signing.Signer | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
     app[common.CONFIG] = config
@@ -89,6 +90,8 @@ def create_app(
     if ebay_receiver is not None:
         app[common.EBAY_RECEIVER] = ebay_receiver
     app[common.CONNECT] = connector
+    if signer is not None:
+        app[common.SIGNER] = signer
     app[common.WEBSOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(_close_websockets)
     routes.setup(app)
@@ -97,4 +100,5 @@ def create_app(
     websocket.setup(app)
     ebay.setup(app)
     connect_routes.setup(app)
+    signing_routes.setup(app)
     return app

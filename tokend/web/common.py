@@ -22,7 +22,7 @@ from tokend import (
     stream,
     vending,
 )
-from tokend.ebay import notifications
+from tokend.ebay import notifications, signing
 
 CONFIG = web.AppKey("config", config.Config)
 SECRETS = web.AppKey("secrets", reload.Secrets)  # the tokens, as last reloaded
@@ -32,6 +32,7 @@ REFRESHER = web.AppKey("refresher", refresher.Refresher)
 VENDOR = web.AppKey("vendor", vending.Vendor)
 APP_TOKENS = web.AppKey("app_tokens", apptokens.AppTokens)
 EBAY_RECEIVER = web.AppKey("ebay_receiver", notifications.Receiver)  # absent: not configured
+SIGNER = web.AppKey("signer", signing.Signer)
 LOOP = web.AppKey("loop", loop.Loop)
 METRICS = web.AppKey("metrics", metrics.Metrics)
 INSTANCE = web.AppKey("instance", str)
