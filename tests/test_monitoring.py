@@ -76,6 +76,24 @@ def test_every_rule_waits_has_a_severity_says_what_to_do_and_is_tested() -> None
         assert (name, False) in expected, f"no unit test holds {name} back"
 
 
+def test_the_dashboard_is_one_grafana_document_on_a_chosen_data_source() -> None:
+    dashboard = orjson.loads(DASHBOARD.read_bytes())
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    (variable,) = dashboard["templating"]["list"]
+    assert (variable["type"], variable["query"]) == ("datasource", "prometheus")
+    queries = dashboard_queries()
+    assert len(queries) >= 20
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+    for wanted in ("tokend_refreshes_total", "tokend_due_backlog", "tokend_budget_calls",
+                   "tokend_daily_quota", "tokend_vends_total", "tokend_vend_duration_seconds",
+                   "tokend_stream_subscribers", "tokend_webhook_deliveries_total",
+                   "tokend_loop_last_cycle_timestamp_seconds"):
+        assert any(wanted in expr for expr, _ in queries), wanted
+
+
 def selectors(expr: str) -> list[tuple[str, set[str]]]:
     """Each tokend metric an expression names, with the labels its matchers name."""
     out = []
