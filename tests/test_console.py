@@ -235,6 +235,8 @@ async def test_the_console_reads_as_an_operator_would(store, keyring, browser, d
         await execute_sql(db_url, "UPDATE accounts SET consecutive_failures = 1, "
                           f"last_error = 'unsupported_grant_type', next_attempt_at = {soon}, "
                           "refresh_expires_at = NULL WHERE id = 'acme-flaky'")
+        await execute_sql(db_url, "UPDATE accounts SET state_reason = "
+                          "'marketplace_account_deletion' WHERE id = 'acme-gone'")
         page, errors = await open_console(browser, s.url, viewport=viewport)
         next_refresh = "td[data-label='next refresh']"
 
@@ -260,11 +262,21 @@ async def test_the_console_reads_as_an_operator_would(store, keyring, browser, d
         unknown = row(page, "acme-flaky").locator("td[data-label='refresh token'] span")
         await expect(unknown).to_have_text("unknown")
         await expect(page.locator("#account-rows")).not_to_contain_text("no expiry")
-        # Error codes on one line each, at both widths.
+        # Error codes on one line each at 1440 px.
         codes = page.locator("td[data-label='last error'] .error")
         await expect(codes).to_have_count(3)  # failing, reauth, flaky
-        lines = await codes.evaluate_all("nodes => nodes.map(n => n.getClientRects().length)")
-        assert lines == [1, 1, 1], lines
+        if viewport == "desktop":
+            lines = await codes.evaluate_all(
+                "nodes => nodes.map(n => n.getClientRects().length)")
+            assert lines == [1, 1, 1], lines
+        # ...and never out of their row or card.
+        outside = await page.locator("#account-rows .error, #account-rows .reason").evaluate_all(
+            """nodes => nodes.filter(n => n.getBoundingClientRect().right
+                                    > n.closest('tr').getBoundingClientRect().right + 1)
+                             .map(n => n.textContent)""")
+        assert outside == [], outside
+        await expect(row(page, "acme-gone").locator("td[data-label='refresh token']")
+                     ).to_have_text("-")
         texts = await codes.all_inner_texts()
         assert "unsupported_grant_type" in texts and "invalid_grant" in texts
         ARTIFACTS.mkdir(exist_ok=True)

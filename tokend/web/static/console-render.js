@@ -220,7 +220,8 @@ export function accountRow(account, { connectLinks }) {
     stateCell,
     cell("access token", timeNode(account.access_expires_at, "expiry")),
     cell("refresh token", account.refresh_expires_at
-      ? timeNode(account.refresh_expires_at, "refresh-expiry") : unknownExpiry()),
+      ? timeNode(account.refresh_expires_at, "refresh-expiry")
+      : account.state === "deleted" ? el("span", "dim", "-") : unknownExpiry()),
     cell("last refresh", timeNode(account.last_refresh_at)),
     cell("failures", el("span", account.consecutive_failures ? "error" : "", account.consecutive_failures)),
     cell("last error", el("span", account.last_error ? "error" : "dim", account.last_error || "-")),
