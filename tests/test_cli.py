@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -53,6 +54,51 @@ def test_accounts_add_list_and_reauth(config_path: Path) -> None:
     reauth = cli(config_path, "accounts", "reauth", account_id,
                  stdin="v^1.1#new-" + secrets.token_hex(8))
     assert reauth.returncode == 0 and "active" in reauth.stdout
+
+
+def added_expiry(config_path: Path, *flags: str) -> str | None:
+    name = secrets.token_hex(4)
+    added = cli(config_path, "accounts", "add", "--provider", "ebay-sandbox", "--org", "o",
+                "--name", name, *flags, stdin="v^1.1#" + secrets.token_urlsafe(24))
+    assert added.returncode == 0, added.stderr
+    rows = orjson.loads(cli(config_path, "accounts", "list", "--json").stdout)
+    (row,) = [r for r in rows if r["id"] == added.stdout.strip()]
+    return row["refresh_expires_at"]
+
+
+def test_accounts_add_takes_the_refresh_token_expiry_as_ebay_gives_it(
+        config_path: Path) -> None:
+    """Unknown unless told; eBay's 18 months from the consent date; eBay's answer's
+    refresh_token_expires_in counted from consent; or the expiry itself."""
+    assert added_expiry(config_path) is None
+    consented = datetime.now(UTC) - timedelta(days=30)
+    from_consent = datetime.fromisoformat(
+        added_expiry(config_path, "--consented-at", consented.isoformat()))
+    assert from_consent == consented + timedelta(seconds=47_304_000)
+    day = (consented + timedelta(days=20)).date()  # a date alone: midnight UTC
+    answered = datetime.fromisoformat(added_expiry(
+        config_path, "--consented-at", day.isoformat(), "--refresh-token-expires-in", "47304000"))
+    assert answered == datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
+        seconds=47_304_000)
+    assert datetime.fromisoformat(added_expiry(
+        config_path, "--refresh-token-expires-at", "2031-06-01T12:00:00.000Z",
+    )) == datetime(2031, 6, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("flags", "problem"), [
+    (("--consented-at", "yesterday"), "--consented-at: 'yesterday' is not an ISO 8601 time"),
+    (("--consented-at", "2099-01-01"), "--consented-at: is in the future"),
+    (("--consented-at", "2001-01-01"), "--consented-at: that refresh token has expired"),
+    (("--refresh-token-expires-at", "2001-01-01"), "--refresh-token-expires-at: that refresh"),
+    (("--refresh-token-expires-at", "2031-01-01", "--consented-at", "2026-01-01"),
+     "--refresh-token-expires-at: give it alone"),
+])
+def test_accounts_add_refuses_an_expiry_it_cannot_mean(
+        config_path: Path, flags: tuple[str, ...], problem: str) -> None:
+    result = cli(config_path, "accounts", "add", "--provider", "ebay-sandbox", "--org", "o",
+                 "--name", "n", *flags, stdin="v^1.1#" + secrets.token_urlsafe(24))
+    assert result.returncode == 2 and problem in result.stderr, result.stderr
+    assert orjson.loads(cli(config_path, "accounts", "list", "--json").stdout) == []
 
 
 @pytest.mark.parametrize(("stdin", "problem"), [

@@ -218,3 +218,74 @@ async def test_the_console_passes_axe(store, keyring, browser, db_url, viewport)
         await page.close()
     assert found == {"login": [], "console": []}
     assert width <= VIEWPORTS[viewport]["width"]
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+async def test_the_console_reads_as_an_operator_would(store, keyring, browser, db_url, viewport):
+    """A fresh token enabled again or cleared of its backoff shows when it will really be
+    refreshed; Clear backoff only where there is one; codes stay whole at 1440 px; a refresh
+    token nobody gave an expiry for is unknown, not everlasting."""
+    async with webstack.running(store, keyring) as s:
+        await seed_states(s, db_url)
+        for account_id in ("acme-back", "acme-flaky"):
+            await webstack.add_account(s.db, s.keyring, account_id)
+            await s.worker.refresh_now(account_id)  # fresh for 2 h; due by max_age in 1 h
+        await s.db.set_state("acme-back", "disabled", clock.now())
+        soon = clock.now().timestamp() + 600
+        await execute_sql(db_url, "UPDATE accounts SET consecutive_failures = 1, "
+                          f"last_error = 'unsupported_grant_type', next_attempt_at = {soon}, "
+                          "refresh_expires_at = NULL WHERE id = 'acme-flaky'")
+        await execute_sql(db_url, "UPDATE accounts SET state_reason = "
+                          "'marketplace_account_deletion' WHERE id = 'acme-gone'")
+        page, errors = await open_console(browser, s.url, viewport=viewport)
+        next_refresh = "td[data-label='next refresh']"
+
+        await row(page, "acme-back").get_by_role("button", name="Enable acme-back").click()
+        await expect(row(page, "acme-back").locator(".state")).to_have_text("active")
+        await expect(row(page, "acme-back").locator(next_refresh)).to_have_text(
+            re.compile(r"^(in 59m \d\ds|in 1h 00m)$"))
+        clear = row(page, "acme-flaky").get_by_role("button", name="Clear backoff of acme-flaky")
+        await clear.click()
+        await expect(page.locator("#toast")).to_contain_text("acme-flaky is due now")
+        await expect(row(page, "acme-flaky").locator(next_refresh)).to_have_text(
+            re.compile(r"^(in 59m \d\ds|in 1h 00m)$"))
+        await page.wait_for_timeout(2100)  # the countdown ticks down, never "ago"
+        for account_id in ("acme-back", "acme-flaky"):
+            await expect(row(page, account_id).locator(next_refresh)).to_contain_text("in 59m")
+
+        for account_id in ("acme-ok", "acme-back", "acme-reauth", "acme-off"):
+            await expect(row(page, account_id).locator("[data-action=clear-backoff]")
+                         ).to_have_count(0)
+        await expect(row(page, "acme-failing").locator("[data-action=clear-backoff]")
+                     ).to_have_count(1)
+        # No expiry stored: unknown (eBay's refresh answer never says), with why.
+        unknown = row(page, "acme-flaky").locator("td[data-label='refresh token'] span")
+        await expect(unknown).to_have_text("unknown")
+        await expect(page.locator("#account-rows")).not_to_contain_text("no expiry")
+        # Error codes on one line each at 1440 px.
+        codes = page.locator("td[data-label='last error'] .error")
+        await expect(codes).to_have_count(3)  # failing, reauth, flaky
+        if viewport == "desktop":
+            lines = await codes.evaluate_all(
+                "nodes => nodes.map(n => n.getClientRects().length)")
+            assert lines == [1, 1, 1], lines
+        # ...and never out of their row or card.
+        outside = await page.locator("#account-rows .error, #account-rows .reason").evaluate_all(
+            """nodes => nodes.filter(n => n.getBoundingClientRect().right
+                                    > n.closest('tr').getBoundingClientRect().right + 1)
+                             .map(n => n.textContent)""")
+        assert outside == [], outside
+        await expect(row(page, "acme-gone").locator("td[data-label='refresh token']")
+                     ).to_have_text("-")
+        texts = await codes.all_inner_texts()
+        assert "unsupported_grant_type" in texts and "invalid_grant" in texts
+        ARTIFACTS.mkdir(exist_ok=True)
+        await row(page, "acme-flaky").scroll_into_view_if_needed()
+        await page.screenshot(path=str(ARTIFACTS / f"console-operator-{viewport}.png"),
+                              full_page=True)
+        await row(page, "acme-flaky").screenshot(
+            path=str(ARTIFACTS / f"console-operator-{viewport}-row.png"))
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        await page.close()
+    assert errors == []
+    assert width <= VIEWPORTS[viewport]["width"]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 
 import aiohttp
 import pytest
@@ -96,3 +97,39 @@ async def test_the_demo_prints_a_connect_link_that_works() -> None:
                 accounts = (await response.json())["accounts"]
         (connected,) = [a for a in accounts if a["provider_user_name"] == "sim-seller"]
         assert connected["state"] == "active" and connected["org"] == "demo"
+
+
+async def test_the_expiring_seller_stays_expiring_after_several_cycles() -> None:
+    """Like eBay, the demo's provider hands out no new refresh token on a refresh: the
+    seller seeded with 5 days left is refreshed and still shown as expiring cycles later."""
+    expiring = "acct_09"
+    async with demo(100) as (url, token, banner):
+        assert banner.index(f"console      {url}/\n") < banner.index("terminal     ")
+        cycles_after_refresh, refreshed = 0, False
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                f"{url}/ws/logs", headers={"Origin": url}) as ws:
+            await ws.send_json({"type": "hello", "token": token, "since": None, "sources": []})
+            async with asyncio.timeout(95):
+                while cycles_after_refresh < 3:
+                    message = await ws.receive_json()
+                    batch = (message["entries"] if message.get("type") == "entries"
+                             else [message] if message.get("type") == "entry" else [])
+                    for entry in batch:
+                        if (entry["action"] == "token_refreshed"
+                                and entry["account_id"] == expiring):
+                            refreshed = True
+                            assert "refresh_token" not in (entry["response"]["body"] or {})
+                        elif refreshed and entry["action"] in ("worker_heartbeat",
+                                                               "cycle_summary"):
+                            cycles_after_refresh += 1
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.get(f"{url}/api/accounts", headers=headers) as response:
+                shown = {a["id"]: a for a in (await response.json())["accounts"]}
+            async with session.get(f"{url}/loop-status") as response:
+                loop_status = await response.json()
+        seller = shown[expiring]
+        assert seller["state"] == "active" and seller["last_refresh_at"] is not None
+        left = (datetime.fromisoformat(seller["refresh_expires_at"])
+                - datetime.fromisoformat(seller["last_refresh_at"]))
+        assert timedelta(days=4) < left < timedelta(days=5)
+        assert loop_status["refresh_tokens_expiring"]["within_7_days"] == 1

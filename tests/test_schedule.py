@@ -149,3 +149,26 @@ def test_backoff_examples() -> None:
                                     retry_after_seconds=120, jitter=0.0) == 120
     assert schedule.backoff_seconds(0, base_seconds=30, max_seconds=3600,
                                     retry_after_seconds=86_400, jitter=0.0) == 3600
+
+
+def test_refresh_due_at_follows_the_due_rule_not_the_attempt_time_alone() -> None:
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    rules = {"expiry_threshold_seconds": 900, "max_age_seconds": 3600}
+    # Enabled again with a token refreshed 10 minutes ago: due by max_age, not now.
+    fresh = schedule.refresh_due_at(
+        next_attempt_at=now, access_expires_at=now + timedelta(minutes=110),
+        last_refresh_at=now - timedelta(minutes=10), **rules)
+    assert fresh == now + timedelta(minutes=50)
+    # A token that expires first is due its threshold before it expires.
+    short = schedule.refresh_due_at(
+        next_attempt_at=now, access_expires_at=now + timedelta(minutes=20),
+        last_refresh_at=now - timedelta(minutes=10), **rules)
+    assert short == now + timedelta(minutes=5)
+    # A backoff later than both keeps the account waiting.
+    backoff = schedule.refresh_due_at(
+        next_attempt_at=now + timedelta(hours=2), access_expires_at=now,
+        last_refresh_at=now - timedelta(hours=2), **rules)
+    assert backoff == now + timedelta(hours=2)
+    # Never refreshed: due at its attempt time.
+    assert schedule.refresh_due_at(next_attempt_at=now, access_expires_at=None,
+                                   last_refresh_at=None, **rules) == now

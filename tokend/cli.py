@@ -13,7 +13,7 @@ import importlib.metadata
 import secrets
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--scopes", nargs="+", default=[], metavar="SCOPE",
                      help="the scopes the seller consented to (default: the provider's)")
     add.add_argument("--refresh-token-expires-in", type=float, metavar="SECONDS",
-                     help="how long the refresh token lives, when known")
+                     help="how long the refresh token lives, when known: the "
+                          "refresh_token_expires_in of the provider's answer, counted from "
+                          "--consented-at (default: now)")
+    add.add_argument("--refresh-token-expires-at", metavar="TIME",
+                     help="when the refresh token expires (ISO 8601, UTC unless it says)")
+    add.add_argument("--consented-at", metavar="TIME",
+                     help="when the seller consented (ISO 8601): eBay's refresh tokens live "
+                          "18 months from then")
     command("list", cmd_accounts_list, "list accounts (never a token)", acc).add_argument(
         "--json", action="store_true", help="JSON instead of a table")
     link = command("connect-link", cmd_accounts_connect_link,
@@ -292,11 +299,11 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
     account_id = args.account_id or "acct_" + secrets.token_hex(8)
     if args.refresh_token_expires_in is not None and args.refresh_token_expires_in <= 0:
         raise UsageError("--refresh-token-expires-in: must be positive")
+    expires = _added_expiry(args, cfg.providers[args.provider].type, clock.now())
 
     async def go() -> model.Account:
         async with _open(cfg) as db:
             now = clock.now()
-            expires = _expires_at(now, args.refresh_token_expires_in)
             return await db.add_account(model.NewAccount(
                 id=account_id, org=args.org, provider=args.provider, name=args.name,
                 scopes=tuple(args.scopes),
@@ -321,6 +328,44 @@ async def _duplicate(cfg: config.Config, args: argparse.Namespace, account_id: s
             return (f"--name: account {other.id} already has provider/org/name "
                     f"{other.provider}/{other.org}/{other.name}")
     return f"--id: an account with id {account_id!r} already exists"
+
+
+def _time_flag(flag: str, value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{flag}: {value!r} is not an ISO 8601 time") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _added_expiry(args: argparse.Namespace, provider_type: str,
+                  now: datetime) -> datetime | None:
+    """The refresh token's expiry as the operator knows it: an absolute time, a lifetime
+    from the provider's answer counted from consent (or now), or for eBay 18 months from
+    consent. Nothing given: unknown (None), never a guess."""
+    if args.refresh_token_expires_at is not None:
+        if args.consented_at is not None or args.refresh_token_expires_in is not None:
+            raise UsageError("--refresh-token-expires-at: give it alone, without "
+                             "--consented-at or --refresh-token-expires-in")
+        expires = _time_flag("--refresh-token-expires-at", args.refresh_token_expires_at)
+    elif args.consented_at is not None:
+        consented = _time_flag("--consented-at", args.consented_at)
+        if consented > now:
+            raise UsageError("--consented-at: is in the future")
+        lifetime = args.refresh_token_expires_in
+        if lifetime is None and provider_type == "ebay":
+            lifetime = ebay_profile.REFRESH_TOKEN_LIFETIME_SECONDS
+        if lifetime is None:
+            raise UsageError("--consented-at: this provider's refresh token lifetime is "
+                             "unknown; add --refresh-token-expires-in")
+        expires = consented + timedelta(seconds=lifetime)
+    else:
+        return _expires_at(now, args.refresh_token_expires_in)
+    if expires <= now:
+        raise UsageError("--refresh-token-expires-at: that refresh token has expired"
+                         if args.refresh_token_expires_at is not None
+                         else "--consented-at: that refresh token has expired")
+    return expires
 
 
 def _expires_at(now: datetime, seconds: float | None) -> datetime | None:

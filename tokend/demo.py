@@ -3,7 +3,8 @@
 Twelve accounts, one whose refresh token the provider has revoked (`invalid_grant`
 -> `reauth_required`), one whose stored ciphertext was copied from another row
 (`decrypt_failed`, nothing sent) and one whose refresh token expires within a week (a
-`refresh_token_expiring` notice). Tokens live three minutes, so refreshes, quiet
+`refresh_token_expiring` notice, which stays: like eBay, the simulator hands out no new
+refresh token on a refresh). Tokens live three minutes, so refreshes, quiet
 heartbeats and both failures all show within the first two minutes. While it runs, eBay
 (the simulator, signing with its own key) notifies that one seller revoked the app's
 access and that another seller's account was deleted. It also prints a connect link:
@@ -171,8 +172,9 @@ async def run(*, port: int = 8765, seconds: float | None = None) -> None:
     port = port or _free_port()
     with tempfile.TemporaryDirectory(prefix="tokend-demo-") as tmp:
         workdir = Path(tmp)
-        sim = simulator.Simulator(latency_seconds=0.15, rotate=True,
-                                  expires_in=TOKEN_LIFETIME_SECONDS)
+        # As eBay answers: no new refresh token on a refresh, so the seller whose refresh
+        # token expires in 5 days stays shown as expiring until it is reconnected.
+        sim = simulator.Simulator(latency_seconds=0.15, expires_in=TOKEN_LIFETIME_SECONDS)
         await sim.start()
         try:
             cfg = demo_config(workdir, sim, port)
@@ -185,7 +187,8 @@ async def run(*, port: int = 8765, seconds: float | None = None) -> None:
             async def announce(url: str) -> None:
                 link = await connect_link(url, cfg.server.admin_token)
                 print(f"\n  tokend demo is running ({ACCOUNTS} accounts, provider simulator at "
-                      f"{sim.token_url})\n\n  terminal     {url}/terminal\n"
+                      f"{sim.token_url})\n\n  console      {url}/\n"
+                      f"  terminal     {url}/terminal\n"
                       f"  admin token  {cfg.server.admin_token}\n"
                       f"  loop status  {url}/loop-status\n"
                       f"  eBay         notifies that {REVOKED} revoked access after "

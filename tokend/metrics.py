@@ -54,6 +54,20 @@ class Metrics:
         self.signing_keys_created = prom.Counter(
             "tokend_signing_keys_created", "createSigningKey calls by provider and outcome "
             "(created, failed).", ["provider", "outcome"], registry=r)
+        self.vend_seconds = prom.Histogram(
+            "tokend_vend_duration_seconds", "Time to answer an app's access-token request "
+            "(a refresh on demand included).", buckets=LATENCY_BUCKETS, registry=r)
+
+        # Set when /metrics is scraped, from the same rules /livez and /readyz answer by.
+        self.loop_last_cycle = prom.Gauge(
+            "tokend_loop_last_cycle_timestamp_seconds", "When this process's refresh loop "
+            "last ended a cycle (Unix time; its start while none has).", registry=r)
+        self.loop_stale = prom.Gauge(
+            "tokend_loop_stale", "1 while this process's refresh loop has ended no cycle in "
+            "3 x interval_seconds (/livez fails).", registry=r)
+        self.ready = prom.Gauge(
+            "tokend_ready", "1 when a readiness check passes, by check (listener, database, "
+            "shutdown); /readyz fails while one is 0.", ["check"], registry=r)
 
         self.webhook_deliveries = prom.Counter(
             "tokend_webhook_deliveries", "Webhook delivery attempts by endpoint and outcome "

@@ -22,6 +22,21 @@ def next_refresh_at(
     return sent_at + timedelta(seconds=max(0.0, min(lead, max_age_seconds)))
 
 
+def refresh_due_at(
+    *, next_attempt_at: datetime, access_expires_at: datetime | None,
+    last_refresh_at: datetime | None, expiry_threshold_seconds: float, max_age_seconds: float,
+) -> datetime:
+    """When the loop will really refresh an account, by the due rule (sql/queries.sql
+    `due`): its next attempt time alone does not make it due while its access token is
+    fresh, as after it was enabled again or its backoff was cleared."""
+    if last_refresh_at is None:
+        return next_attempt_at
+    when = last_refresh_at + timedelta(seconds=max_age_seconds)
+    if access_expires_at is not None:
+        when = min(when, access_expires_at - timedelta(seconds=expiry_threshold_seconds))
+    return max(next_attempt_at, when)
+
+
 def backoff_seconds(
     failures: int, *, base_seconds: float, max_seconds: float,
     retry_after_seconds: float | None = None, jitter: float = 1.0,

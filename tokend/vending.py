@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -73,6 +74,7 @@ class Vendor:
         self, account_id: str, *, min_valid_seconds: float, org: str | None = None,
     ) -> Vended:
         """A token valid for at least `min_valid_seconds`; `org` limits what is visible."""
+        started = time.monotonic()
         try:
             vended = await self._vend(account_id, min_valid_seconds, org)
         except NotFound:
@@ -86,6 +88,7 @@ class Vendor:
             log.warning("token_vend_failed", account_id=account_id, error=str(exc))
             raise
         self.stats.vends.labels("refreshed" if vended.refreshed else "stored").inc()
+        self.stats.vend_seconds.observe(time.monotonic() - started)
         log.info("token_vended", account_id=account_id, refreshed=vended.refreshed,
                  expires_at=vended.expires_at.isoformat())
         return vended

@@ -133,6 +133,8 @@ class Simulator:
         # How many more requests fail_mode applies to; None means until it is changed.
         self.fail_times: int | None = None
         self.retry_after_seconds = 30
+        # eBay never rotates: its answer to a refresh_token grant has no refresh_token and
+        # the refresh token keeps its clock from consent. Generic RFC 6749 providers may.
         self.rotate = rotate
         self.expires_in = expires_in
         self.refresh_token_expires_in = refresh_token_expires_in
@@ -845,7 +847,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rotate", action="store_true",
-                        help="issue a new refresh token on every refresh; the old one dies")
+                        help="issue a new refresh token on every refresh; the old one dies "
+                             "(a generic provider's habit; eBay never does)")
     parser.add_argument("--expires-in", type=int, default=DEFAULT_EXPIRES_IN)
     parser.add_argument("--error-rate", type=float, default=0.0,
                         help="fraction of requests answered with a 500")

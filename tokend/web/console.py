@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tokend import clock, model, quota, store
+from tokend import clock, config, model, quota, schedule, store
 from tokend.web import api, auth, common
 
 PAGE_LIMIT_DEFAULT = 100
@@ -34,8 +34,17 @@ def status(account: model.Account) -> str:
     return account.state
 
 
-def account_view(account: model.Account) -> dict[str, Any]:
-    return {**account.public(), "status": status(account)}
+def account_view(account: model.Account, settings: config.RefreshConfig) -> dict[str, Any]:
+    """The account as the console shows it, with `refresh_due_at`: when the loop will
+    refresh it (null when it does not schedule it)."""
+    due = None
+    if account.state == model.ACTIVE:
+        due = schedule.refresh_due_at(
+            next_attempt_at=account.next_attempt_at, access_expires_at=account.access_expires_at,
+            last_refresh_at=account.last_refresh_at,
+            expiry_threshold_seconds=settings.expiry_threshold_seconds,
+            max_age_seconds=settings.max_age_seconds).isoformat()
+    return {**account.public(), "status": status(account), "refresh_due_at": due}
 
 
 def _text_param(query: Mapping[str, str], name: str, max_length: int = 200) -> str | None:
@@ -124,7 +133,7 @@ async def accounts(request: web.Request) -> web.Response:
     more = len(rows) > page.limit
     rows = rows[:page.limit]
     return common.json_response({
-        "accounts": [account_view(a) for a in rows],
+        "accounts": [account_view(a, request.app[common.CONFIG].refresh) for a in rows],
         "next_cursor": _cursor(rows[-1], page.sort, page.descending) if more else None})
 
 
@@ -139,7 +148,8 @@ async def _acted(request: web.Request, changed: model.Account | None, account_id
         state = current.state if current else None
         raise common.ApiError(409, refusal, state=state)
     request.app[common.LOOP].wake()  # the schedule changed: let the loop re-plan its sleep
-    return common.json_response({"account": account_view(changed)})
+    return common.json_response(
+        {"account": account_view(changed, request.app[common.CONFIG].refresh)})
 
 
 async def disable(request: web.Request) -> web.Response:

@@ -150,9 +150,22 @@ async def _refresh_gauges(app: web.Application) -> None:
             deliveries.get(endpoint.name, {}).get(model.PENDING, 0))
 
 
+async def _probe_gauges(app: web.Application) -> None:
+    """What /livez and /readyz would answer, so alerts can ask it of every replica at once."""
+    stats, refresh_loop = app[common.METRICS], app[common.LOOP]
+    reference = refresh_loop.last_turned_at or refresh_loop.started_at
+    stats.loop_last_cycle.set(reference.timestamp())
+    (alive,) = probes.liveness(refresh_loop, _now())
+    stats.loop_stale.set(0 if alive.ok else 1)
+    for check in await app[common.READINESS].checks():
+        stats.ready.labels(check.name).set(1 if check.ok else 0)
+
+
 async def metrics(request: web.Request) -> web.Response:
     """The gauges that need the database are refreshed here, bounded; an outage keeps the
-    last values and the counters still answer."""
+    last values and the counters still answer. The probe gauges are set first, whatever
+    the database does (the readiness ping is bounded by itself)."""
+    await _probe_gauges(request.app)
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS):
             await _refresh_gauges(request.app)

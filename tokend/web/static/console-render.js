@@ -168,6 +168,15 @@ function actionButton(label, action, account, title) {
   return button;
 }
 
+// No expiry stored is not "never": the provider did not say (eBay's answer to a refresh
+// never does) and the account was added without --consented-at.
+function unknownExpiry() {
+  const node = el("span", "dim", "unknown");
+  node.title = "the expiry of this refresh token is not known: reconnect the account, or "
+    + "add it with --consented-at or --refresh-token-expires-at";
+  return node;
+}
+
 function cell(label, ...children) {
   const td = el("td");
   td.dataset.label = label;
@@ -195,8 +204,11 @@ export function accountRow(account, { connectLinks }) {
   const actions = el("div", "actions");
   actions.append(log);
   if (account.state === "active") {
-    actions.append(actionButton("Refresh", "debug-refresh", account, "Refresh with debug"),
-      actionButton("Clear backoff", "clear-backoff", account, "Clear backoff of"));
+    actions.append(actionButton("Refresh", "debug-refresh", account, "Refresh with debug"));
+    // Only failures put an account in backoff: a healthy one has none to clear.
+    if (account.consecutive_failures > 0) {
+      actions.append(actionButton("Clear backoff", "clear-backoff", account, "Clear backoff of"));
+    }
   }
   if (connectLinks && account.state !== "deleted") {
     actions.append(actionButton("Reconnect link", "connect-link", account, "Copy reconnect link for"));
@@ -208,11 +220,12 @@ export function accountRow(account, { connectLinks }) {
     stateCell,
     cell("access token", timeNode(account.access_expires_at, "expiry")),
     cell("refresh token", account.refresh_expires_at
-      ? timeNode(account.refresh_expires_at, "refresh-expiry") : el("span", "dim", "no expiry")),
+      ? timeNode(account.refresh_expires_at, "refresh-expiry")
+      : account.state === "deleted" ? el("span", "dim", "-") : unknownExpiry()),
     cell("last refresh", timeNode(account.last_refresh_at)),
     cell("failures", el("span", account.consecutive_failures ? "error" : "", account.consecutive_failures)),
     cell("last error", el("span", account.last_error ? "error" : "dim", account.last_error || "-")),
-    cell("next attempt", account.state === "active" ? timeNode(account.next_attempt_at) : el("span", "dim", "-")),
+    cell("next refresh", account.refresh_due_at ? timeNode(account.refresh_due_at) : el("span", "dim", "-")),
     cell("actions", actions));
   return tr;
 }
