@@ -22,7 +22,7 @@ from tokend import (
     vending,
 )
 from tokend.ebay import notifications
-from tokend.web import api, common, console, ebay, routes, websocket
+from tokend.web import api, common, console, ebay, openapi, routes, websocket
 from tokend.web import connect as connect_routes
 
 log = structlog.get_logger("tokend.web")
@@ -95,4 +95,5 @@ def create_app(
     websocket.setup(app)
     ebay.setup(app)
     connect_routes.setup(app)
+    openapi.setup(app)
     return app
