@@ -260,7 +260,7 @@ PUBLIC: list[dict[str, list[str]]] = []
 
 def _op(tag: str, summary: str, responses: dict[str, Any], *, security: list = PUBLIC,
         parameters: list[dict[str, Any]] | None = None, body: Schema | None = None,
-        body_required: bool = False, description: str | None = None,
+        body_required: bool = False, example: Any = None, description: str | None = None,
         **more: Any) -> Operation:
     operation: Operation = {"tags": [tag], "summary": summary, "security": security,
                             "responses": responses}
@@ -269,8 +269,11 @@ def _op(tag: str, summary: str, responses: dict[str, Any], *, security: list = P
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
+        media: dict[str, Any] = {"schema": body}
+        if example is not None:
+            media["example"] = example
         operation["requestBody"] = {"required": body_required,
-                                    "content": {common.JSON: {"schema": body}}}
+                                    "content": {common.JSON: media}}
     return {**operation, **more}
 
 
@@ -377,7 +380,7 @@ def _paths() -> dict[str, dict[str, Operation]]:
                                "413": TOO_LARGE})},
             security=ADMIN, parameters=[ACCOUNT_ID],
             body=_object({}, {"debug": {"type": "boolean", "default": False}},
-                         additionalProperties=False),
+                         additionalProperties=False), example={"debug": True},
             description="With `{\"debug\": true}` the answer carries the masked exchange "
                         "and the entry has source `debug`.")},
         "/api/accounts/{id}/disable": {"post": _account_action(
@@ -475,7 +478,8 @@ def _paths() -> dict[str, dict[str, Operation]]:
                 "account_id": {**_text_field(), "description": "reconnect this account"},
                 "scopes": {"type": "array", "items": {"type": "string", "minLength": 1,
                                                       "pattern": "^[^ ]+$"}}},
-                additionalProperties=False))},
+                additionalProperties=False),
+            example={"provider": "ebay-sandbox", "org": "acme"})},
         "/connect/{token}": {"get": _op("connect", "open a consent link", {
             "302": {"description": "to the provider's consent page",
                     "headers": {"Location": _header("the provider's authorize URL")}},
@@ -549,7 +553,7 @@ def pending() -> dict[str, dict[str, Operation]]:
             body=_object({"sha256": {
                 "type": "string", "pattern": "^[0-9a-f]{64}$",
                 "description": "lowercase hex SHA-256 of the refused token, never the token"}},
-                additionalProperties=False),
+                additionalProperties=False), example={"sha256": "0" * 64},
             description="A stale report (not the current token) costs nothing. The refresh "
                         "is single-flight across replicas and logged with source `vend`.")},
         "/api/providers/{name}/signature": {"post": _op(
@@ -569,7 +573,9 @@ def pending() -> dict[str, dict[str, Operation]]:
                          {"content_digest": {"type": "string",
                                              "description": "`sha-256=:...:`, only when the "
                                                             "request has a body"}},
-                         additionalProperties=False))},
+                         additionalProperties=False),
+            example={"method": "GET", "url": "https://apiz.ebay.com/sell/finances/v1/"
+                                             "seller_funds_summary"})},
     }
 
 
