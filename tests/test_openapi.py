@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 import pytest
 import webstack
+from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 from proc import ADMIN_TOKEN, Daemon, write_config
 
@@ -92,6 +93,42 @@ async def test_the_document_is_served_without_a_token(store, keyring) -> None:
         status, body = await s.get_json("/openapi.json", token=None)
     assert status == 200
     assert body == openapi.document()
+
+
+
+def conforms(document: dict, name: str, message: dict) -> None:
+    schema = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
+    OAS31Validator(schema).validate(message)
+
+
+async def test_the_log_stream_says_what_the_document_describes(store, keyring) -> None:
+    """OpenAPI has no words for WebSocket frames: the document names them in `x-websocket`,
+    and the frames a real stream sends match those schemas."""
+    document = openapi.document()
+    described = document["paths"]["/ws/logs"]["get"]["x-websocket"]
+    frame_schema = {"ready": "StreamReady", "entry": "StreamEntry", "entries": "StreamEntries",
+                    "dropped": "StreamDropped"}
+    assert {ref["$ref"].rsplit("/", 1)[1] for ref in described["server_messages"]} == set(
+        frame_schema.values())
+    hello = {"type": "hello", "token": webstack.ADMIN, "since": None, "sources": []}
+    conforms(document, "StreamHello", hello)
+    async with webstack.running(store, keyring, server={"stream_queue_size": 4}) as s:
+        await webstack.add_entry(store)
+        async with s.http.ws_connect(s.url + "/ws/logs") as ws:
+            await ws.send_json(hello)
+            seen = [await ws.receive_json(timeout=10), await ws.receive_json(timeout=10)]
+            for n in range(40):  # more than the queue holds: some are dropped
+                s.hub.publish(webstack.make_entry(30_000_000 + n))
+            async with asyncio.timeout(10):
+                while "dropped" not in {m["type"] for m in seen}:
+                    seen.append(await ws.receive_json())
+        for message in seen:
+            conforms(document, frame_schema[message["type"]], message)
+        assert [m["type"] for m in seen[:2]] == ["ready", "entry"]
+        async with s.http.ws_connect(s.url + "/ws/logs") as ws:
+            await ws.send_json({**hello, "token": "not-the-token-0123456789"})
+            assert (await ws.receive()).type == aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == described["close_codes"]["unauthorized"]
 
 
 # -- schemathesis against `tokend run` ----------------------------------------------------

@@ -600,8 +600,9 @@ def document() -> dict[str, Any]:
             "description": (
                 "tokend keeps OAuth access tokens fresh and vends them to apps. Every JSON "
                 "error is `{\"error\": \"...\"}` (schema `Error`); a request body is at "
-                "most 64 KiB. Any route answers 405 `Error` to a method it does not serve "
-                "and unknown paths answer 404 `Error`.")},
+                "most 64 KiB. A method a route does not serve answers 405 `Error`, an "
+                "unknown path 404 `Error`. Every GET but the two browser routes of a "
+                "connect link also answers HEAD.")},
         "paths": paths,
         "components": {
             "securitySchemes": {
