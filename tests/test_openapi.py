@@ -33,7 +33,7 @@ def registered(app) -> set[tuple[str, str]]:
         if route.method == IMPLIED:
             continue
         info = route.resource.get_info()
-        path = info.get("formatter") or info.get("path")
+        path = info.get("formatter") or info.get("path") or info.get("prefix")
         out.add((route.method.lower(), _PATTERN.sub(r"{\1}", path)))
     return out
 
@@ -196,8 +196,13 @@ async def test_schemathesis_finds_nothing_against_tokend_run_on_postgresql(
                 "--generation-database", "none", "--suppress-health-check", "all",
                 "--report", "har", "--report-har-path", str(tmp_path / "run.har"),
                 cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-            async with asyncio.timeout(120):
-                output, _ = await run.communicate()
+            try:
+                async with asyncio.timeout(120):
+                    output, _ = await run.communicate()
+            finally:
+                if run.returncode is None:
+                    run.kill()
+                    await run.wait()
         finally:
             daemon.kill()
     text = output.decode(errors="replace")
@@ -209,7 +214,9 @@ async def test_schemathesis_finds_nothing_against_tokend_run_on_postgresql(
     # Only eBay's signature, a provider's real sign-in and a WebSocket client get further;
     # schemathesis leaves out the document it loaded (served above, without a token).
     unreachable = {("post", "/ebay/notifications"), ("get", connect.CALLBACK_PATH),
-                   ("get", "/ws/logs"), ("get", "/openapi.json")}
+                   ("get", "/ws/logs"), ("get", "/openapi.json"),
+                   # once served (openapi.pending()): signing needs a key this run lacks
+                   ("post", "/api/providers/{name}/signature")}
     missed = documented(openapi.document()) - unreachable - reached
     assert not missed, f"never answered 2xx/3xx, so never really tested: {sorted(missed)}"
 
