@@ -475,7 +475,8 @@ def _paths() -> dict[str, dict[str, Operation]]:
                 "413": TOO_LARGE})},
             security=ADMIN, body_required=True, body=_object({
                 "provider": _text_field(), "org": _text_field()}, {
-                "account_id": {**_text_field(), "description": "reconnect this account"},
+                "account_id": {**_text_field(), "type": ["string", "null"],
+                               "description": "reconnect this account"},
                 "scopes": {"type": "array", "items": {"type": "string", "minLength": 1,
                                                       "pattern": "^[^ ]+$"}}},
                 additionalProperties=False),
