@@ -617,8 +617,13 @@ def document() -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _body() -> bytes:
+    return common.dumps(document())
+
+
 async def serve(_request: web.Request) -> web.Response:
-    return common.json_response(document())
+    return web.Response(body=_body(), content_type=common.JSON)
 
 
 def setup(app: web.Application) -> None:
