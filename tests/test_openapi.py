@@ -20,16 +20,16 @@ from proc import ADMIN_TOKEN, Daemon, write_config
 
 from tokend import connect, store
 from tokend.testing import simulator
-from tokend.web import openapi
+from tokend.web import app, openapi
 
 # aiohttp answers HEAD for every GET by itself; the document describes the GET.
 IMPLIED = "HEAD"
 _PATTERN = re.compile(r"\{(\w+):[^}]*\}")  # `{token:[\s\S]*}` -> `{token}`
 
 
-def registered(app) -> set[tuple[str, str]]:
+def registered(web_app) -> set[tuple[str, str]]:
     out = set()
-    for route in app.router.routes():
+    for route in web_app.router.routes():
         if route.method == IMPLIED:
             continue
         info = route.resource.get_info()
@@ -73,6 +73,7 @@ def test_the_document_is_valid_openapi_3_1_with_and_without_the_pending_routes(
 
 def test_every_operation_says_its_auth_and_every_json_error_has_the_one_shape() -> None:
     document = openapi.document()
+    assert app.MAX_BODY_BYTES == 64 * 1024, "the document says 64 KiB"
     schemes = set(document["components"]["securitySchemes"])
     for path, operations in {**document["paths"], **openapi.pending()}.items():
         for method, operation in operations.items():

@@ -376,7 +376,8 @@ def _paths() -> dict[str, dict[str, Operation]]:
             "200": _json("the attempt's outcome; a failed refresh is still a 200",
                          _ref("RefreshResult")),
             **_admin_errors(**{"400": BAD_REQUEST, "404": UNKNOWN_ACCOUNT,
-                               "409": _error("the account is being refreshed right now"),
+                               "409": _error("the account is not active, or another worker "
+                                             "is refreshing it"),
                                "413": TOO_LARGE})},
             security=ADMIN, parameters=[ACCOUNT_ID],
             body=_object({}, {"debug": {"type": "boolean", "default": False}},
