@@ -23,7 +23,7 @@ from tokend import (
     vending,
 )
 from tokend.ebay import notifications, signing
-from tokend.web import api, common, console, ebay, routes, websocket
+from tokend.web import api, common, console, ebay, openapi, routes, websocket
 from tokend.web import connect as connect_routes
 from tokend.web import signing as signing_routes
 
@@ -101,4 +101,5 @@ def create_app(
     ebay.setup(app)
     connect_routes.setup(app)
     signing_routes.setup(app)
+    openapi.setup(app)
     return app

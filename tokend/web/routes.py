@@ -22,7 +22,10 @@ DB_TIMEOUT_SECONDS = 2.0
 HEALTH_JSON = "application/health+json"
 STATIC_DIR = Path(__file__).parent / "static"
 # The pages' modules and style sheets; the HTML is served by `console` and `terminal` only.
-ASSETS = frozenset(p.name for p in STATIC_DIR.iterdir() if p.suffix in (".js", ".css"))
+# Their types are fixed here: the host's MIME table says `application/javascript` on one
+# machine and `text/javascript` (RFC 9239) on the next.
+ASSET_TYPES = {".js": "text/javascript", ".css": "text/css"}
+ASSETS = frozenset(p.name for p in STATIC_DIR.iterdir() if p.suffix in ASSET_TYPES)
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -204,7 +207,9 @@ async def asset(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
     if name not in ASSETS:
         raise common.ApiError(404, "not found")
-    return web.FileResponse(STATIC_DIR / name, headers=PAGE_HEADERS)
+    path = STATIC_DIR / name
+    return web.FileResponse(path, headers={
+        **PAGE_HEADERS, "Content-Type": f"{ASSET_TYPES[path.suffix]}; charset=utf-8"})
 
 
 def setup(app: web.Application) -> None:
