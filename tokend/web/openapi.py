@@ -528,6 +528,26 @@ def _paths() -> dict[str, dict[str, Operation]]:
                 body=ANY_OBJECT, body_required=True,
                 description="eBay proves itself by the signature, checked before anything "
                             "changes.")},
+        "/api/providers/{name}/signature": {"post": _op(
+            "vending", "eBay's digital signature (RFC 9421) for one request", {
+                "200": _json("the headers to send with the request", _object({
+                    "headers": _object({
+                        "x-ebay-signature-key": STRING, "Signature-Input": STRING,
+                        "Signature": STRING}, {"Content-Digest": STRING}),
+                    "signing_key_id": STRING})),
+                "400": BAD_REQUEST, "401": UNAUTHORIZED,
+                "404": _error("no such provider is configured"),
+                "409": _error("the provider has no signing key"), "413": TOO_LARGE,
+                "503": DATABASE},
+            security=CONSUMER, parameters=[PROVIDER_NAME], body_required=True,
+            body=_object({"method": {"type": "string", "examples": ["POST"]},
+                          "url": {"type": "string", "format": "uri"}},
+                         {"content_digest": {"type": "string",
+                                             "description": "`sha-256=:...:`, only when the "
+                                                            "request has a body"}},
+                         additionalProperties=False),
+            example={"method": "GET", "url": "https://apiz.ebay.com/sell/finances/v1/"
+                                             "seller_funds_summary"})},
     }
 
 
@@ -558,26 +578,6 @@ def pending() -> dict[str, dict[str, Operation]]:
                 additionalProperties=False), example={"sha256": "0" * 64},
             description="A stale report (not the current token) costs nothing. The refresh "
                         "is single-flight across replicas and logged with source `vend`.")},
-        "/api/providers/{name}/signature": {"post": _op(
-            "vending", "eBay's digital signature (RFC 9421) for one request", {
-                "200": _json("the headers to send with the request", _object({
-                    "headers": _object({
-                        "x-ebay-signature-key": STRING, "Signature-Input": STRING,
-                        "Signature": STRING}, {"Content-Digest": STRING}),
-                    "signing_key_id": STRING})),
-                "400": BAD_REQUEST, "401": UNAUTHORIZED,
-                "404": _error("no such provider is configured"),
-                "409": _error("the provider has no signing key"), "413": TOO_LARGE,
-                "503": DATABASE},
-            security=CONSUMER, parameters=[PROVIDER_NAME], body_required=True,
-            body=_object({"method": {"type": "string", "examples": ["POST"]},
-                          "url": {"type": "string", "format": "uri"}},
-                         {"content_digest": {"type": "string",
-                                             "description": "`sha-256=:...:`, only when the "
-                                                            "request has a body"}},
-                         additionalProperties=False),
-            example={"method": "GET", "url": "https://apiz.ebay.com/sell/finances/v1/"
-                                             "seller_funds_summary"})},
     }
 
 
