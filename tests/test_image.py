@@ -118,7 +118,7 @@ def test_the_user_is_the_manifests_runasuser_and_not_root() -> None:
 def test_the_entry_point_is_what_the_manifests_and_the_unit_run() -> None:
     (entrypoint,) = args_of("ENTRYPOINT")
     (cmd,) = args_of("CMD")
-    assert [*entrypoint, *cmd] == ["tokend", "run"]
+    assert [*entrypoint, *cmd] == ["tokend", "run", "--watch-secrets", "30"]
     daemon = pod_container("deployment.yaml")["containers"][0]
     job = pod_container("migrate-job.yaml")["containers"][0]
     assert daemon["command"] == entrypoint and daemon["args"] == cmd
