@@ -13,7 +13,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from kit import seed_postgres, wait_until
-from pgproxy import PgProxy
 from proc import Daemon, daemon_config
 from test_daemon import stream_entries
 from test_faults import Watch, stop_all
@@ -21,6 +20,7 @@ from webhook_receiver import Receiver
 
 from tokend import model
 from tokend.testing import simulator
+from tokend.testing.pgproxy import PgProxy
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -20,11 +20,11 @@ import pgcluster
 import pytest
 from conftest import SKIP_POSTGRES
 from kit import Harness, engine_config, seed, seed_postgres, wait_until
-from pgproxy import PgProxy
 from proc import Daemon, daemon_config
 
 from tokend import clock, daemon, loop, model, providers, store
 from tokend.testing import simulator
+from tokend.testing.pgproxy import PgProxy
 
 pytestmark = pytest.mark.timeout(60)
 

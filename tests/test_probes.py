@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 import webstack
 from kit import seed, wait_until
-from pgproxy import PgProxy
 from proc import Daemon, daemon_config
 
 from tokend import probes
 from tokend.testing import simulator
+from tokend.testing.pgproxy import PgProxy
 
 pytestmark = pytest.mark.timeout(90)
 

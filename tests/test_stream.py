@@ -10,9 +10,9 @@ import pytest
 import structlog
 import webstack
 from kit import wait_until
-from pgproxy import PgProxy
 
 from tokend import metrics, model, store, stream
+from tokend.testing.pgproxy import PgProxy
 
 
 def entry(entry_id: int | None, *, source: str = "scheduled", org: str | None = "acme"):
