@@ -108,6 +108,14 @@ async def _described(
     return entries
 
 
+async def _forget_links(tx: Session, provider: str, provider_user_id: str) -> None:
+    """Remove the connect links this provider user signed in through, and empty their log
+    entries: some name the user, and none need carry an account id."""
+    for row in await tx.all("forget_provider_user_links", provider=provider,
+                            provider_user_id=provider_user_id):
+        await tx.all("purge_link_entries", link_id=row["id"])
+
+
 def utc_day(moment: datetime) -> str:
     """The UTC day a call counts against, as the budget tables store it."""
     return moment.astimezone(UTC).date().isoformat()
@@ -791,6 +799,8 @@ class Store:
             found = [] if not notice.known else [_account(row) for row in await tx.all(
                 "accounts_of_provider_user", provider=notice.provider,
                 provider_user_id=notice.user_id)]
+            if notice.known and notice.topic == model.Notice.DELETION:
+                await _forget_links(tx, notice.provider, notice.user_id)
             entries, events = [], []
             for account in found:
                 outcome = await self._apply_notice(tx, notice, account, events, now)
@@ -857,6 +867,11 @@ class Store:
 
     async def set_connect_outcome(self, link_id: str, outcome: str) -> None:
         await self._db.one("set_connect_outcome", id=link_id, outcome=outcome)
+
+    async def set_connect_user(self, link_id: str, provider_user_id: str) -> None:
+        """Who signed in through the link, so an account deletion can find what the
+        connect flow logged about them before any account existed."""
+        await self._db.one("set_connect_user", id=link_id, provider_user_id=provider_user_id)
 
     async def connect_account(
         self, connected: model.Connected, now: datetime, *, reconnect: bool,
