@@ -66,6 +66,8 @@ def _after(cursor: str, sort: str, descending: bool) -> tuple[Any, str]:
         made_sort, made_descending, key, account_id = orjson.loads(raw)
         if (made_sort, made_descending) != (sort, descending) or not isinstance(account_id, str):
             raise ValueError
+        if "\x00" in account_id or (isinstance(key, str) and "\x00" in key):
+            raise ValueError  # no account holds one, and PostgreSQL refuses it in text
         if sort in TIME_KEYS:
             key = datetime.fromisoformat(key)
             if key.tzinfo is None:
