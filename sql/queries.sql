@@ -75,7 +75,10 @@ RETURNING *
 SELECT state, count(*) AS n FROM accounts GROUP BY state
 
 -- name: active_by_provider
-SELECT provider, count(*) AS n FROM accounts WHERE state = 'active' GROUP BY provider
+-- `org` NULL: every org's.
+SELECT provider, count(*) AS n FROM accounts
+WHERE state = 'active' AND (CAST(:org AS text) IS NULL OR org = :org)
+GROUP BY provider
 
 -- name: claim_account
 UPDATE accounts
@@ -641,7 +644,8 @@ WHERE state = 'active' AND next_attempt_at <= :now
 -- name: demand_split
 -- Active accounts per provider, and how many of them the schedule refreshes (not idle).
 SELECT provider, count(*) AS n, sum(CASE WHEN {{demanded}} THEN 1 ELSE 0 END) AS scheduled
-FROM accounts WHERE state = 'active' GROUP BY provider
+FROM accounts WHERE state = 'active' AND (CAST(:org AS text) IS NULL OR org = :org)
+GROUP BY provider
 
 -- Scale (PgBouncer): the stream polls for new entry ids when it cannot LISTEN.
 

@@ -260,8 +260,9 @@ class Store:
         counts.update({row["state"]: row["n"] for row in await self._db.all("account_counts")})
         return counts
 
-    async def active_by_provider(self) -> dict[str, int]:
-        return {row["provider"]: row["n"] for row in await self._db.all("active_by_provider")}
+    async def active_by_provider(self, org: str | None = None) -> dict[str, int]:
+        return {row["provider"]: row["n"]
+                for row in await self._db.all("active_by_provider", org=org)}
 
     async def failing_counts(self) -> dict[str, int]:
         """Active accounts with consecutive failures, by their last error code."""
@@ -606,10 +607,12 @@ class Store:
                            **_idle_params(idle_after))
 
     async def demand_split(
-        self, idle_after: Mapping[str, float], now: datetime,
+        self, idle_after: Mapping[str, float], now: datetime, org: str | None = None,
     ) -> dict[str, dict[str, int]]:
-        """Active accounts per provider: {"scheduled": n, "idle": m}."""
-        rows = await self._db.all("demand_split", now=now, **_idle_params(idle_after))
+        """Active accounts per provider (of one org, or of all): {"scheduled": n,
+        "idle": m}."""
+        rows = await self._db.all("demand_split", now=now, org=org,
+                                  **_idle_params(idle_after))
         return {row["provider"]: {"scheduled": int(row["scheduled"]),
                                   "idle": row["n"] - int(row["scheduled"])} for row in rows}
 
