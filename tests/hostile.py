@@ -37,6 +37,24 @@ QUERY_KEYS = ["source", "action", "account_id", "limit", "before_id", "after_id"
               "challenge_code", "state", "code", "error", "endpoint", "type", "event_id"]
 NON_UTF8 = [b"\xe9", b"\xff\xfe", b"\xc3\x28", b"\xed\xa0\x80", b"\x80abc", b"\xf0\x9f\x99"]
 
+# Messages no HTTP/1.1 parser accepts: garbage, other protocols, broken or oversized lines,
+# contradicting lengths.
+MALFORMED = (
+    b"GARBAGE\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"GET /\x00 HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: " + b"y" * 9000 + b"\r\n\r\n",
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+    b"POST /api/connect-links HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+    b"POST /ebay/notifications HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    b"Content-Length: 3\r\n\r\n{}",
+    b"POST /api/accounts/x/refresh HTTP/1.1\r\nHost: x\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: bogus\r\n\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    b"GET / HTTP/1.1\r\nHo\x00st: x\r\n\r\n", b"G\xe9T / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\n Folded: x\r\n\r\n",
+)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Answer:
@@ -210,22 +228,7 @@ class Generator:
                                                  b"\xe9" * 16]))]
 
     def malformed(self) -> bytes:
-        r = self.rng
-        return r.choice([
-            b"GARBAGE\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"GET /\x00 HTTP/1.1\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: " + b"y" * 9000 + b"\r\n\r\n",
-            b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
-            b"POST /api/connect-links HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
-            b"POST /ebay/notifications HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-            b"Content-Length: 3\r\n\r\n{}",
-            b"POST /api/accounts/x/refresh HTTP/1.1\r\nHost: x\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: bogus\r\n\r\n",
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
-            b"GET / HTTP/1.1\r\nHo\x00st: x\r\n\r\n", b"G\xe9T / HTTP/1.1\r\n\r\n",
-            b"GET / HTTP/1.1\r\n Folded: x\r\n\r\n",
-        ])
+        return self.rng.choice(MALFORMED)
 
 
 def quote(text: str) -> str:

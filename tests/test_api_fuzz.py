@@ -5,7 +5,9 @@ The log stream gets the same treatment for its hello and its frames."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
 import os
 import re
 import signal
@@ -40,7 +42,7 @@ _PARAM = re.compile(r"\{([^}]+)\}")
 
 @pytest.fixture
 async def stack(store, keyring):
-    async with webstack.running(store, keyring) as s:
+    async with webstack.running(store, keyring, notifications=True) as s:
         for account_id, org in ACCOUNTS.items():
             await webstack.add_account(store, keyring, account_id, org)
         for n in range(5):
@@ -229,6 +231,95 @@ async def test_entry_ids_beyond_64_bits_are_a_400(stack, param) -> None:
         status, body = await stack.get_json(f"/api/logs?{param}={value}")
         assert status == 400, (param, value, status, body)
         assert isinstance(body["error"], str)
+
+
+# -- bytes no well-behaved client sends ------------------------------------------------
+
+
+def _path(template: str) -> str:
+    return template.replace("{id}", "acct-1").replace("{name}", webstack.PROVIDER) \
+        .replace("{token}", "x")
+
+
+async def _raw(stack: webstack.Stack, method: str, path: str,
+               headers: list[tuple[bytes, bytes]], body: bytes | None = None) -> hostile.Answer:
+    return await hostile.exchange("127.0.0.1", stack.port,
+                                  hostile.message(method, path, headers, body))
+
+
+def _malformed_count(stack: webstack.Stack) -> float:
+    return stack.stats.registry.get_sample_value("tokend_http_malformed_requests_total") or 0
+
+
+def _json_error(answer: hostile.Answer) -> str:
+    assert answer.content_type == "application/json", answer
+    return orjson.loads(answer.body)["error"]
+
+
+async def test_authorization_bytes_that_are_not_utf8_are_a_401_on_every_bearer_route(stack):
+    """aiohttp keeps such bytes as surrogates, which the token comparison cannot encode."""
+    for method, template in hostile.ROUTES:
+        if not template.startswith("/api/") or template == "/api/vocabulary":
+            continue
+        for value in hostile.NON_UTF8:
+            answer = await _raw(stack, method, _path(template),
+                                [(b"Authorization", b"Bearer " + value)],
+                                b"{}" if method == "POST" else None)
+            assert answer.status == 401, (method, template, value, answer)
+            assert _json_error(answer) == "missing or invalid bearer token"
+
+
+async def test_a_body_that_contradicts_its_content_encoding_is_a_400_never_a_stack(
+        stack, caplog):
+    """Routes that read the body answer 400; the others answer as usual, and the body they
+    never read is counted, not logged as an unhandled exception."""
+    caplog.set_level(logging.ERROR)
+    before = _malformed_count(stack)
+    readers = {"/api/accounts/{id}/refresh", "/api/connect-links", "/ebay/notifications"}
+    for method, template in hostile.ROUTES:
+        for encoding in (b"gzip", b"deflate"):
+            answer = await _raw(stack, method, _path(template), [
+                (b"Authorization", b"Bearer " + webstack.ADMIN.encode()),
+                (b"Content-Type", b"application/json"), (b"Content-Encoding", encoding)],
+                b'{"debug": true}')
+            assert 0 < answer.status < 500, (method, template, answer)
+            if method == "POST" and template in readers:
+                assert answer.status == 400, (template, answer)
+                assert _json_error(answer) == "malformed request body"
+    await asyncio.sleep(0.2)  # the lingering reads of unread bodies end after the answers
+    assert _malformed_count(stack) > before
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[:2000]
+
+
+async def test_malformed_messages_are_counted_not_logged_as_errors(stack, caplog):
+    caplog.set_level(logging.DEBUG)
+    before = _malformed_count(stack)
+    for _ in range(3):
+        for raw in hostile.MALFORMED:
+            answer = await hostile.exchange("127.0.0.1", stack.port, raw)
+            assert answer.status in (0, 400), (raw, answer)
+    assert _malformed_count(stack) - before >= 2 * len(hostile.MALFORMED)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[:2000]
+
+
+async def test_nul_in_link_fields_cursors_and_filters_is_a_400(stack):
+    """PostgreSQL refuses NUL in text; SQLite would store it. Both answer 400."""
+    for body in ({"provider": webstack.PROVIDER, "org": "a\x00b"},
+                 {"provider": webstack.PROVIDER, "org": "acme", "scopes": ["a\x00"]},
+                 {"provider": webstack.PROVIDER, "org": "acme", "account_id": "\x00"}):
+        async with stack.http.post(stack.url + "/api/connect-links", json=body,
+                                   headers=stack.auth()) as response:
+            assert response.status == 400, (body, await response.text())
+            assert "error" in await response.json()
+    for raw in (["name", False, "a\x00b", "x"], ["name", False, "a", "acct\x00"]):
+        cursor = base64.urlsafe_b64encode(orjson.dumps(raw)).decode().rstrip("=")
+        status, body = await stack.get_json(f"/api/accounts?cursor={cursor}")
+        assert status == 400 and "cursor" in body["error"], body
+    for query in ("q=%00", "org=a%00", "provider=%00", "cursor=%00"):
+        status, body = await stack.get_json(f"/api/accounts?{query}")
+        assert status == 400 and "NUL" in body["error"], (query, body)
+    status, body = await stack.get_json("/api/accounts/a%00b/attempts")
+    assert status == 400, body
 
 
 # -- the log stream -------------------------------------------------------------------------
