@@ -75,7 +75,10 @@ RETURNING *
 SELECT state, count(*) AS n FROM accounts GROUP BY state
 
 -- name: active_by_provider
-SELECT provider, count(*) AS n FROM accounts WHERE state = 'active' GROUP BY provider
+-- `org` NULL: every org's.
+SELECT provider, count(*) AS n FROM accounts
+WHERE state = 'active' AND (CAST(:org AS text) IS NULL OR org = :org)
+GROUP BY provider
 
 -- name: claim_account
 UPDATE accounts
@@ -319,6 +322,22 @@ SET request = NULL, response = NULL, details = NULL,
 WHERE account_id = :account_id
 RETURNING id
 
+-- name: forget_provider_user_links
+-- eBay's account deletion: the links the seller signed in through go, whatever became of
+-- them (connected, refused as already connected, a different user on a reconnect).
+DELETE FROM connect_links WHERE provider = :provider AND provider_user_id = :provider_user_id
+RETURNING id
+
+-- name: purge_link_entries
+-- The connect flow's entries of one such link name the seller before any account exists
+-- (the identity answer, "signed in as", "already connected"): emptied like
+-- purge_account_entries, their error keeping its code but not its description.
+UPDATE http_log
+SET request = NULL, response = NULL, details = NULL, message = NULL,
+    error = {{error_without_description}}
+WHERE source = 'connect' AND details ->> 'link_id' = :link_id
+RETURNING id
+
 -- name: revoke_account
 UPDATE accounts
 SET state = 'reauth_required', state_reason = :reason, lease_owner = NULL,
@@ -362,6 +381,9 @@ WHERE (CAST(:state_hash AS text) IS NOT NULL AND state_hash = :state_hash)
 
 -- name: set_connect_outcome
 UPDATE connect_links SET outcome = :outcome WHERE id = :id
+
+-- name: set_connect_user
+UPDATE connect_links SET provider_user_id = :provider_user_id WHERE id = :id
 
 -- name: insert_connected_account
 INSERT INTO accounts (id, org, provider, name, scopes, refresh_token, refresh_expires_at,
@@ -622,7 +644,8 @@ WHERE state = 'active' AND next_attempt_at <= :now
 -- name: demand_split
 -- Active accounts per provider, and how many of them the schedule refreshes (not idle).
 SELECT provider, count(*) AS n, sum(CASE WHEN {{demanded}} THEN 1 ELSE 0 END) AS scheduled
-FROM accounts WHERE state = 'active' GROUP BY provider
+FROM accounts WHERE state = 'active' AND (CAST(:org AS text) IS NULL OR org = :org)
+GROUP BY provider
 
 -- Scale (PgBouncer): the stream polls for new entry ids when it cannot LISTEN.
 

@@ -26,8 +26,10 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def stack(db: store.Store, keyring: crypto.Keyring, *, generic: bool = False,
                 refresh: Mapping[str, Any] | None = None,
-                server: Mapping[str, Any] | None = None) -> AsyncIterator[webstack.Stack]:
-    """eBay (RuName, Identity API) or, with `generic`, an RFC 6749 provider with PKCE."""
+                server: Mapping[str, Any] | None = None,
+                notifications: bool = False) -> AsyncIterator[webstack.Stack]:
+    """eBay (RuName, Identity API) or, with `generic`, an RFC 6749 provider with PKCE;
+    `notifications` turns on eBay's notifications against the simulator."""
     port = free_port()
     public_url = f"http://127.0.0.1:{port}"
     callback = public_url + connect.CALLBACK_PATH
@@ -43,7 +45,7 @@ async def stack(db: store.Store, keyring: crypto.Keyring, *, generic: bool = Fal
             sim.register_redirect(RUNAME, callback)
         async with webstack.running(db, keyring, sim=sim, port=port, refresh=refresh,
                                     server={"public_url": public_url, **(server or {})},
-                                    provider=provider) as s:
+                                    provider=provider, notifications=notifications) as s:
             yield s
 
 

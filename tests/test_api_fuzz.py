@@ -4,13 +4,22 @@ The log stream gets the same treatment for its hello and its frames."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import logging
+import os
 import re
+import signal
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import hostile
+import kit
 import orjson
+import proc
 import pytest
 import webstack
 from aiohttp import WSCloseCode, WSMsgType
@@ -18,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from tokend import vocabulary
+from tokend import crypto, vocabulary
+from tokend.testing import simulator
 from tokend.web import websocket
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,7 +42,7 @@ _PARAM = re.compile(r"\{([^}]+)\}")
 
 @pytest.fixture
 async def stack(store, keyring):
-    async with webstack.running(store, keyring) as s:
+    async with webstack.running(store, keyring, notifications=True) as s:
         for account_id, org in ACCOUNTS.items():
             await webstack.add_account(store, keyring, account_id, org)
         for n in range(5):
@@ -223,6 +233,95 @@ async def test_entry_ids_beyond_64_bits_are_a_400(stack, param) -> None:
         assert isinstance(body["error"], str)
 
 
+# -- bytes no well-behaved client sends ------------------------------------------------
+
+
+def _path(template: str) -> str:
+    return template.replace("{id}", "acct-1").replace("{name}", webstack.PROVIDER) \
+        .replace("{token}", "x")
+
+
+async def _raw(stack: webstack.Stack, method: str, path: str,
+               headers: list[tuple[bytes, bytes]], body: bytes | None = None) -> hostile.Answer:
+    return await hostile.exchange("127.0.0.1", stack.port,
+                                  hostile.message(method, path, headers, body))
+
+
+def _malformed_count(stack: webstack.Stack) -> float:
+    return stack.stats.registry.get_sample_value("tokend_http_malformed_requests_total") or 0
+
+
+def _json_error(answer: hostile.Answer) -> str:
+    assert answer.content_type == "application/json", answer
+    return orjson.loads(answer.body)["error"]
+
+
+async def test_authorization_bytes_that_are_not_utf8_are_a_401_on_every_bearer_route(stack):
+    """aiohttp keeps such bytes as surrogates, which the token comparison cannot encode."""
+    for method, template in hostile.ROUTES:
+        if not template.startswith("/api/") or template == "/api/vocabulary":
+            continue
+        for value in hostile.NON_UTF8:
+            answer = await _raw(stack, method, _path(template),
+                                [(b"Authorization", b"Bearer " + value)],
+                                b"{}" if method == "POST" else None)
+            assert answer.status == 401, (method, template, value, answer)
+            assert _json_error(answer) == "missing or invalid bearer token"
+
+
+async def test_a_body_that_contradicts_its_content_encoding_is_a_400_never_a_stack(
+        stack, caplog):
+    """Routes that read the body answer 400; the others answer as usual, and the body they
+    never read is counted, not logged as an unhandled exception."""
+    caplog.set_level(logging.ERROR)
+    before = _malformed_count(stack)
+    readers = {"/api/accounts/{id}/refresh", "/api/connect-links", "/ebay/notifications"}
+    for method, template in hostile.ROUTES:
+        for encoding in (b"gzip", b"deflate"):
+            answer = await _raw(stack, method, _path(template), [
+                (b"Authorization", b"Bearer " + webstack.ADMIN.encode()),
+                (b"Content-Type", b"application/json"), (b"Content-Encoding", encoding)],
+                b'{"debug": true}')
+            assert 0 < answer.status < 500, (method, template, answer)
+            if method == "POST" and template in readers:
+                assert answer.status == 400, (template, answer)
+                assert _json_error(answer) == "malformed request body"
+    await asyncio.sleep(0.2)  # the lingering reads of unread bodies end after the answers
+    assert _malformed_count(stack) > before
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[:2000]
+
+
+async def test_malformed_messages_are_counted_not_logged_as_errors(stack, caplog):
+    caplog.set_level(logging.DEBUG)
+    before = _malformed_count(stack)
+    for _ in range(3):
+        for raw in hostile.MALFORMED:
+            answer = await hostile.exchange("127.0.0.1", stack.port, raw)
+            assert answer.status in (0, 400), (raw, answer)
+    assert _malformed_count(stack) - before >= 2 * len(hostile.MALFORMED)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[:2000]
+
+
+async def test_nul_in_link_fields_cursors_and_filters_is_a_400(stack):
+    """PostgreSQL refuses NUL in text; SQLite would store it. Both answer 400."""
+    for body in ({"provider": webstack.PROVIDER, "org": "a\x00b"},
+                 {"provider": webstack.PROVIDER, "org": "acme", "scopes": ["a\x00"]},
+                 {"provider": webstack.PROVIDER, "org": "acme", "account_id": "\x00"}):
+        async with stack.http.post(stack.url + "/api/connect-links", json=body,
+                                   headers=stack.auth()) as response:
+            assert response.status == 400, (body, await response.text())
+            assert "error" in await response.json()
+    for raw in (["name", False, "a\x00b", "x"], ["name", False, "a", "acct\x00"]):
+        cursor = base64.urlsafe_b64encode(orjson.dumps(raw)).decode().rstrip("=")
+        status, body = await stack.get_json(f"/api/accounts?cursor={cursor}")
+        assert status == 400 and "cursor" in body["error"], body
+    for query in ("q=%00", "org=a%00", "provider=%00", "cursor=%00"):
+        status, body = await stack.get_json(f"/api/accounts?{query}")
+        assert status == 400 and "NUL" in body["error"], (query, body)
+    status, body = await stack.get_json("/api/accounts/a%00b/attempts")
+    assert status == 400, body
+
+
 # -- the log stream -------------------------------------------------------------------------
 
 hello_tokens = st.one_of(
@@ -358,3 +457,157 @@ async def test_a_silent_client_is_closed_after_the_hello_timeout(stack, monkeypa
         msg = await ws.receive(timeout=5)
         assert msg.type == WSMsgType.CLOSE
         assert ws.close_code == vocabulary.CLOSE_HELLO_TIMEOUT
+
+
+# -- a real daemon under hostile traffic -------------------------------------------------
+
+ROGUE_HELLOS = ['{"type": "hello", "token": "\\u00e9"}', '{"type": "hello", "token": null}',
+                "x" * 70_000, '{"type": "hello", "token": "' + "x" * 5000 + '"}', "\x00",
+                '{"type": "hello", "token": ["a"]}', '{"type": "hello"}']
+
+
+def test_the_hostile_routes_cover_every_route_of_the_app(stack) -> None:
+    served = {(route.method, route.resource.canonical) for route in stack.app.router.routes()
+              if route.method != "HEAD"}
+    templates = {(m, hostile_route(t)) for m, t in served}
+    assert templates <= set(hostile.ROUTES), templates - set(hostile.ROUTES)
+
+
+def hostile_route(canonical: str) -> str:
+    return re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", canonical)
+
+
+def parser_refusal(answer: hostile.Answer) -> bool:
+    """aiohttp's own plain 400 for a message its parser refuses (an encoding it cannot
+    decode, a broken header): no route ever saw the request."""
+    return answer.status == 400 and answer.content_type == "text/plain"
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def fuzz_config(tmp_path: Path, db_url: str, key_line: str,
+                sim: simulator.Simulator) -> Path:
+    return proc.write_config(tmp_path / "tokend.toml", {
+        "database": {"url": db_url},
+        "refresh": {"interval_seconds": 5, "request_timeout_seconds": 5},
+        "crypto": {"keys": [key_line]},
+        "server": {"host": "127.0.0.1", "port": 0, "admin_token": webstack.ADMIN,
+                   "consumer_token": webstack.CONSUMER, "public_url": "http://127.0.0.1:1"},
+        "server.org_tokens": {"acme": webstack.ORG_ACME},
+        "server.consumer_org_tokens": {"acme": webstack.CONSUMER_ACME},
+        f"providers.{webstack.PROVIDER}": {
+            "type": "ebay", "environment": "sandbox", "token_url": sim.token_url,
+            "identity_url": sim.identity_url, "authorize_url": sim.authorize_url,
+            "client_id": simulator.DEFAULT_CLIENT_ID,
+            "client_secret": simulator.DEFAULT_CLIENT_SECRET},
+        "ebay_notifications": {"verification_token": webstack.VERIFICATION_TOKEN,
+                               "endpoint": webstack.ENDPOINT, "provider": webstack.PROVIDER,
+                               "public_key_url": sim.public_key_url},
+    })
+
+
+FUZZ_SECONDS = float(os.environ.get("TOKEND_FUZZ_SECONDS", "35"))
+FUZZ_REQUESTS = int(os.environ.get("TOKEND_FUZZ_REQUESTS", "1000000"))
+FUZZ_SEED = int(os.environ.get("TOKEND_FUZZ_SEED", "20261205"))
+
+
+@pytest.mark.timeout(FUZZ_SECONDS + 60)
+async def test_a_real_daemon_under_seeded_hostile_traffic(tmp_path, pg_url, key_lines) -> None:
+    """`tokend run` on PostgreSQL against a seeded stream of malformed, oversized and
+    unauthorised requests over every route, the stream included, for FUZZ_SECONDS: never a
+    5xx, every refusal JSON, no secret in any answer or log line, no error-level line for
+    what clients send, and memory flat after the first few thousand requests."""
+    async with simulator.Simulator() as sim:
+        config_path = fuzz_config(tmp_path, pg_url, key_lines[0], sim)
+        keyring = crypto.Keyring.from_lines(key_lines[:1])
+        tokens = await kit.seed(pg_url, keyring, 4)
+        daemon = proc.Daemon(config_path, tmp_path / "daemon.log")
+        try:
+            url = await daemon.url()
+            port = int(url.rsplit(":", 1)[1])
+            secrets_ = [webstack.ADMIN, webstack.ORG_ACME, webstack.CONSUMER,
+                        webstack.CONSUMER_ACME, simulator.DEFAULT_CLIENT_SECRET,
+                        webstack.VERIFICATION_TOKEN, key_lines[0].split(":", 1)[1],
+                        *tokens.values()]
+            draws = iter(hostile.Generator(FUZZ_SEED, {
+                "admin": webstack.ADMIN, "org": webstack.ORG_ACME,
+                "consumer": webstack.CONSUMER, "wrong": "wrong-token"},
+                [*tokens, "missing"], webstack.PROVIDER))
+            failures: list[str] = []
+            counts = {"request": 0, "malformed": 0, "ws": 0}
+            rss: list[tuple[int, float]] = [(0, rss_mib(daemon.proc.pid))]
+            deadline = asyncio.get_running_loop().time() + FUZZ_SECONDS
+            sent = 0
+
+            def judge(kind: str, raw: bytes, answer: hostile.Answer) -> None:
+                text = answer.body.decode(errors="replace") + repr(answer.headers)
+                for secret in secrets_:
+                    if secret in text:
+                        failures.append(f"secret in answer to {raw[:200]!r}")
+                if answer.status == -1:
+                    failures.append(f"no answer within 10 s to {raw[:300]!r}")
+                elif answer.status >= 500 or (kind == "request" and answer.status == 0):
+                    failures.append(f"{answer.status} for {raw[:300]!r}: {answer.body[:200]!r}")
+                elif (kind == "request" and answer.status >= 400 and not parser_refusal(answer)
+                      and not raw.startswith((b"HEAD", b"GET /connect/", b"GET /oauth/"))):
+                    try:
+                        payload = orjson.loads(answer.body)
+                        assert isinstance(payload["error"], str)
+                    except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
+                        failures.append(f"not a JSON error: {answer.status} "
+                                        f"{answer.content_type} for {raw[:200]!r}")
+
+            async def worker() -> None:
+                nonlocal sent
+                async with aiohttp.ClientSession() as http:
+                    while sent < FUZZ_REQUESTS and asyncio.get_running_loop().time() < deadline:
+                        sent += 1
+                        if sent % 50 == 0:
+                            counts["ws"] += 1
+                            hello = ROGUE_HELLOS[sent // 50 % len(ROGUE_HELLOS)]
+                            async with http.ws_connect(url + "/ws/logs") as ws:
+                                await ws.send_str(hello)
+                                msg = await ws.receive(timeout=10)
+                                if msg.type != WSMsgType.CLOSE or ws.close_code not in (
+                                        4400, 4401, WSCloseCode.MESSAGE_TOO_BIG):
+                                    failures.append(f"hello {hello[:50]!r}: {msg}")
+                            continue
+                        kind, raw = next(draws)
+                        counts[kind] += 1
+                        judge(kind, raw, await hostile.exchange("127.0.0.1", port, raw))
+                        if sent % 1000 == 0:
+                            rss.append((sent, rss_mib(daemon.proc.pid)))
+
+            await asyncio.gather(*(worker() for _ in range(6)))
+            rss.append((sent, rss_mib(daemon.proc.pid)))
+            _, body = await webstack_get(url, "/metrics")
+            assert daemon.proc.poll() is None, "the daemon died"
+        finally:
+            daemon.signal(signal.SIGTERM)
+            await daemon.wait()
+            daemon.kill()
+    log_text = daemon.log_path.read_text()
+    events = daemon.events()
+    errors = [e for e in events if e.get("level") in ("error", "critical", "exception")]
+    print(f"seed {FUZZ_SEED}: {counts}, RSS MiB by requests sent: {rss}, "
+          f"log lines {len(events)}, errors {len(errors)}")
+    assert not failures, "\n".join(failures[:30])
+    for secret in secrets_:
+        assert secret not in log_text, "a secret leaked into the log"
+    assert not errors, errors[:5]
+    assert len(events) < 200 + FUZZ_SECONDS * 10, "the log grows with hostile requests"
+    refused = re.search(r'^tokend_http_malformed_requests_total (\S+)$', body, re.M)
+    assert refused and float(refused.group(1)) > 0, "malformed requests are not counted"
+    if sent >= 6000:  # memory: flat once the first few thousand requests are behind
+        settled = next(mib for n, mib in rss if n >= 3000)
+        assert rss[-1][1] - settled < 12, rss
+
+
+async def webstack_get(url: str, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(url + path) as response:
+        return response.status, await response.text()

@@ -145,10 +145,10 @@ async def test_an_unknown_provider_is_a_404(stack):
     assert (status, body) == (404, {"error": "unknown provider"})
 
 
-async def test_a_refused_grant_is_a_503_and_a_logged_failure(stack):
+async def test_scopes_the_provider_refuses_are_a_400_and_a_logged_failure(stack):
     status, body = await stack.get_json(f"{PATH}?scopes=https://api.ebay.com/oauth/api_scope/"
                                         "sell.inventory", token=CONSUMER)
-    assert status == 503 and "invalid_scope" in body["error"]
+    assert status == 400 and "invalid_scope" in body["error"]
     _, logs = await stack.get_json("/api/logs?source=vend")
     (entry,) = logs["entries"]
     assert entry["action"] == "app_token_failed"

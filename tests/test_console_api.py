@@ -216,8 +216,14 @@ async def test_providers_show_pause_calls_quota_and_failures_and_resume(stack, d
     assert provider["daily_quota"] == 50_000
     assert provider["projected_daily_calls"] == 72.0
     assert provider["failing_by_error"] == {"server_error": 2}
+    assert provider["active_accounts"] == 3
     _, body = await stack.get_json("/api/providers", token=ORG_ACME)
-    assert body["providers"][0]["failing_by_error"] == {"server_error": 1}
+    (seen,) = body["providers"]
+    assert seen["failing_by_error"] == {"server_error": 1}
+    # acme's own figures: two accounts and their share; the provider's pause and quota.
+    assert (seen["active_accounts"], seen["projected_daily_calls"]) == (2, 48.0)
+    assert (seen["calls_today"], seen["calls_today_by_grant"]) == (None, None)
+    assert (seen["paused_until"], seen["daily_quota"]) == (until.isoformat(), 50_000)
 
     assert await _post(stack, f"/api/providers/{webstack.PROVIDER}/resume", ORG_ACME) == (
         403, {"error": "only the admin token can resume a provider"})

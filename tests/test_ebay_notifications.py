@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import sqlite3
 from datetime import timedelta
 
+import connectflow
 import orjson
 import pytest
 import webstack
@@ -147,6 +150,56 @@ async def test_a_deletion_reaches_every_org_holding_the_seller_and_unknown_selle
                                    stack.sim.notification(DELETION, "shared")) == 204
     assert (await ebay_entries(stack))[0].details["outcome"] == "no_account"
     assert len(await events(stack)) == 2
+
+
+async def full_dump(db_url: str) -> str:
+    """Every row of every table, as the backend's own dump tool writes it."""
+    if db_url.startswith("sqlite://"):
+        with contextlib.closing(sqlite3.connect(db_url.removeprefix("sqlite://"))) as conn:
+            return "\n".join(conn.iterdump())
+    dump = await asyncio.create_subprocess_exec(
+        "pg_dump", "--data-only", f"--dbname={db_url}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await dump.communicate()
+    assert dump.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_a_deleted_seller_who_connected_through_links_is_in_no_table(
+        store, keyring, db_url):
+    """The connect flow names the seller before the account exists (the identity answer,
+    "signed in as", "already connected"), and reconnect links name the account: after the
+    deletion a full dump holds neither the seller's username nor user id, while another
+    seller's stay."""
+    forgotten = simulator.Seller("ebayForgetMe42", "forget_me_seller")
+    bystander = simulator.Seller("ebayStays7", "stays_seller")
+    async with connectflow.stack(store, keyring, notifications=True) as s:
+        s.sim.seller = forgotten
+        status, page, _ = await connectflow.walk(s)
+        assert status == 200 and forgotten.username in page, page
+        (account,) = await store.list_accounts()
+        status, page, _ = await connectflow.walk(s)  # again: "already connected"
+        assert status == 409 and forgotten.username in page, page
+        status, page, _ = await connectflow.walk(s, account_id=account.id)  # reconnect
+        assert status == 200, page
+        assert (await s.worker.refresh_now(account.id)).success
+        s.sim.seller = bystander
+        status, page, _ = await connectflow.walk(s, org="globex")
+        assert status == 200, page
+
+        before = await full_dump(db_url)
+        for seller in (forgotten, bystander):
+            assert seller.user_id in before and seller.username in before
+
+        message = s.sim.notification(DELETION, forgotten.user_id, username=forgotten.username)
+        assert await s.sim.deliver(s.url + "/ebay/notifications", message) == 204
+        assert (await store.get_account(account.id)).state == model.DELETED
+
+        after = await full_dump(db_url)
+        leaks = [line[:300] for line in after.splitlines()
+                 if forgotten.user_id in line or forgotten.username in line]
+        assert not leaks, "\n".join(leaks)
+        assert bystander.user_id in after and bystander.username in after
 
 
 # -- authorization revocation ------------------------------------------------------------

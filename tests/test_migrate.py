@@ -8,6 +8,7 @@ import pytest
 from kit import execute_sql
 
 import tokend.store as st
+from tokend import clock, model, vocabulary
 from tokend.store import queries
 
 ALL = [name for name, _ in queries.migrations("sqlite")]
@@ -81,3 +82,30 @@ async def test_check_schema_and_migrate_when_ahead(store, db_url):
         await store.check_schema()
     with pytest.raises(st.SchemaError, match="ahead"):
         await store.migrate()
+
+
+async def test_links_made_before_0009_learn_who_signed_in_from_their_identity_entry(
+        empty_url, monkeypatch):
+    """So an account deletion after the upgrade finds what was logged before it."""
+    shipped = queries.migrations
+    monkeypatch.setattr(queries, "migrations", lambda backend: tuple(
+        m for m in shipped(backend) if m[0] < "0009"))
+    db = await st.connect(empty_url)
+    try:
+        await db.migrate()
+        now = clock.now()
+        for n in (1, 2):
+            await db.add_connect_link(model.NewConnectLink(
+                id=f"link_{n}", token_hash=f"h{n}", provider="ebay", org="acme",
+                account_id=None, scopes=(), expires_at=now), now)
+        await db.add_entry(model.Entry(
+            action=vocabulary.CONNECT_IDENTITY, source=vocabulary.CONNECT, created_at=now,
+            details={"link_id": "link_1"}, message="signed in as jane",
+            response={"status": 200, "body": {"userId": "u-jane", "username": "jane"}}))
+        monkeypatch.setattr(queries, "migrations", shipped)
+        assert await db.migrate() == [name for name in ALL if name >= "0009"]
+        one = await db.find_connect_link(token_hash="h1")
+        two = await db.find_connect_link(token_hash="h2")
+        assert (one.provider_user_id, two.provider_user_id) == ("u-jane", None)
+    finally:
+        await db.close()

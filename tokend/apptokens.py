@@ -46,6 +46,11 @@ class Unavailable(Exception):
     """No application token could be had now; the message says why (never a secret)."""
 
 
+class BadScope(Exception):
+    """The provider refused the scopes asked for (`invalid_scope`): asking again will not
+    help, so the caller hears it was their request."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Issued:
     access_token: str = dataclasses.field(repr=False)
@@ -153,8 +158,10 @@ class AppTokens:
         if not result.ok:
             log.warning("app_token_failed", provider=client.name, error_code=result.error_code,
                         error_description=result.error_description)
-            raise Unavailable(f"the provider refused the application token: "
-                              f"{result.error_code}: {result.error_description}")
+            problem = (f"the provider refused the application token: "
+                       f"{result.error_code}: {result.error_description}")
+            raise BadScope(problem) if result.error_code == "invalid_scope" else Unavailable(
+                problem)
         log.info("app_token_issued", provider=client.name, expires_in=result.grant.expires_in)
         assert expires_at is not None
         return Issued(access_token=result.grant.access_token, expires_at=expires_at,

@@ -289,6 +289,8 @@ class Service:
                         access_token: str) -> identity.User:
         lookup = await identity.get_user(self.session, p.identity_url, access_token,
                                          timeout_seconds=self.cfg.refresh.request_timeout_seconds)
+        if lookup.user is not None:  # first: what is logged next names them
+            await self.db.set_connect_user(link.id, lookup.user.user_id)
         await self._log(vocabulary.CONNECT_IDENTITY, link,
                         f"signed in as {lookup.user.username or lookup.user.user_id}"
                         if lookup.user else f"identity lookup failed: {lookup.error}",

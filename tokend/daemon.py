@@ -41,6 +41,7 @@ from tokend import (
     webhooks,
 )
 from tokend.ebay import notifications, signing
+from tokend.web import common
 
 log = structlog.get_logger("tokend.daemon")
 
@@ -284,7 +285,8 @@ async def listening(parts: Parts, host: str, port: int, *,
                     shutdown_timeout: float = 60.0) -> AsyncIterator[Listener]:
     """Serve `parts.app` on host:port until the block ends."""
     runner = aioweb.AppRunner(parts.app, handle_signals=False, access_log=None,
-                              shutdown_timeout=shutdown_timeout)
+                              shutdown_timeout=shutdown_timeout,
+                              logger=parts.app[common.SERVER_LOG])
     await runner.setup()
     try:
         try:

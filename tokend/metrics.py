@@ -46,6 +46,9 @@ class Metrics:
             "tokend_stream_subscribers", "Live log stream subscribers.", registry=r)
         self.stream_dropped = prom.Counter(
             "tokend_stream_dropped_entries", "Entries dropped for slow subscribers.", registry=r)
+        self.malformed_requests = prom.Counter(
+            "tokend_http_malformed_requests", "Requests refused before any route: not HTTP, "
+            "or a body that contradicts its headers.", registry=r)
         self.vends = prom.Counter(
             "tokend_vends", "Access tokens handed to apps, by outcome.", ["outcome"], registry=r)
         self.signatures = prom.Counter(

@@ -274,6 +274,7 @@ class ConnectLink:
     state_expires_at: datetime | None
     finished_at: datetime | None
     outcome: str | None
+    provider_user_id: str | None = None  # who signed in, once the provider said
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -52,11 +52,13 @@ def capacity(provider: config.ProviderConfig, settings: config.RefreshConfig) ->
     return math.floor(provider.daily_quota * period_seconds(provider, settings) / DAY_SECONDS)
 
 
-async def project(db: store.Store, cfg: config.Config) -> list[Projection]:
+async def project(db: store.Store, cfg: config.Config,
+                  org: str | None = None) -> list[Projection]:
     """Idle accounts of a demand-aware provider are refreshed only when an app asks: the
-    projection counts the scheduled ones."""
-    active = await db.active_by_provider()
-    split = await db.demand_split(cfg.idle_after(), clock.now())
+    projection counts the scheduled ones. With `org`, that org's accounts alone: its share
+    of each provider's quota."""
+    active = await db.active_by_provider(org)
+    split = await db.demand_split(cfg.idle_after(), clock.now(), org)
     out = []
     for name in sorted(set(cfg.providers) | set(active)):
         provider = cfg.providers.get(name)

@@ -6,6 +6,9 @@ source = ANY(CAST(:sources AS text[]))
 -- fragment: id_in
 id = ANY(CAST(:ids AS bigint[]))
 
+-- fragment: error_without_description
+jsonb_set(error, '{description}', 'null')
+
 -- name: lock_migrations
 -- Held until the migration's transaction ends, so concurrent `tokend migrate` runs take
 -- turns (transaction-level: nothing survives on a pooled session).

@@ -123,6 +123,14 @@ async def _described(
     return entries
 
 
+async def _forget_links(tx: Session, provider: str, provider_user_id: str) -> None:
+    """Remove the connect links this provider user signed in through, and empty their log
+    entries: some name the user, and none need carry an account id."""
+    for row in await tx.all("forget_provider_user_links", provider=provider,
+                            provider_user_id=provider_user_id):
+        await tx.all("purge_link_entries", link_id=row["id"])
+
+
 def utc_day(moment: datetime) -> str:
     """The UTC day a call counts against, as the budget tables store it."""
     return moment.astimezone(UTC).date().isoformat()
@@ -334,8 +342,9 @@ class Store(signing_keys.SigningKeys):
         counts.update({row["state"]: row["n"] for row in await self._db.all("account_counts")})
         return counts
 
-    async def active_by_provider(self) -> dict[str, int]:
-        return {row["provider"]: row["n"] for row in await self._db.all("active_by_provider")}
+    async def active_by_provider(self, org: str | None = None) -> dict[str, int]:
+        return {row["provider"]: row["n"]
+                for row in await self._db.all("active_by_provider", org=org)}
 
     async def failing_counts(self) -> dict[str, int]:
         """Active accounts with consecutive failures, by their last error code."""
@@ -683,10 +692,12 @@ class Store(signing_keys.SigningKeys):
                            **_idle_params(idle_after))
 
     async def demand_split(
-        self, idle_after: Mapping[str, float], now: datetime,
+        self, idle_after: Mapping[str, float], now: datetime, org: str | None = None,
     ) -> dict[str, dict[str, int]]:
-        """Active accounts per provider: {"scheduled": n, "idle": m}."""
-        rows = await self._db.all("demand_split", now=now, **_idle_params(idle_after))
+        """Active accounts per provider (of one org, or of all): {"scheduled": n,
+        "idle": m}."""
+        rows = await self._db.all("demand_split", now=now, org=org,
+                                  **_idle_params(idle_after))
         return {row["provider"]: {"scheduled": int(row["scheduled"]),
                                   "idle": row["n"] - int(row["scheduled"])} for row in rows}
 
@@ -838,6 +849,8 @@ class Store(signing_keys.SigningKeys):
             found = [] if not notice.known else [_account(row) for row in await tx.all(
                 "accounts_of_provider_user", provider=notice.provider,
                 provider_user_id=notice.user_id)]
+            if notice.known and notice.topic == model.Notice.DELETION:
+                await _forget_links(tx, notice.provider, notice.user_id)
             entries, events = [], []
             for account in found:
                 outcome = await self._apply_notice(tx, notice, account, events, now)
@@ -904,6 +917,11 @@ class Store(signing_keys.SigningKeys):
 
     async def set_connect_outcome(self, link_id: str, outcome: str) -> None:
         await self._db.one("set_connect_outcome", id=link_id, outcome=outcome)
+
+    async def set_connect_user(self, link_id: str, provider_user_id: str) -> None:
+        """Who signed in through the link, so an account deletion can find what the
+        connect flow logged about them before any account existed."""
+        await self._db.one("set_connect_user", id=link_id, provider_user_id=provider_user_id)
 
     async def connect_account(
         self, connected: model.Connected, now: datetime, *, reconnect: bool,

@@ -189,6 +189,8 @@ async def app_token(request: web.Request) -> web.Response:
         issued = await request.app[common.APP_TOKENS].get(request.match_info["name"], scopes)
     except apptokens.UnknownProvider:
         raise common.ApiError(404, "unknown provider") from None
+    except apptokens.BadScope as exc:
+        raise common.ApiError(400, str(exc)) from None
     except apptokens.Unavailable as exc:
         raise common.ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
     expires_in = max(0, int((issued.expires_at - clock.now()).total_seconds()))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sys
 import weakref
+from typing import Any
 
 import structlog
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, http_exceptions, web
 
 from tokend import (
     apptokens,
@@ -20,6 +23,7 @@ from tokend import (
     reload,
     store,
     stream,
+    throttle,
     vending,
 )
 from tokend.ebay import notifications, signing
@@ -31,15 +35,54 @@ log = structlog.get_logger("tokend.web")
 
 MAX_BODY_BYTES = 64 * 1024  # admin requests are tiny JSON objects
 WS_CLOSE_TIMEOUT_SECONDS = 2.0
+# What aiohttp raises for bytes that are not the HTTP they claim to be: while parsing, and
+# from a body read (a Content-Encoding the body does not match).
+MALFORMED = (http_exceptions.HttpProcessingError, web.RequestPayloadError)
+
+
+class ServerLog:
+    """aiohttp's own log (the runner's `logger`). A message that is not HTTP, or a body that
+    contradicts its Content-Encoding, is the client's doing, and anyone who reaches the port
+    can send one: counted in `tokend_http_malformed_requests_total` and logged at a bounded
+    rate, without a stack or the message (it may quote a header). Anything else aiohttp
+    reports stays an error with its stack."""
+
+    def __init__(self, stats: metrics.Metrics) -> None:
+        self.stats = stats
+        self.refusals = throttle.refusals()
+        self._logger = logging.getLogger("aiohttp.server")
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        self._logger.debug(*args, **kwargs)
+
+    def exception(self, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, MALFORMED):
+            self.malformed(exc)
+        else:
+            self._logger.exception(*args, exc_info=exc_info, **kwargs)
+
+    def malformed(self, exc: BaseException) -> None:
+        self.stats.malformed_requests.inc()
+        left_out = self.refusals.take()
+        if left_out is not None:
+            log.warning("http_malformed_request", error=type(exc).__name__,
+                        refusals_not_logged=left_out)
 
 
 @web.middleware
 async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     """Every failure is a JSON `{"error": ...}`; an unexpected one is logged, never shown."""
     try:
+        if request.path.startswith("/api/") and _holds_nul(request):
+            # PostgreSQL cannot hold NUL in text and no name or filter of tokend's has one.
+            raise common.ApiError(400, "the path and query must not contain NUL characters")
         return await handler(request)
     except common.ApiError as exc:
         return exc.response()
+    except MALFORMED as exc:  # a body that is not what it says
+        request.app[common.SERVER_LOG].malformed(exc)
+        return common.json_response({"error": "malformed request body"}, status=400)
     except store.StoreError as exc:
         log.warning("http_database_unavailable", path=request.path, error=str(exc))
         return common.json_response({"error": "database unavailable"}, status=503)
@@ -55,6 +98,11 @@ async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamR
     except Exception:
         log.exception("http_request_failed", method=request.method, path=request.path)
         return common.json_response({"error": "internal error"}, status=500)
+
+
+def _holds_nul(request: web.Request) -> bool:
+    return "\x00" in request.path or any(
+        "\x00" in key or "\x00" in value for key, value in request.query.items())
 
 
 async def _close_websockets(app: web.Application) -> None:
@@ -84,6 +132,7 @@ def create_app(
     app[common.VENDOR] = vendor
     app[common.LOOP] = loop
     app[common.METRICS] = metrics
+    app[common.SERVER_LOG] = ServerLog(metrics)
     app[common.INSTANCE] = instance
     app[common.READINESS] = readiness
     app[common.APP_TOKENS] = app_tokens

@@ -35,8 +35,9 @@ def consumer_tokens(server: config.ServerConfig) -> list[tuple[str, Principal]]:
 
 
 def match(presented: str, candidates: Iterable[tuple[str, Principal]]) -> Principal | None:
-    """The principal whose token equals `presented`; every candidate is compared."""
-    given = presented.encode()
+    """The principal whose token equals `presented`; every candidate is compared.
+    aiohttp keeps header bytes that are not UTF-8 as surrogates: they match no token."""
+    given = presented.encode(errors="surrogateescape")
     found = None
     for token, principal in candidates:
         if token and hmac.compare_digest(given, token.encode()) and found is None:

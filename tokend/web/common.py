@@ -39,6 +39,7 @@ INSTANCE = web.AppKey("instance", str)
 READINESS = web.AppKey("readiness", probes.Readiness)
 CONNECT = web.AppKey("connect", connect.Service)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
+SERVER_LOG = web.AppKey("server_log", Any)  # tokend.web.app.ServerLog: aiohttp's logger
 
 JSON = "application/json"
 

@@ -53,8 +53,9 @@ def _text(data: dict, name: str, *, required: bool) -> str | None:
     value = data.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value or len(value) > MAX_FIELD_CHARS:
-        raise _bad(f"{name} must be a string of 1-{MAX_FIELD_CHARS} characters")
+    if (not isinstance(value, str) or not value or len(value) > MAX_FIELD_CHARS
+            or not value.isprintable()):
+        raise _bad(f"{name} must be a string of 1-{MAX_FIELD_CHARS} printable characters")
     return value
 
 
@@ -74,7 +75,8 @@ async def create_link(request: web.Request) -> web.Response:
     account_id = _text(data, "account_id", required=False)
     scopes = data.get("scopes", [])
     if not isinstance(scopes, list) or not all(
-            isinstance(s, str) and s and " " not in s and len(s) <= MAX_FIELD_CHARS
+            isinstance(s, str) and s and s.isprintable() and " " not in s
+            and len(s) <= MAX_FIELD_CHARS
             for s in scopes):
         raise _bad("scopes must be a list of scope strings")
     if not principal.sees(org):

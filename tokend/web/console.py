@@ -75,6 +75,8 @@ def _after(cursor: str, sort: str, descending: bool) -> tuple[Any, str]:
         made_sort, made_descending, key, account_id = orjson.loads(raw)
         if (made_sort, made_descending) != (sort, descending) or not isinstance(account_id, str):
             raise ValueError
+        if "\x00" in account_id or (isinstance(key, str) and "\x00" in key):
+            raise ValueError  # no account holds one, and PostgreSQL refuses it in text
         if sort in TIME_KEYS:
             key = datetime.fromisoformat(key)
             if key.tzinfo is None:
@@ -192,23 +194,26 @@ async def attempts(request: web.Request) -> web.Response:
 
 async def providers(request: web.Request) -> web.Response:
     """Each configured provider (and any with accounts): its pause, today's calls against
-    the daily quota with the projection, and its failing accounts by error code. Pauses and
-    calls are the provider's own; failures count only what the token may see."""
+    the daily quota with the projection, and its failing accounts by error code. An org
+    token sees the provider's pause and quota, and otherwise its org's figures only: its
+    accounts, their projection and failures. Today's calls are counted per provider, not per
+    org, and would tell it how busy the other orgs are: it gets none."""
     principal = auth.admin(request)
     db, cfg = request.app[common.STORE], request.app[common.CONFIG]
     now = clock.now()
     pauses = await db.provider_pauses(now)
-    usage = await db.budget_usage(now.date())
+    usage = await db.budget_usage(now.date()) if principal.org is None else None
     failing = await db.failing_by_error(principal.org)
     out = []
-    for projection in await quota.project(db, cfg):
+    for projection in await quota.project(db, cfg, principal.org):
         name = projection.provider
         until, reason = pauses.get(name, (None, None))
+        calls = None if usage is None else usage.get(name, {})
         out.append({
             "name": name, "configured": name in cfg.providers,
             "paused_until": until.isoformat() if until else None, "pause_reason": reason,
-            "calls_today": sum(usage.get(name, {}).values()), "calls_today_by_grant":
-            usage.get(name, {}), "daily_quota": projection.daily_quota,
+            "calls_today": None if calls is None else sum(calls.values()),
+            "calls_today_by_grant": calls, "daily_quota": projection.daily_quota,
             "projected_daily_calls": round(projection.projected_daily_calls, 1),
             "over_quota": projection.over_quota, "active_accounts": projection.active_accounts,
             "failing_by_error": failing.get(name, {})})

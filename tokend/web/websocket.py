@@ -247,7 +247,11 @@ async def logs_socket(request: web.Request) -> web.StreamResponse:
     if not origin_allowed(request):
         raise common.ApiError(403, "origin not allowed")
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_MESSAGE_BYTES)
-    if not ws.can_prepare(request).ok:
+    try:
+        upgrade = ws.can_prepare(request).ok
+    except ValueError:  # aiohttp's handshake trips over header values that are not ASCII
+        upgrade = False
+    if not upgrade:
         raise common.ApiError(400, "websocket upgrade expected")
     await ws.prepare(request)
     request.app[common.WEBSOCKETS].add(ws)

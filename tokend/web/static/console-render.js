@@ -139,11 +139,14 @@ export function renderProviders(container, providers) {
     const quota = p.daily_quota ? ` / ${p.daily_quota.toLocaleString()}` : "";
     const over = p.over_quota ? " (over quota)" : "";
     card.append(
-      kv("calls today", `${p.calls_today.toLocaleString()}${quota}`),
+      // An org token is not told the provider's calls: they are every org's.
+      kv(p.calls_today === null ? "daily quota" : "calls today", p.calls_today === null
+        ? (p.daily_quota ? p.daily_quota.toLocaleString() : "none")
+        : `${p.calls_today.toLocaleString()}${quota}`),
       kv("projected", `${Math.round(p.projected_daily_calls).toLocaleString()}/day for ` +
         `${p.active_accounts} active${over}`));
     const meter = el("div", "meter");
-    if (p.daily_quota) {
+    if (p.daily_quota && p.calls_today !== null) {
       const fill = el("span", p.over_quota ? "fill bad" : "fill");
       fill.style.width = `${Math.min(100, (100 * p.calls_today) / p.daily_quota)}%`;
       meter.append(fill);
