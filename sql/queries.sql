@@ -85,6 +85,16 @@ WHERE id = :id AND state = 'active'
   AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
 RETURNING *
 
+-- name: claim_account_version
+-- A claim of the row exactly as it was read: a decision taken on that row (an app's
+-- rejected-token report) holds only while nothing has changed it since.
+UPDATE accounts
+SET lease_owner = :owner, lease_expires_at = :lease_until, next_attempt_at = :lease_until,
+    version = version + 1, updated_at = :now
+WHERE id = :id AND version = :version AND state = 'active'
+  AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
+RETURNING *
+
 -- name: release_claim
 -- The rows of a claim whose answer never came (the connection died after its commit): only
 -- that claim leased rows to this owner until this instant. Due again at once.

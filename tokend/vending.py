@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import structlog
 
 from tokend import (
+    budget,
     clock,
     config,
     crypto,
     metrics,
     model,
     refresher,
+    rejected,
     singleflight,
     store,
     vocabulary,
@@ -56,14 +58,33 @@ class Vended:
     refreshed: bool
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Report:
+    """What came of an app's rejected-token report: the verdict, the account as it stands
+    after it, and the refresh's error code when the refresh it forced failed."""
+
+    verdict: rejected.Verdict
+    account: model.Account
+    error_code: str | None = None
+
+
 class Vendor:
     def __init__(
         self, *, db: store.Store, keyring: crypto.Keyring, worker: refresher.Refresher,
         stats: metrics.Metrics, settings: config.RefreshConfig,
+        providers: Mapping[str, config.ProviderConfig] | None = None,
         clock: Callable[[], datetime] = clock.now,
+        rejected_window_seconds: float = rejected.WINDOW_SECONDS,
     ) -> None:
+        """`providers`: their daily budgets bound the refreshes a rejected-token report
+        forces (a paused provider is never called either way)."""
         self.db, self.keyring, self.worker, self.stats = db, keyring, worker, stats
+        self.providers = providers or {}
         self.clock = clock
+        self.lease_seconds = settings.lease_seconds
+        self.rejected_window_seconds = rejected_window_seconds
+        self._reports: singleflight.SingleFlight[Report] = singleflight.SingleFlight(
+            "rejected-report")
         self.wait_seconds = settings.request_timeout_seconds + LEASE_WAIT_MARGIN_SECONDS
         self._refreshes: singleflight.SingleFlight[
             tuple[model.Account | None, str | None]] = singleflight.SingleFlight("vend-refresh")
@@ -187,6 +208,62 @@ class Vendor:
             if account is None or account.state != model.ACTIVE or not _leased(
                     account, self.clock()):
                 return
+
+
+    async def report_rejected(self, account_id: str, sha256: str, *,
+                              org: str | None = None) -> Report:
+        """An app says the provider refused the token whose hash is `sha256`: refresh once
+        when it is still the current token (rejected.decide). Reports of one token in this
+        process share one judgement; across replicas the version-guarded claim decides."""
+        _visible(await self.db.get_account(account_id), org)
+        return await self._reports.run(f"{account_id}:{sha256}",
+                                       lambda: self._judge(account_id, sha256))
+
+    async def _judge(self, account_id: str, sha256: str) -> Report:
+        deadline = asyncio.get_running_loop().time() + self.wait_seconds
+        while True:
+            account = _visible(await self.db.get_account(account_id), None)
+            now = self.clock()
+            verdict = rejected.decide(
+                account, reported=sha256, current=self._digest(account), now=now,
+                blocked_until=await self._blocked_until(account.provider, now),
+                window_seconds=self.rejected_window_seconds)
+            if verdict.kind == rejected.WAIT:
+                await self._wait_for_lease(account_id, deadline)
+                continue
+            if verdict.kind != rejected.REFRESH:
+                return Report(verdict, account)
+            claimed = await self.db.claim_account_version(
+                account_id, account.version, self.worker.owner, now,
+                lease_seconds=self.lease_seconds)
+            if claimed is None:  # changed since it was read: judge the new row
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise Unavailable("the account keeps changing; try again")
+                continue
+            outcome = await self.worker.refresh_claimed(claimed, vocabulary.VEND)
+            latest = await self.db.get_account(account_id)
+            return Report(verdict, latest or claimed,
+                          None if outcome.success else outcome.error_code or "error")
+
+    def _digest(self, account: model.Account) -> str | None:
+        """The stored token's hash; the plaintext lives only in this call."""
+        if account.access_token is None:
+            return None
+        try:
+            return rejected.digest(self.keyring.decrypt(
+                account.access_token, account_id=account.id, column="access_token"))
+        except crypto.DecryptError:
+            return None
+
+    async def _blocked_until(self, provider: str, now: datetime) -> datetime | None:
+        """When a paused provider (invalid_client, or its daily budget spent) may be called
+        again; None when it may be called now."""
+        until = (await self.db.paused_providers(now)).get(provider)
+        limits = {provider: self.providers[provider]} if provider in self.providers else {}
+        for standing in await budget.standings(self.db, limits, now):
+            if standing.state == budget.EXHAUSTED:
+                until = max(until or now, budget.day_ends(now))
+        return until
 
 
 def _visible(account: model.Account | None, org: str | None) -> model.Account:

@@ -36,11 +36,12 @@ CONNECT_REFUSED = "connect_refused"  # a link or callback refused: nothing store
 ACCOUNT_CONNECTED_ACTION = "account_connected"  # an account created or reconnected
 REFRESH_TOKEN_EXPIRING = "refresh_token_expiring"  # noqa: S105 (30, 7, 1 days left)
 REFRESH_TOKEN_EXPIRED = "refresh_token_expired"  # noqa: S105 (-> reauth_required)
+TOKEN_REJECTED = "token_rejected"  # noqa: S105 (an app says the provider refused a token)
 ACTIONS = (TOKEN_REFRESHED, TOKEN_REFRESH_FAILED, TOKEN_REFRESH_DEBUG, WORKER_HEARTBEAT,
            CYCLE_SUMMARY, APP_TOKEN_ISSUED, APP_TOKEN_FAILED, EBAY_PUBLIC_KEY_FETCHED,
            EBAY_NOTIFICATION, EBAY_NOTIFICATION_REFUSED, CONNECT_AUTHORIZE, CONNECT_EXCHANGE,
            CONNECT_IDENTITY, CONNECT_REFUSED, ACCOUNT_CONNECTED_ACTION, REFRESH_TOKEN_EXPIRING,
-           REFRESH_TOKEN_EXPIRED)
+           REFRESH_TOKEN_EXPIRED, TOKEN_REJECTED)
 
 # Outbound events (webhooks, SPEC 10.2): what changed, for the operator's own systems.
 ACCOUNT_REAUTH_REQUIRED = "account.reauth_required"

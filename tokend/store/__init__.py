@@ -292,6 +292,17 @@ class Store:
                                  id=account_id)
         return _account(rows[0]) if rows else None
 
+    async def claim_account_version(
+        self, account_id: str, version: int, owner: str, now: datetime, *,
+        lease_seconds: float,
+    ) -> model.Account | None:
+        """`claim_account`, only while the row is still at `version`; None otherwise."""
+        if _unmatchable(account_id):
+            return None
+        rows = await self._claim("claim_account_version", lease_seconds, owner=owner, now=now,
+                                 id=account_id, version=version)
+        return _account(rows[0]) if rows else None
+
     async def _claim(self, statement: str, lease_seconds: float, /,
                      **params: Any) -> list[Mapping[str, Any]]:
         """Run a claim of accounts (`params`: the statement's, `owner` and `now` among them).
