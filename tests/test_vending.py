@@ -1,5 +1,6 @@
 """Token vending over HTTP with the real refresher and the simulator: on-demand refresh,
-single flight in a process, waiting out another replica's lease, and the app client."""
+single flight in a process, and waiting out another replica's lease (the app client:
+test_client.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import structlog
 import webstack
 
-from tokend import client, refresher, vending
+from tokend import refresher, vending
 
 CONSUMER, CONSUMER_ACME = webstack.CONSUMER, webstack.CONSUMER_ACME
 
@@ -138,16 +139,3 @@ async def test_a_vend_is_logged_without_the_token(stack, monkeypatch):
     (event,) = capture.entries
     assert event["event"] == "token_vended" and event["account_id"] == "acct-1"
     assert body["access_token"] not in repr(capture.entries)
-
-
-async def test_the_client_for_apps(stack):
-    await webstack.add_account(stack.db, stack.keyring, "acct-1")
-    async with client.TokendClient(stack.url, CONSUMER) as tokend:
-        token = await tokend.access_token("acct-1", min_valid_seconds=600)
-        assert token.startswith("v^1.1#")
-        assert await tokend.access_token("acct-1", min_valid_seconds=600) == token
-        with pytest.raises(client.TokendError) as missing:
-            await tokend.access_token("nope")
-        assert missing.value.status == 404
-    assert vends(stack, "refreshed") == 1 and vends(stack, "stored") == 0  # cached client-side
-    assert CONSUMER not in repr(tokend)
