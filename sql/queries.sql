@@ -52,6 +52,14 @@ RETURNING *
 -- name: get_account
 SELECT * FROM accounts WHERE id = :id
 
+-- name: get_accounts
+SELECT * FROM accounts WHERE {{account_id_in}}
+
+-- name: account_versions
+-- Every write that matters to a reader of the row bumps `version`: whether a kept copy of
+-- the row is still current costs two small columns, not the row.
+SELECT id, version FROM accounts WHERE {{account_id_in}}
+
 -- name: list_accounts
 SELECT * FROM accounts
 WHERE CAST(:org AS text) IS NULL OR org = :org

@@ -139,3 +139,58 @@ async def test_a_vend_is_logged_without_the_token(stack, monkeypatch):
     (event,) = capture.entries
     assert event["event"] == "token_vended" and event["account_id"] == "acct-1"
     assert body["access_token"] not in repr(capture.entries)
+
+
+async def test_a_token_another_replica_stored_is_vended_within_a_second(stack):
+    """Vending keeps rows (ciphertext) for under a second: a busy app costs no query per
+    token, and a refresh elsewhere is still seen at once."""
+    await webstack.add_account(stack.db, stack.keyring, "acct-1")
+    _, first = await vend(stack)
+    other = refresher.Refresher(
+        db=stack.db, keyring=stack.keyring, clients=stack.worker.clients,
+        session=stack.worker.session, hub=stack.hub, stats=stack.stats,
+        settings=stack.cfg.refresh, owner="replica-b")
+    claimed = await stack.db.claim_account("acct-1", "replica-b", webstack.now(),
+                                           lease_seconds=60)
+    assert (await other.refresh_claimed(claimed, "scheduled")).success
+    started = asyncio.get_running_loop().time()
+    while True:
+        _, body = await vend(stack)
+        if body["access_token"] != first["access_token"]:
+            break
+        assert asyncio.get_running_loop().time() - started < 1.5  # 1 s, and a busy box
+        await asyncio.sleep(0.02)
+    assert stack.sim.calls == 2
+
+
+async def test_the_cache_spares_the_database_and_drops_what_changed(store, keyring):
+    from tokend import accountcache
+
+    await webstack.add_account(store, keyring, "acct-1")
+    clock = [100.0]
+    cache = accountcache.AccountCache(store, monotonic=lambda: clock[0])
+    reads = []
+    original = store.get_account
+
+    async def counted(account_id):
+        reads.append(account_id)
+        return await original(account_id)
+
+    store.get_account = counted
+    try:
+        row = await cache.get("acct-1")
+        assert await cache.get("acct-1") == row and reads == ["acct-1"]
+        assert await cache.get("missing") is None and await cache.get("missing") is None
+        assert reads == ["acct-1", "missing", "missing"]  # an absent row is not kept
+        await store.set_state("acct-1", "disabled", webstack.now())
+        clock[0] += 0.6  # old enough to check again, young enough to serve meanwhile
+        assert (await cache.get("acct-1")).state == "active"
+        await cache._reload
+        assert (await cache.get("acct-1")).state == "disabled"
+        assert reads == ["acct-1", "missing", "missing"]  # the check, not a read each
+        clock[0] += 1.0  # too old to serve: read again
+        await cache.get("acct-1")
+        assert reads[-1] == "acct-1" and len(reads) == 4
+    finally:
+        store.get_account = original
+        await cache.close()

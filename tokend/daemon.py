@@ -142,6 +142,7 @@ async def assemble(
                                  idle_after=cfg.idle_after())
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
                                 settings=cfg.refresh, providers=cfg.providers)
+        stack.push_async_callback(vendor.close)
         deliverer = webhooks.Deliverer(
             db=db, endpoints=cfg.webhooks, stats=stats, instance=instance, stop=stop,
             retention_seconds=cfg.database.log_retention_seconds)

@@ -6,6 +6,9 @@ source = ANY(CAST(:sources AS text[]))
 -- fragment: id_in
 id = ANY(CAST(:ids AS bigint[]))
 
+-- fragment: account_id_in
+id = ANY(CAST(:ids AS text[]))
+
 -- name: lock_migrations
 -- Held until the migration's transaction ends, so concurrent `tokend migrate` runs take
 -- turns (transaction-level: nothing survives on a pooled session).

@@ -6,6 +6,9 @@ source IN (SELECT value FROM json_each(:sources))
 -- fragment: id_in
 id IN (SELECT value FROM json_each(:ids))
 
+-- fragment: account_id_in
+id IN (SELECT value FROM json_each(:ids))
+
 -- name: lock_migrations
 -- Nothing to take: a SQLite transaction is BEGIN IMMEDIATE, which holds the write lock.
 SELECT 1

@@ -230,6 +230,21 @@ class Store:
             return None
         return _maybe_account(await self._db.one("get_account", id=account_id))
 
+    async def get_accounts(self, account_ids: Sequence[str]) -> list[model.Account]:
+        """These accounts, in one query (missing ids are skipped)."""
+        ids = [i for i in account_ids if not _unmatchable(i)]
+        if not ids:
+            return []
+        return [_account(row) for row in await self._db.all("get_accounts", ids=ids)]
+
+    async def account_versions(self, account_ids: Sequence[str]) -> dict[str, int]:
+        """id -> version of these accounts (missing ids are left out)."""
+        ids = [i for i in account_ids if not _unmatchable(i)]
+        if not ids:
+            return {}
+        return {row["id"]: row["version"]
+                for row in await self._db.all("account_versions", ids=ids)}
+
     async def list_accounts(self, org: str | None = None) -> list[model.Account]:
         return [_account(row) for row in await self._db.all("list_accounts", org=org)]
 
