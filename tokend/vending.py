@@ -121,7 +121,8 @@ class Vendor:
     async def _vend(self, account_id: str, min_valid_seconds: float, org: str | None) -> Vended:
         account = _visible(await self.rows.get(account_id), org)
         refreshed = False
-        if not self._good_enough(account, min_valid_seconds):
+        now = self.clock()
+        if not self._good_enough(account, min_valid_seconds, now):
             seen = account.access_token
             latest, error_code = await self._shared_refresh(account_id, min_valid_seconds, seen)
             self.rows.forget(account_id)
@@ -133,7 +134,7 @@ class Vendor:
             refreshed = True
             self._learn(account, min_valid_seconds)
         assert account.access_token is not None and account.access_expires_at is not None
-        await self._mark_in_demand(account)
+        await self._mark_in_demand(account, now)
         try:
             token = self.keyring.decrypt(account.access_token, account_id=account.id,
                                          column="access_token")
@@ -142,10 +143,9 @@ class Vendor:
         return Vended(access_token=token, expires_at=account.access_expires_at,
                       refreshed=refreshed)
 
-    async def _mark_in_demand(self, account: model.Account) -> None:
+    async def _mark_in_demand(self, account: model.Account, now: datetime) -> None:
         """Keep the account on the schedule of a demand-aware provider (one write a
         minute at most per account, so a busy app costs no write per vend)."""
-        now = self.clock()
         last = self._marked.get(account.id, account.last_vended_at)
         if last is None or (now - last).total_seconds() >= VEND_MARK_SECONDS:
             self._marked[account.id] = now
@@ -164,13 +164,14 @@ class Vendor:
         return (account.access_token is not None and account.access_expires_at is not None
                 and account.access_expires_at > self.clock())
 
-    def _good_enough(self, account: model.Account, min_valid_seconds: float) -> bool:
+    def _good_enough(self, account: model.Account, min_valid_seconds: float,
+                     now: datetime | None = None) -> bool:
         """Valid for `min_valid_seconds`, or as good as a refresh could make it: when the
         provider's tokens live shorter than asked, one in the first half of its life."""
         expires_at = account.access_expires_at
         if account.access_token is None or expires_at is None:
             return False
-        left = (expires_at - self.clock()).total_seconds()
+        left = (expires_at - (now or self.clock())).total_seconds()
         if left <= 0:
             return False
         if left >= min_valid_seconds:
