@@ -40,11 +40,12 @@ BODY = orjson.dumps({"access_token": "v^1.1#i^1#p^3#r^0#I^3#f^0#t^" + "x" * 128,
 WRK_SCRIPT = """
 local accounts = tonumber(os.getenv("VEND_ACCOUNTS"))
 local auth = "Bearer " .. os.getenv("VEND_TOKEN")
+local path = os.getenv("VEND_PATH")
 local counter = 0
 request = function()
   counter = counter + 1
   local id = string.format("acct-%07d", (counter * 7919) % accounts + 1)
-  return wrk.format("GET", "/api/accounts/" .. id .. "/access-token",
+  return wrk.format("GET", path or ("/api/accounts/" .. id .. "/access-token"),
                     {["Authorization"] = auth})
 end
 done = function(summary, latency, requests)
@@ -113,12 +114,13 @@ async def child(args: list[str], port: int, log_path: Path,
 
 
 async def wrk(port: int, *, accounts: int, seconds: float, connections: int,
-              threads: int, script: Path) -> dict[str, Any]:
+              threads: int, script: Path, path: str | None = None) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s",
         "-s", str(script), f"http://127.0.0.1:{port}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "VEND_ACCOUNTS": str(accounts), "VEND_TOKEN": CONSUMER_TOKEN})
+        env={**os.environ, "VEND_ACCOUNTS": str(accounts), "VEND_TOKEN": CONSUMER_TOKEN,
+             **({"VEND_PATH": path} if path else {})})
     out, _ = await asyncio.wait_for(proc.communicate(), seconds + 60)
     for line in out.decode().splitlines():
         if line.startswith("RESULT "):
@@ -192,7 +194,8 @@ async def main_async(args: argparse.Namespace) -> None:
                                  TOKEND_CONSUMER_TOKEN=CONSUMER_TOKEN) as proc:
                     profile = args.profile if n == 0 else None
                     with common.py_spy(profile, proc.pid):
-                        vend = await measure(proc, tokend_port, **load)
+                        vend = await measure(proc, tokend_port, **load,
+                                             path=args.tokend_path)
                     seen_after = await staleness(url, tokend_port, keyring)
                     config_path.write_text(text.replace(f"port = {tokend_port}", "port = 0"))
                 ratio = vend["rate"] / bare["rate"]
@@ -229,6 +232,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--tokend-path", help="load this route of tokend instead (e.g. "
+                        "/livez: what tokend's app costs before any vending)")
     parser.add_argument("--profile", help="py-spy raw profile of tokend's first round here")
     parser.add_argument("--admin-url", default=common.ADMIN_URL)
     parser.add_argument("--bare-app", type=int, help=argparse.SUPPRESS)
