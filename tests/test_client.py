@@ -9,8 +9,12 @@ import base64
 import contextlib
 import dataclasses
 import secrets
+import subprocess
+import sys
 import time
+import tomllib
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -25,6 +29,7 @@ from aiohttp import web
 from tokend import store, webhooks
 
 CONSUMER = webstack.CONSUMER
+REPO = Path(__file__).resolve().parent.parent
 API_PATH = "/sell/inventory/v1/inventory_item"
 EXPIRED = {"errors": [{"errorId": 1100, "domain": "ACCESS", "category": "REQUEST",
                        "message": "Access denied",
@@ -249,3 +254,16 @@ def test_webhooks_verify_as_tokend_signs_them():
             (secret, {**headers, "webhook-timestamp": "soon"}, body)):
         with pytest.raises(tokend_client.WebhookVerificationError):
             tokend_client.verify_webhook(bad_secret, bad_headers, bad_body)
+
+
+def test_the_client_stands_alone():
+    """An app installs tokend-client without the daemon: it needs httpx (aiohttp is an
+    extra) and imports nothing of tokend's own nor its database drivers."""
+    pyproject = tomllib.loads((REPO / "clients/python/pyproject.toml").read_text())
+    assert [d.split(">")[0] for d in pyproject["project"]["dependencies"]] == ["httpx"]
+    probe = ("import sys, tokend_client, tokend_client.aiohttp; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('tokend', 'asyncpg', 'aiosqlite', 'cryptography', 'structlog', 'orjson')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=REPO / "clients/python")
+    assert out.stdout.strip() == "[]"
