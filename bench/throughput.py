@@ -3,7 +3,8 @@ process. Run: `python -m bench.throughput [--curve]`.
 
 By default, side by side in one run against the same simulator process: the real daemon
 (`tokend run` as a child process) and the peer (`bench.peer`: Authlib + httpx + asyncpg +
-Fernet under a semaphore of the same concurrency, also a child), printing both and their
+Fernet under a semaphore of the same concurrency, also a child; `--peer-variants` runs
+only the peer, each way of setting up its HTTP clients), printing both and their
 ratio. Each process's CPU time is read from /proc.
 
 `--in-process` runs tokend's loop inside this process instead, built with
@@ -219,7 +220,7 @@ async def daemon_once(url: str, sim: common.SimulatorProcess, keyring: crypto.Ke
 
 
 async def peer_once(url: str, sim: common.SimulatorProcess, *, accounts: int,
-                    concurrency: int) -> dict[str, Any]:
+                    concurrency: int, variant: str = "shards") -> dict[str, Any]:
     from cryptography.fernet import Fernet
 
     from bench import peer  # the bench extras: authlib, httpx, cryptography
@@ -230,7 +231,7 @@ async def peer_once(url: str, sim: common.SimulatorProcess, *, accounts: int,
     sim_before = sim.cpu_seconds()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.peer", "--db", url, "--token-url", sim.token_url,
-        "--key", key.decode(), "--concurrency", str(concurrency),
+        "--key", key.decode(), "--concurrency", str(concurrency), "--variant", variant,
         stdout=subprocess.PIPE, env=common.child_env(), cwd=common.REPO)
     out, _ = await proc.communicate()
     if proc.returncode != 0:
@@ -290,6 +291,39 @@ async def side_by_side(args: argparse.Namespace) -> None:
     if args.profile:
         print()
         common.summarize_profile(args.profile)
+
+
+async def peer_variants(args: argparse.Namespace) -> None:
+    """Only the peer, each of its HTTP client variants in turn, `--repeat` rounds."""
+    from bench import peer
+
+    machine = await common.describe_machine(args.admin_url)
+    common.print_machine(machine)
+    print(f"accounts {args.accounts}, concurrency {args.concurrency}, latency "
+          f"{args.latency_ms:g} ms, rounds {args.repeat} (each variant once a round); "
+          "median shown", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in peer.VARIANTS}
+    with common.simulator_process(args.latency_ms) as sim:
+        async with common.database(args.admin_url) as url:
+            for _ in range(args.repeat):
+                for variant in peer.VARIANTS:
+                    sim.configure(latency_seconds=args.latency_ms / 1000.0, reset_stats=True)
+                    r = await peer_once(url, sim, accounts=args.accounts,
+                                        concurrency=args.concurrency, variant=variant)
+                    runs[variant].append(r)
+                    print(f"  run: {variant}: {r['wall']:.2f} s, "
+                          f"{r['refreshed'] / r['wall']:.0f}/s, "
+                          f"{1000 * r['cpu'] / r['refreshed']:.2f} CPU ms per refresh, "
+                          f"{r['failed']} failed, load {common.load_average()}", flush=True)
+    ideal = math.ceil(args.accounts / args.concurrency) * args.latency_ms / 1000.0
+    rows = []
+    for variant, rs in runs.items():
+        wall = common.median([r["wall"] for r in rs])
+        cpu = common.median([1000 * r["cpu"] / r["refreshed"] for r in rs])
+        rows.append([variant, f"{wall:.2f}", common.spread([r["wall"] for r in rs]),
+                     f"{wall / ideal:.2f}" if ideal else "-", f"{cpu:.2f}"])
+    print()
+    common.print_table(["variant", "wall s", "spread s", "wall/ideal", "CPU ms/refresh"], rows)
 
 
 # -- in process -------------------------------------------------------------------------
@@ -379,7 +413,12 @@ def main() -> None:
                              "(raw collapsed stacks)")
     parser.add_argument("--in-process", action="store_true",
                         help="tokend's loop inside this process, without the peer")
+    parser.add_argument("--peer-variants", action="store_true",
+                        help="only the peer, each of its HTTP client variants")
     args = parser.parse_args()
+    if args.peer_variants:
+        asyncio.run(peer_variants(args))
+        return
     if not args.in_process:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(side_by_side(args))

@@ -52,6 +52,14 @@ RETURNING *
 -- name: get_account
 SELECT * FROM accounts WHERE id = :id
 
+-- name: get_accounts
+SELECT * FROM accounts WHERE {{account_id_in}}
+
+-- name: account_versions
+-- Every write that matters to a reader of the row bumps `version`: whether a kept copy of
+-- the row is still current costs two small columns, not the row.
+SELECT id, version FROM accounts WHERE {{account_id_in}}
+
 -- name: list_accounts
 SELECT * FROM accounts
 WHERE CAST(:org AS text) IS NULL OR org = :org
@@ -85,6 +93,16 @@ UPDATE accounts
 SET lease_owner = :owner, lease_expires_at = :lease_until, next_attempt_at = :lease_until,
     version = version + 1, updated_at = :now
 WHERE id = :id AND state = 'active'
+  AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
+RETURNING *
+
+-- name: claim_account_version
+-- A claim of the row exactly as it was read: a decision taken on that row (an app's
+-- rejected-token report) holds only while nothing has changed it since.
+UPDATE accounts
+SET lease_owner = :owner, lease_expires_at = :lease_until, next_attempt_at = :lease_until,
+    version = version + 1, updated_at = :now
+WHERE id = :id AND version = :version AND state = 'active'
   AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
 RETURNING *
 

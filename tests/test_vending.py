@@ -1,5 +1,6 @@
 """Token vending over HTTP with the real refresher and the simulator: on-demand refresh,
-single flight in a process, waiting out another replica's lease, and the app client."""
+single flight in a process, and waiting out another replica's lease (the app client:
+test_client.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import structlog
 import webstack
 
-from tokend import client, refresher, vending
+from tokend import refresher, vending
 
 CONSUMER, CONSUMER_ACME = webstack.CONSUMER, webstack.CONSUMER_ACME
 
@@ -140,14 +141,56 @@ async def test_a_vend_is_logged_without_the_token(stack, monkeypatch):
     assert body["access_token"] not in repr(capture.entries)
 
 
-async def test_the_client_for_apps(stack):
+async def test_a_token_another_replica_stored_is_vended_within_a_second(stack):
+    """Vending keeps rows (ciphertext) for under a second: a busy app costs no query per
+    token, and a refresh elsewhere is still seen at once."""
     await webstack.add_account(stack.db, stack.keyring, "acct-1")
-    async with client.TokendClient(stack.url, CONSUMER) as tokend:
-        token = await tokend.access_token("acct-1", min_valid_seconds=600)
-        assert token.startswith("v^1.1#")
-        assert await tokend.access_token("acct-1", min_valid_seconds=600) == token
-        with pytest.raises(client.TokendError) as missing:
-            await tokend.access_token("nope")
-        assert missing.value.status == 404
-    assert vends(stack, "refreshed") == 1 and vends(stack, "stored") == 0  # cached client-side
-    assert CONSUMER not in repr(tokend)
+    _, first = await vend(stack)
+    other = refresher.Refresher(
+        db=stack.db, keyring=stack.keyring, clients=stack.worker.clients,
+        session=stack.worker.session, hub=stack.hub, stats=stack.stats,
+        settings=stack.cfg.refresh, owner="replica-b")
+    claimed = await stack.db.claim_account("acct-1", "replica-b", webstack.now(),
+                                           lease_seconds=60)
+    assert (await other.refresh_claimed(claimed, "scheduled")).success
+    started = asyncio.get_running_loop().time()
+    while True:
+        _, body = await vend(stack)
+        if body["access_token"] != first["access_token"]:
+            break
+        assert asyncio.get_running_loop().time() - started < 1.5  # 1 s, and a busy box
+        await asyncio.sleep(0.02)
+    assert stack.sim.calls == 2
+
+
+async def test_the_cache_spares_the_database_and_drops_what_changed(store, keyring):
+    from tokend import accountcache
+
+    await webstack.add_account(store, keyring, "acct-1")
+    clock = [100.0]
+    cache = accountcache.AccountCache(store, monotonic=lambda: clock[0])
+    reads = []
+    original = store.get_account
+
+    async def counted(account_id):
+        reads.append(account_id)
+        return await original(account_id)
+
+    store.get_account = counted
+    try:
+        row = await cache.get("acct-1")
+        assert await cache.get("acct-1") == row and reads == ["acct-1"]
+        assert await cache.get("missing") is None and await cache.get("missing") is None
+        assert reads == ["acct-1", "missing", "missing"]  # an absent row is not kept
+        await store.set_state("acct-1", "disabled", webstack.now())
+        clock[0] += 0.6  # old enough to check again, young enough to serve meanwhile
+        assert (await cache.get("acct-1")).state == "active"
+        await cache._reload
+        assert (await cache.get("acct-1")).state == "disabled"
+        assert reads == ["acct-1", "missing", "missing"]  # the check, not a read each
+        clock[0] += 1.0  # too old to serve: read again
+        await cache.get("acct-1")
+        assert reads[-1] == "acct-1" and len(reads) == 4
+    finally:
+        store.get_account = original
+        await cache.close()

@@ -142,7 +142,7 @@ async def running(
     db: store.Store, keyring: crypto.Keyring, *, server: Mapping[str, Any] | None = None,
     refresh: Mapping[str, Any] | None = None, sim: simulator.Simulator | None = None,
     port: int = 0, notifications: bool = False,
-    provider: Mapping[str, Any] | None = None,
+    provider: Mapping[str, Any] | None = None, instance: str = INSTANCE,
 ) -> AsyncIterator[Stack]:
     """The web app of a daemon on `db`; the refresh loop is built but not run."""
     async with contextlib.AsyncExitStack() as exits:
@@ -151,7 +151,7 @@ async def running(
         cfg = make_config(sim.token_url, server=server, refresh=refresh, provider=provider,
                           public_key_url=sim.public_key_url if notifications else None)
         parts = await exits.enter_async_context(
-            daemon.assemble(cfg, db=db, keyring=keyring, instance=INSTANCE))
+            daemon.assemble(cfg, db=db, keyring=keyring, instance=instance))
         listener = await exits.enter_async_context(
             daemon.listening(parts, "127.0.0.1", port, shutdown_timeout=1.0))
         feeds = [asyncio.create_task(coro, name=name)

@@ -237,7 +237,8 @@ async def assemble(
                                  spending=budget.Budget(db=db, providers=cfg.providers),
                                  idle_after=cfg.idle_after())
         vendor = vending.Vendor(db=db, keyring=keyring, worker=worker, stats=stats,
-                                settings=cfg.refresh)
+                                settings=cfg.refresh, providers=cfg.providers)
+        stack.push_async_callback(vendor.close)
         deliverer = webhooks.Deliverer(
             db=db, endpoints=cfg.webhooks, stats=stats, instance=instance, stop=stop,
             retention_seconds=cfg.database.log_retention_seconds,

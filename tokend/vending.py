@@ -12,18 +12,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import structlog
 
 from tokend import (
+    accountcache,
+    budget,
     clock,
     config,
     crypto,
     metrics,
     model,
     refresher,
+    rejected,
     singleflight,
     store,
     vocabulary,
@@ -57,18 +60,40 @@ class Vended:
     refreshed: bool
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Report:
+    """What came of an app's rejected-token report: the verdict, the account as it stands
+    after it, and the refresh's error code when the refresh it forced failed."""
+
+    verdict: rejected.Verdict
+    account: model.Account
+    error_code: str | None = None
+
+
 class Vendor:
     def __init__(
         self, *, db: store.Store, keyring: crypto.Keyring, worker: refresher.Refresher,
         stats: metrics.Metrics, settings: config.RefreshConfig,
+        providers: Mapping[str, config.ProviderConfig] | None = None,
         clock: Callable[[], datetime] = clock.now,
+        rejected_window_seconds: float = rejected.WINDOW_SECONDS,
     ) -> None:
+        """`providers`: their daily budgets bound the refreshes a rejected-token report
+        forces (a paused provider is never called either way)."""
         self.db, self.keyring, self.worker, self.stats = db, keyring, worker, stats
+        self.providers = providers or {}
         self.clock = clock
+        self.lease_seconds = settings.lease_seconds
+        self.rejected_window_seconds = rejected_window_seconds
+        self._reports: singleflight.SingleFlight[Report] = singleflight.SingleFlight(
+            "rejected-report")
         self.wait_seconds = settings.request_timeout_seconds + LEASE_WAIT_MARGIN_SECONDS
         self._refreshes: singleflight.SingleFlight[
             tuple[model.Account | None, str | None]] = singleflight.SingleFlight("vend-refresh")
         self._short_lived: set[str] = set()  # ids whose fresh tokens came back shorter
+        self.rows = accountcache.AccountCache(db)
+        self._marked: dict[str, datetime] = {}  # id -> when this process last marked it
+        self._stored = stats.vends.labels("stored")
 
     async def vend(
         self, account_id: str, *, min_valid_seconds: float, org: str | None = None,
@@ -87,18 +112,23 @@ class Vendor:
             self.stats.vends.labels("unavailable").inc()
             log.warning("token_vend_failed", account_id=account_id, error=str(exc))
             raise
-        self.stats.vends.labels("refreshed" if vended.refreshed else "stored").inc()
         self.stats.vend_seconds.observe(time.monotonic() - started)
+        if not vended.refreshed:  # the busy path: a counter, no log line per request
+            self._stored.inc()
+            return vended
+        self.stats.vends.labels("refreshed").inc()
         log.info("token_vended", account_id=account_id, refreshed=vended.refreshed,
                  expires_at=vended.expires_at.isoformat())
         return vended
 
     async def _vend(self, account_id: str, min_valid_seconds: float, org: str | None) -> Vended:
-        account = _visible(await self.db.get_account(account_id), org)
+        account = _visible(await self.rows.get(account_id), org)
         refreshed = False
-        if not self._good_enough(account, min_valid_seconds):
+        now = self.clock()
+        if not self._good_enough(account, min_valid_seconds, now):
             seen = account.access_token
             latest, error_code = await self._shared_refresh(account_id, min_valid_seconds, seen)
+            self.rows.forget(account_id)
             account = _visible(latest, org)
             renewed = account.access_token != seen and self._valid(account)
             if not (renewed or self._good_enough(account, min_valid_seconds)):
@@ -107,7 +137,7 @@ class Vendor:
             refreshed = True
             self._learn(account, min_valid_seconds)
         assert account.access_token is not None and account.access_expires_at is not None
-        await self._mark_in_demand(account)
+        await self._mark_in_demand(account, now)
         try:
             token = self.keyring.decrypt(account.access_token, account_id=account.id,
                                          column="access_token")
@@ -116,12 +146,12 @@ class Vendor:
         return Vended(access_token=token, expires_at=account.access_expires_at,
                       refreshed=refreshed)
 
-    async def _mark_in_demand(self, account: model.Account) -> None:
+    async def _mark_in_demand(self, account: model.Account, now: datetime) -> None:
         """Keep the account on the schedule of a demand-aware provider (one write a
         minute at most per account, so a busy app costs no write per vend)."""
-        now = self.clock()
-        last = account.last_vended_at
+        last = self._marked.get(account.id, account.last_vended_at)
         if last is None or (now - last).total_seconds() >= VEND_MARK_SECONDS:
+            self._marked[account.id] = now
             await self.db.touch_vended(account.id, now)
 
     def _learn(self, account: model.Account, min_valid_seconds: float) -> None:
@@ -137,13 +167,16 @@ class Vendor:
         return (account.access_token is not None and account.access_expires_at is not None
                 and account.access_expires_at > self.clock())
 
-    def _good_enough(self, account: model.Account, min_valid_seconds: float) -> bool:
+    def _good_enough(self, account: model.Account, min_valid_seconds: float,
+                     now: datetime | None = None) -> bool:
         """Valid for `min_valid_seconds`, or as good as a refresh could make it: when the
         provider's tokens live shorter than asked, one in the first half of its life."""
-        if not self._valid(account):
+        expires_at = account.access_expires_at
+        if account.access_token is None or expires_at is None:
             return False
-        assert account.access_expires_at is not None
-        left = (account.access_expires_at - self.clock()).total_seconds()
+        left = (expires_at - (now or self.clock())).total_seconds()
+        if left <= 0:
+            return False
         if left >= min_valid_seconds:
             return True
         if account.last_refresh_at is None or account.id not in self._short_lived:
@@ -190,6 +223,66 @@ class Vendor:
             if account is None or account.state != model.ACTIVE or not _leased(
                     account, self.clock()):
                 return
+
+
+    async def close(self) -> None:
+        await self.rows.close()
+
+    async def report_rejected(self, account_id: str, sha256: str, *,
+                              org: str | None = None) -> Report:
+        """An app says the provider refused the token whose hash is `sha256`: refresh once
+        when it is still the current token (rejected.decide). Reports of one token in this
+        process share one judgement; across replicas the version-guarded claim decides."""
+        _visible(await self.db.get_account(account_id), org)
+        return await self._reports.run(f"{account_id}:{sha256}",
+                                       lambda: self._judge(account_id, sha256))
+
+    async def _judge(self, account_id: str, sha256: str) -> Report:
+        deadline = asyncio.get_running_loop().time() + self.wait_seconds
+        while True:
+            account = _visible(await self.db.get_account(account_id), None)
+            now = self.clock()
+            verdict = rejected.decide(
+                account, reported=sha256, current=self._digest(account), now=now,
+                blocked_until=await self._blocked_until(account.provider, now),
+                window_seconds=self.rejected_window_seconds)
+            if verdict.kind == rejected.WAIT:
+                await self._wait_for_lease(account_id, deadline)
+                continue
+            if verdict.kind != rejected.REFRESH:
+                return Report(verdict, account)
+            claimed = await self.db.claim_account_version(
+                account_id, account.version, self.worker.owner, now,
+                lease_seconds=self.lease_seconds)
+            if claimed is None:  # changed since it was read: judge the new row
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise Unavailable("the account keeps changing; try again")
+                continue
+            outcome = await self.worker.refresh_claimed(claimed, vocabulary.VEND)
+            self.rows.forget(account_id)
+            latest = await self.db.get_account(account_id)
+            return Report(verdict, latest or claimed,
+                          None if outcome.success else outcome.error_code or "error")
+
+    def _digest(self, account: model.Account) -> str | None:
+        """The stored token's hash; the plaintext lives only in this call."""
+        if account.access_token is None:
+            return None
+        try:
+            return rejected.digest(self.keyring.decrypt(
+                account.access_token, account_id=account.id, column="access_token"))
+        except crypto.DecryptError:
+            return None
+
+    async def _blocked_until(self, provider: str, now: datetime) -> datetime | None:
+        """When a paused provider (invalid_client, or its daily budget spent) may be called
+        again; None when it may be called now."""
+        until = (await self.db.paused_providers(now)).get(provider)
+        limits = {provider: self.providers[provider]} if provider in self.providers else {}
+        for standing in await budget.standings(self.db, limits, now):
+            if standing.state == budget.EXHAUSTED:
+                until = max(until or now, budget.day_ends(now))
+        return until
 
 
 def _visible(account: model.Account | None, org: str | None) -> model.Account:

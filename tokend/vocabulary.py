@@ -42,12 +42,13 @@ SIGNING_KEY_FAILED = "signing_key_failed"  # createSigningKey failed: no key was
 SIGNING_KEY_IMPORTED = "signing_key_imported"  # an operator's own key kept
 REQUEST_SIGNED = "request_signed"  # a request signed for an app
 REQUEST_SIGNING_REFUSED = "request_signing_refused"  # asked to sign without a key
+TOKEN_REJECTED = "token_rejected"  # noqa: S105 (an app says the provider refused a token)
 ACTIONS = (TOKEN_REFRESHED, TOKEN_REFRESH_FAILED, TOKEN_REFRESH_DEBUG, WORKER_HEARTBEAT,
            CYCLE_SUMMARY, APP_TOKEN_ISSUED, APP_TOKEN_FAILED, EBAY_PUBLIC_KEY_FETCHED,
            EBAY_NOTIFICATION, EBAY_NOTIFICATION_REFUSED, CONNECT_AUTHORIZE, CONNECT_EXCHANGE,
            CONNECT_IDENTITY, CONNECT_REFUSED, ACCOUNT_CONNECTED_ACTION, REFRESH_TOKEN_EXPIRING,
            REFRESH_TOKEN_EXPIRED, SIGNING_KEY_CREATED, SIGNING_KEY_FAILED, SIGNING_KEY_IMPORTED,
-           REQUEST_SIGNED, REQUEST_SIGNING_REFUSED)
+           REQUEST_SIGNED, REQUEST_SIGNING_REFUSED, TOKEN_REJECTED)
 
 # Outbound events (webhooks, SPEC 10.2): what changed, for the operator's own systems.
 ACCOUNT_REAUTH_REQUIRED = "account.reauth_required"

@@ -9,6 +9,9 @@ id = ANY(CAST(:ids AS bigint[]))
 -- fragment: error_without_description
 jsonb_set(error, '{description}', 'null')
 
+-- fragment: account_id_in
+id = ANY(CAST(:ids AS text[]))
+
 -- name: lock_migrations
 -- Held until the migration's transaction ends, so concurrent `tokend migrate` runs take
 -- turns (transaction-level: nothing survives on a pooled session).

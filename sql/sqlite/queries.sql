@@ -9,6 +9,9 @@ id IN (SELECT value FROM json_each(:ids))
 -- fragment: error_without_description
 json_set(error, '$.description', json('null'))
 
+-- fragment: account_id_in
+id IN (SELECT value FROM json_each(:ids))
+
 -- name: lock_migrations
 -- Nothing to take: a SQLite transaction is BEGIN IMMEDIATE, which holds the write lock.
 SELECT 1

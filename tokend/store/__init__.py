@@ -320,6 +320,21 @@ class Store(signing_keys.SigningKeys):
             return None
         return _maybe_account(await self._db.one("get_account", id=account_id))
 
+    async def get_accounts(self, account_ids: Sequence[str]) -> list[model.Account]:
+        """These accounts, in one query (missing ids are skipped)."""
+        ids = [i for i in account_ids if not _unmatchable(i)]
+        if not ids:
+            return []
+        return [_account(row) for row in await self._db.all("get_accounts", ids=ids)]
+
+    async def account_versions(self, account_ids: Sequence[str]) -> dict[str, int]:
+        """id -> version of these accounts (missing ids are left out)."""
+        ids = [i for i in account_ids if not _unmatchable(i)]
+        if not ids:
+            return {}
+        return {row["id"]: row["version"]
+                for row in await self._db.all("account_versions", ids=ids)}
+
     async def list_accounts(self, org: str | None = None) -> list[model.Account]:
         return [_account(row) for row in await self._db.all("list_accounts", org=org)]
 
@@ -381,6 +396,17 @@ class Store(signing_keys.SigningKeys):
             return None
         rows = await self._claim("claim_account", lease_seconds, owner=owner, now=now,
                                  id=account_id)
+        return _account(rows[0]) if rows else None
+
+    async def claim_account_version(
+        self, account_id: str, version: int, owner: str, now: datetime, *,
+        lease_seconds: float,
+    ) -> model.Account | None:
+        """`claim_account`, only while the row is still at `version`; None otherwise."""
+        if _unmatchable(account_id):
+            return None
+        rows = await self._claim("claim_account_version", lease_seconds, owner=owner, now=now,
+                                 id=account_id, version=version)
         return _account(rows[0]) if rows else None
 
     async def _claim(self, statement: str, lease_seconds: float, /,

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
-from tokend import apptokens, clock, model, refresher, store, vending, vocabulary
+from tokend import apptokens, clock, model, refresher, rejected, store, vending, vocabulary
 from tokend.web import auth, common
 
 LOGS_LIMIT_MAX = 1000
@@ -163,6 +163,76 @@ async def access_token(request: web.Request) -> web.Response:
         headers=NO_STORE)
 
 
+async def _sha256_body(request: web.Request) -> str:
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise _bad("malformed JSON body") from None
+    if not isinstance(data, dict):
+        raise _bad("body must be a JSON object")
+    unknown = sorted(set(data) - {"sha256"})
+    if unknown:
+        raise _bad(f"unknown field {unknown[0]!r}")
+    sha256 = data.get("sha256")
+    if not isinstance(sha256, str) or not rejected.SHA256.fullmatch(sha256):
+        raise _bad("sha256 must be the token's SHA-256 in lowercase hex (64 characters)")
+    return sha256
+
+
+_REPORTED = {
+    rejected.REFRESH: "the app says the provider refused the current access token: "
+                      "refreshed it",
+    rejected.RECENT: "the app says the provider refused a token that a refresh just replaced",
+    rejected.STALE: "the app says the provider refused an old token: nothing to do",
+    rejected.TOO_SOON: "the app says the provider refused a token refreshed moments ago: "
+                       "not refreshed again so soon",
+    rejected.BLOCKED: "the app says the provider refused the current access token: the "
+                      "provider is paused or the account backs off, not refreshed now",
+}
+
+
+async def rejected_token(request: web.Request) -> web.Response:
+    """An app reports that the provider refused a token (by its hash, never the token)."""
+    principal = auth.consumer(request)
+    sha256 = await _sha256_body(request)
+    account_id = request.match_info["id"]
+    try:
+        report = await request.app[common.VENDOR].report_rejected(
+            account_id, sha256, org=principal.org)
+    except vending.NotFound:
+        raise common.ApiError(404, "unknown account") from None
+    except vending.NotActive as exc:
+        raise common.ApiError(409, str(exc), state=exc.state) from None
+    except vending.Unavailable as exc:
+        raise common.ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
+    verdict, account = report.verdict, report.account
+    failed = report.error_code is not None
+    entry = await request.app[common.STORE].add_entry(model.Entry(
+        action=vocabulary.TOKEN_REJECTED, source=vocabulary.VEND, created_at=clock.now(),
+        account_id=account.id, org_id=account.org, provider=account.provider,
+        error=vocabulary.error(report.error_code, "the refresh it forced failed")
+        if report.error_code else None,
+        message="the app says the provider refused the current access token: the refresh "
+                "failed" if failed else _REPORTED[verdict.kind],
+        details={"verdict": verdict.kind}))
+    request.app[common.HUB].publish(entry)
+    if failed:
+        raise common.ApiError(503, f"refresh failed: {report.error_code}",
+                              headers={"Retry-After": "5"})
+    retry_after = {"Retry-After": str(max(1, round(verdict.retry_after_seconds or 0)))}
+    if verdict.kind == rejected.TOO_SOON:
+        raise common.ApiError(429, "this token was refreshed moments ago; not again so soon",
+                              headers=retry_after)
+    if verdict.kind == rejected.BLOCKED:
+        raise common.ApiError(503, "the provider is paused or the account is backing off",
+                              headers=retry_after)
+    if not verdict.refreshed:
+        return common.json_response({"refreshed": False})
+    expires_at = account.access_expires_at
+    return common.json_response({"refreshed": True,
+                                 "expires_at": expires_at.isoformat() if expires_at else None})
+
+
 SCOPES_MAX = 50
 SCOPE_LENGTH_MAX = 300
 
@@ -235,6 +305,7 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     app.router.add_post("/api/accounts/{id}/refresh", refresh)
     app.router.add_get("/api/accounts/{id}/access-token", access_token)
+    app.router.add_post("/api/accounts/{id}/access-token/rejected", rejected_token)
     app.router.add_get("/api/providers/{name}/app-token", app_token)
     app.router.add_get("/api/webhook-deliveries", webhook_deliveries)
     app.router.add_get("/api/logs", logs)

@@ -1,0 +1,115 @@
+"""The asyncio client: `AsyncTokend`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+import httpx
+
+from tokend_client import _common
+
+
+class AsyncTokend:
+    """Access tokens from tokend for an asyncio app.
+
+        async with AsyncTokend("http://127.0.0.1:8765", consumer_token) as tokend:
+            token = await tokend.access_token("acct-1", min_valid_seconds=600)
+
+    A token is reused while it stays valid for the asked number of seconds; concurrent
+    callers for one account share one request to tokend. `client`: an `httpx.AsyncClient`
+    to use (not closed here); by default one of its own.
+    """
+
+    def __init__(
+        self, base_url: str, consumer_token: str, *, client: httpx.AsyncClient | None = None,
+        timeout_seconds: float = _common.DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._consumer_token = consumer_token
+        self._client = client
+        self._owns_client = client is None
+        self._timeout = httpx.Timeout(timeout_seconds)
+        self._cache: dict[str, _common.AccessToken] = {}
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def __repr__(self) -> str:
+        return f"AsyncTokend({self.base_url!r})"
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout)
+        return self._client
+
+    async def access_token(
+        self, account_id: str, min_valid_seconds: float = _common.DEFAULT_MIN_VALID_SECONDS,
+    ) -> str:
+        """A token valid for at least `min_valid_seconds` (or as long as the provider's
+        tokens live, when that is shorter)."""
+        cached = self._cache.get(account_id)
+        if cached is not None and cached.valid_for(min_valid_seconds):
+            return cached.token
+        async with self._locks[account_id]:
+            cached = self._cache.get(account_id)
+            if cached is not None and cached.valid_for(min_valid_seconds):
+                return cached.token
+            return (await self._fetch(account_id, min_valid_seconds)).token
+
+    async def _fetch(self, account_id: str, min_valid_seconds: float) -> _common.AccessToken:
+        response = await self.client.get(
+            self.base_url + _common.token_path(account_id), timeout=self._timeout,
+            params={"min_valid_seconds": str(int(min_valid_seconds))},
+            headers=_common.headers(self._consumer_token))
+        got = _common.access_token(response)
+        self._cache[account_id] = got
+        return got
+
+    async def report_rejected(self, account_id: str, token: str) -> _common.Rejection:
+        """Tell tokend the provider refused `token` (only its hash is sent)."""
+        self._forget(account_id, token)
+        response = await self.client.post(
+            self.base_url + _common.token_path(account_id) + "/rejected",
+            json={"sha256": _common.sha256(token)}, timeout=self._timeout,
+            headers=_common.headers(self._consumer_token))
+        return _common.rejection(response)
+
+    async def renewed(
+        self, account_id: str, rejected: str,
+        min_valid_seconds: float = _common.DEFAULT_MIN_VALID_SECONDS,
+    ) -> str | None:
+        """A token other than `rejected` after reporting it, or None when tokend has none
+        (it declined to refresh). Callers refused together send one report."""
+        async with self._locks[f"{account_id}\x00rejected"]:
+            cached = self._cache.get(account_id)
+            if cached is not None and cached.token != rejected:
+                return cached.token  # another caller reported it meanwhile
+            answer = await self.report_rejected(account_id, rejected)
+            if answer.status != 200:
+                return None
+            deadline = time.monotonic() + _common.FRESH_WAIT_SECONDS
+            while True:
+                fresh = await self._fetch(account_id, min_valid_seconds)
+                if fresh.token != rejected:
+                    return fresh.token
+                self._forget(account_id, rejected)
+                if time.monotonic() >= deadline:
+                    return None
+                await asyncio.sleep(_common.FRESH_POLL_SECONDS)
+
+    def _forget(self, account_id: str, token: str) -> None:
+        cached = self._cache.get(account_id)
+        if cached is not None and cached.token == token:
+            del self._cache[account_id]
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+        self._client = None
+
+    async def __aenter__(self) -> AsyncTokend:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
