@@ -48,34 +48,20 @@ async def test_every_route_is_documented_and_every_documented_route_exists(
     async with store.open(sqlite_url) as db, webstack.running(db, keyring) as s:
         served = registered(s.app)
     described = documented(openapi.document())
-    pending = documented({"paths": openapi.pending()})
-    hint = "" if openapi.PENDING_SERVED else (
-        " (a route of openapi.pending() is merged: set openapi.PENDING_SERVED = True)")
-    assert not served - described, f"registered, not documented: {served - described}{hint}"
+    assert not served - described, f"registered, not documented: {served - described}"
     assert not described - served, f"documented, not registered: {described - served}"
-    assert len(served) >= 29
-    if not openapi.PENDING_SERVED:
-        assert not pending & described
+    assert len(served) >= 31
 
 
-def test_the_document_is_valid_openapi_3_1_with_and_without_the_pending_routes(
-        monkeypatch) -> None:
+def test_the_document_is_valid_openapi_3_1() -> None:
     validate(openapi.document())
-    monkeypatch.setattr(openapi, "PENDING_SERVED", True)
-    openapi.document.cache_clear()
-    try:
-        with_pending = openapi.document()
-        validate(with_pending)
-        assert documented({"paths": openapi.pending()}) <= documented(with_pending)
-    finally:
-        openapi.document.cache_clear()
 
 
 def test_every_operation_says_its_auth_and_every_json_error_has_the_one_shape() -> None:
     document = openapi.document()
     assert app.MAX_BODY_BYTES == 64 * 1024, "the document says 64 KiB"
     schemes = set(document["components"]["securitySchemes"])
-    for path, operations in {**document["paths"], **openapi.pending()}.items():
+    for path, operations in document["paths"].items():
         for method, operation in operations.items():
             where = f"{method.upper()} {path}"
             assert "security" in operation, where
@@ -221,7 +207,7 @@ async def test_schemathesis_finds_nothing_against_tokend_run_on_postgresql(
     # schemathesis leaves out the document it loaded (served above, without a token).
     unreachable = {("post", "/ebay/notifications"), ("get", connect.CALLBACK_PATH),
                    ("get", "/ws/logs"), ("get", "/openapi.json"),
-                   # once served (openapi.pending()): signing needs a key this run lacks
+                   # signing needs a key, which this run does not create
                    ("post", "/api/providers/{name}/signature")}
     missed = documented(openapi.document()) - unreachable - reached
     assert not missed, f"never answered 2xx/3xx, so never really tested: {sorted(missed)}"

@@ -18,11 +18,6 @@ from tokend.web import connect as connect_routes
 Schema = dict[str, Any]
 Operation = dict[str, Any]
 
-# Operations written for routes that other branches add; served once those are merged
-# (set to True, and the drift test then asks for the routes in the router).
-PENDING_SERVED = False
-
-
 def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -548,17 +543,6 @@ def _paths() -> dict[str, dict[str, Operation]]:
                          additionalProperties=False),
             example={"method": "GET", "url": "https://apiz.ebay.com/sell/finances/v1/"
                                              "seller_funds_summary"})},
-    }
-
-
-def _text_field() -> Schema:
-    return {"type": "string", "minLength": 1, "maxLength": connect_routes.MAX_FIELD_CHARS}
-
-
-def pending() -> dict[str, dict[str, Operation]]:
-    """Routes other branches add (SPEC section 7): written here so they are described the
-    day they are merged; served when `PENDING_SERVED` is set."""
-    return {
         "/api/accounts/{id}/access-token/rejected": {"post": _op(
             "vending", "report that the provider refused a token", {
                 "200": _json("refreshed when the reported token was the current one; "
@@ -581,6 +565,10 @@ def pending() -> dict[str, dict[str, Operation]]:
     }
 
 
+def _text_field() -> Schema:
+    return {"type": "string", "minLength": 1, "maxLength": connect_routes.MAX_FIELD_CHARS}
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("tokend")
@@ -592,9 +580,6 @@ def _version() -> str:
 def document() -> dict[str, Any]:
     """The document as served; built once, never changed after."""
     paths = _paths()
-    if PENDING_SERVED:
-        for path, operations in pending().items():
-            paths.setdefault(path, {}).update(operations)
     return {
         "openapi": "3.1.0",
         "info": {
