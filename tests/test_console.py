@@ -182,6 +182,11 @@ async def test_paging_1000_accounts_filters_and_an_org_token(store, keyring, bro
 
         # An org token: its org alone, whatever the filters say, and no Resume for it.
         page, errors = await open_console(browser, s.url, webstack.ORG_ACME)
+        # Its provider card: its own 900 accounts, the quota, not every org's calls.
+        provider = page.locator("#providers .provider")
+        await expect(provider).to_contain_text("for 900 active")
+        await expect(provider).to_contain_text("daily quota 50,000")
+        await expect(provider).not_to_contain_text("calls today")
         await page.fill("#q", "bulk-001")
         await expect(page.locator("#page-info")).to_have_text("page 1 · 1\u20139")
         ids = await page.locator("#account-rows tr").evaluate_all(
