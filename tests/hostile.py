@@ -13,21 +13,12 @@ import random
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 
-# Every route the app serves, as templates. tests/test_api_fuzz.py checks that the app has
-# no route missing here, so a new route is fuzzed without anyone remembering to add it.
-ROUTES = (
-    ("GET", "/"), ("GET", "/health"), ("GET", "/livez"), ("GET", "/readyz"),
-    ("GET", "/loop-status"), ("GET", "/metrics"), ("GET", "/api/vocabulary"),
-    ("GET", "/terminal"), ("GET", "/terminal/{name}"), ("GET", "/console/{name}"),
-    ("GET", "/ws/logs"), ("GET", "/api/accounts"), ("POST", "/api/accounts/{id}/refresh"),
-    ("GET", "/api/accounts/{id}/access-token"), ("GET", "/api/providers/{name}/app-token"),
-    ("GET", "/api/webhook-deliveries"), ("GET", "/api/logs"),
-    ("POST", "/api/accounts/{id}/disable"), ("POST", "/api/accounts/{id}/enable"),
-    ("POST", "/api/accounts/{id}/clear-backoff"), ("GET", "/api/accounts/{id}/attempts"),
-    ("GET", "/api/providers"), ("POST", "/api/providers/{name}/resume"),
-    ("POST", "/api/connect-links"), ("GET", "/connect/{token}"), ("GET", "/oauth/callback"),
-    ("GET", "/ebay/notifications"), ("POST", "/ebay/notifications"),
-)
+from tokend.web import openapi
+
+# Every route the app serves, as templates, from the OpenAPI document: the fuzz follows the
+# contract, and tests/test_api_fuzz.py checks that the app has no route missing here.
+ROUTES = tuple((method.upper(), path) for path, operations in openapi.document()["paths"].items()
+               for method in operations)
 BROWSER_PAGES = ("/connect/", "/oauth/callback")
 
 ODD_TEXT = ["", "x", "%00", "a%00b", "%ff%fe", "%C3%A9", "..%2F..%2Fsql", "x" * 3000,
