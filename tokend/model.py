@@ -226,6 +226,10 @@ class Entry:
         return out
 
 
+# A loop is stale when no cycle finished within this many of its intervals.
+STALE_AFTER_INTERVALS = 3
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Worker:
     name: str

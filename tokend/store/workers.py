@@ -1,5 +1,5 @@
 """The workers' heartbeats, and what time alone changes: a loop gone stale or recovered,
-a provider's pause run out."""
+a provider's pause run out. The stale rule is `model.STALE_AFTER_INTERVALS`, passed to SQL."""
 
 from __future__ import annotations
 
@@ -32,15 +32,16 @@ class Workers:
 
     async def notice_changes(self, now: datetime) -> list[model.Event]:
         """Emit what time alone changes, once across replicas: pauses that ran out
-        (provider.resumed) and worker rows crossing three intervals (loop.stale,
+        (provider.resumed) and worker rows crossing the stale line (loop.stale,
         loop.recovered). Returns the events written."""
         events = []
         async with self._db.transaction() as tx:
             for row in await tx.all("resume_providers", now=now):
                 events.append(model.Event(vocabulary.PROVIDER_RESUMED,
                                     {"provider": row["provider"], "reason": "pause_ended"}))
-            stale = await tx.all("mark_stale_workers", now=now)
-            recovered = await tx.all("mark_recovered_workers", now=now)
+            line = {"now": now, "stale_after_intervals": model.STALE_AFTER_INTERVALS}
+            stale = await tx.all("mark_stale_workers", **line)
+            recovered = await tx.all("mark_recovered_workers", **line)
             for kind, rows in ((vocabulary.LOOP_STALE, stale),
                                (vocabulary.LOOP_RECOVERED, recovered)):
                 for row in rows:
