@@ -1,12 +1,13 @@
-"""eBay notifications: who an account is at the provider, and a verified notification
-applied once by its id, with its accounts' changes, events and entries."""
+"""Provider notices (eBay's Notification API): who an account is at the provider, and a
+verified notice applied once by its id. What a notice does to an account is decided
+outside (`ebay.notifications.decide`); this module only applies the generic change."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
 
-from tokend import model, vocabulary
+from tokend import model
 from tokend.store import errors, ports, records
 
 
@@ -16,6 +17,15 @@ async def _forget_links(tx: ports.Session, provider: str, provider_user_id: str)
     for row in await tx.all("forget_provider_user_links", provider=provider,
                             provider_user_id=provider_user_id):
         await tx.all("purge_link_entries", link_id=row["id"])
+
+
+async def _apply(tx: ports.Session, account: model.Account, change: model.NoticeChange,
+                 reason: str, now: datetime) -> None:
+    if change.action == model.PURGE:
+        await tx.one("purge_account", id=account.id, reason=reason, now=now)
+        await tx.all("purge_account_entries", account_id=account.id)
+    elif change.action == model.REVOKE:
+        await tx.one("revoke_account", id=account.id, reason=reason, now=now)
 
 
 class Notices:
@@ -32,11 +42,14 @@ class Notices:
 
     async def apply_ebay_notification(
         self, notice: model.Notice, entry: Callable[[model.Account | None, str], model.Entry],
-        now: datetime,
+        now: datetime, *, decide: Callable[[model.Account], model.NoticeChange],
+        forget_user: bool = False,
     ) -> list[model.Entry] | None:
         """Apply one verified notification in one transaction: record its id, change the
-        seller's accounts, emit their events, write the log entries (`entry(account,
-        outcome)` builds each). None when this notificationId was applied before."""
+        seller's accounts as `decide(account)` says, emit their events, write the log
+        entries (`entry(account, outcome)` builds each); `forget_user` also removes the
+        connect links the seller signed in through. None when this notificationId was
+        applied before."""
         if records.unmatchable(notice.notification_id, notice.user_id, notice.reason):
             raise errors.StoreError("a notification field holds a NUL character")
         async with self._db.transaction() as tx:
@@ -48,12 +61,14 @@ class Notices:
             found = [] if not notice.known else [records.account(row) for row in await tx.all(
                 "accounts_of_provider_user", provider=notice.provider,
                 provider_user_id=notice.user_id)]
-            if notice.known and notice.topic == model.Notice.DELETION:
+            if forget_user and notice.user_id:
                 await _forget_links(tx, notice.provider, notice.user_id)
             entries, events = [], []
             for account in found:
-                outcome = await self._apply_notice(tx, notice, account, events, now)
-                entries.append(entry(account, outcome))
+                change = decide(account)
+                await _apply(tx, account, change, notice.reason, now)
+                events.extend(change.events)
+                entries.append(entry(account, change.outcome))
             outcome = notice.outcome_without_account if not found else (
                 "applied" if events else "unchanged")
             if not found:
@@ -62,23 +77,3 @@ class Notices:
                          outcome=outcome, account_ids=[a.id for a in found])
             await records.emit(tx, events, now)
             return await records.store_entries(tx, entries)
-
-    async def _apply_notice(
-        self, tx: ports.Session, notice: model.Notice, account: model.Account,
-        events: list[model.Event],
-        now: datetime,
-    ) -> str:
-        if notice.topic == model.Notice.DELETION:
-            if account.state == model.DELETED:
-                return "unchanged"
-            await tx.one("purge_account", id=account.id, reason=notice.reason, now=now)
-            await tx.all("purge_account_entries", account_id=account.id)
-            events.append(model.Event.about(vocabulary.ACCOUNT_DELETED, account,
-                                            state=model.DELETED, reason=notice.reason))
-            return model.DELETED
-        if account.state in (model.DELETED, model.REAUTH_REQUIRED):
-            return "unchanged"
-        await tx.one("revoke_account", id=account.id, reason=notice.reason, now=now)
-        events.append(model.Event.about(vocabulary.ACCOUNT_REAUTH_REQUIRED, account,
-                                  state=model.REAUTH_REQUIRED, reason=notice.reason))
-        return model.REAUTH_REQUIRED
