@@ -21,6 +21,7 @@ from tokend.store import (
     entries,
     errors,
     expiry,
+    insights,
     links,
     notices,
     outbox,
@@ -42,6 +43,7 @@ Timeouts = ports.Timeouts
 DEFAULT_TIMEOUTS = ports.DEFAULT_TIMEOUTS
 Session = ports.Session
 Connector = ports.Connector
+Insights = insights.Insights
 MAX_ENTRY_ID = entries.MAX_ENTRY_ID
 PARKED = budget.PARKED
 SORT_KEYS = console.SORT_KEYS
