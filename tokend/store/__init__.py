@@ -48,10 +48,8 @@ MAX_ENTRY_ID = entries.MAX_ENTRY_ID
 PARKED = budget.PARKED
 SORT_KEYS = console.SORT_KEYS
 NEVER = console.NEVER
-Describe = expiry.Describe
 due_params = refresh.due_params
 utc_day = records.utc_day
-emit = records.emit
 
 
 class Store(
