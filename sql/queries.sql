@@ -188,6 +188,13 @@ SELECT name, instance, interval_seconds, last_started_at, last_finished_at, last
        last_summary
 FROM workers ORDER BY name, instance
 
+-- name: mark_recovered_workers
+-- A stale worker finished a cycle again (the stale line, `stale_line`, is each dialect's).
+UPDATE workers SET stale_at = NULL
+WHERE stale_at IS NOT NULL
+  AND coalesce(last_finished_at, last_started_at) >= {{stale_line}}
+RETURNING name, instance, last_finished_at
+
 -- name: accounts_to_rotate
 SELECT * FROM accounts
 WHERE (CAST(:after_id AS text) IS NULL OR id > :after_id)

@@ -17,7 +17,7 @@ from conftest import BACKEND_FIXTURES
 from kit import execute_sql, store_options
 
 import tokend.store as st
-from tokend import crypto, model
+from tokend import crypto, model, stream
 from tokend.model import Account, Attempt, Entry, Failure, NewAccount, Success
 from tokend.store import postgres as postgres_connector
 from tokend.store import sqlite as sqlite_connector
@@ -531,7 +531,7 @@ async def test_attempts_are_listed_newest_first(store, keyring):
 async def test_listen_entries_hears_every_replica(pg_url, keyring):
     one, two = await st.connect(pg_url), await st.connect(pg_url)
     heard: asyncio.Queue[int] = asyncio.Queue()
-    stop = await one.listen_entries(heard.put_nowait)
+    stop = await stream.listen_entries(one, heard.put_nowait)
     try:
         beat = await two.add_entry(entry(None, action="worker_heartbeat"))
         assert await asyncio.wait_for(heard.get(), 5) == beat.id
@@ -553,7 +553,7 @@ async def assert_stopped_listener_hears_nothing(url: str, heard: asyncio.Queue[i
     """A new listener hears the entry: had the stopped one still listened, it would have too."""
     db = await st.connect(url)
     sentinel: asyncio.Queue[int] = asyncio.Queue()
-    stop = await db.listen_entries(sentinel.put_nowait)
+    stop = await stream.listen_entries(db, sentinel.put_nowait)
     try:
         written = await db.add_entry(entry(None, action="worker_heartbeat"))
         assert await asyncio.wait_for(sentinel.get(), 5) == written.id
@@ -758,7 +758,7 @@ async def test_listen_entries_survives_a_lost_connection(pg_url, keyring):
         target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl())
     writer = await st.connect(pg_url)
     heard: asyncio.Queue[int] = asyncio.Queue()
-    stop = await listener.listen_entries(heard.put_nowait)
+    stop = await stream.listen_entries(listener, heard.put_nowait)
     try:
         await proxy.cut()
         missed = await writer.add_entry(entry(None, action="worker_heartbeat", message="missed"))
@@ -791,7 +791,7 @@ async def test_behind_pgbouncer_without_listen_url_the_feed_polls(pgbouncer_url,
     writer = await st.connect(pgbouncer_url, pgbouncer=True)
     assert listener.can_listen and listener.feed_mode == "poll"
     heard: asyncio.Queue[int] = asyncio.Queue()
-    stop = await listener.listen_entries(heard.put_nowait)
+    stop = await stream.listen_entries(listener, heard.put_nowait)
     other = await asyncpg.connect(pg_url)  # another writer, with its transaction held open
     try:
         # An entry whose id is taken first but committed last is still heard, once.
@@ -822,7 +822,7 @@ async def test_behind_pgbouncer_listen_url_listens_directly(pgbouncer_url, pg_ur
     writer = await st.connect(pgbouncer_url, pgbouncer=True)
     assert listener.feed_mode == "notify"
     heard: asyncio.Queue[int] = asyncio.Queue()
-    stop = await listener.listen_entries(heard.put_nowait)
+    stop = await stream.listen_entries(listener, heard.put_nowait)
     try:
         sent = await writer.add_entry(entry(None, action="worker_heartbeat"))
         assert await asyncio.wait_for(heard.get(), 5) == sent.id

@@ -64,7 +64,7 @@ def reserve_line(provider: config.ProviderConfig) -> int | None:
     return int(provider.daily_quota * provider.budget_reserve)
 
 
-async def standings(db: store.Store, providers: Mapping[str, config.ProviderConfig],
+async def standings(db: store.Insights, providers: Mapping[str, config.ProviderConfig],
                     now: datetime) -> list[Standing]:
     usage = await db.budget_usage(now.astimezone(UTC).date())
     day = store.utc_day(now)

@@ -157,6 +157,21 @@ class Notice:
         return "no_account" if self.known else "ignored"
 
 
+PURGE = "purge"  # a notice's change: secrets and personal fields dropped, state deleted
+REVOKE = "revoke"  # a notice's change: state reauth_required
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NoticeChange:
+    """What a provider's notice does to one account, decided by a pure function (eBay's:
+    `ebay.notifications.decide`) and applied by the store in the notice's transaction, which
+    knows nothing of the provider's topics. `outcome` is the log entry's."""
+
+    outcome: str
+    action: str | None = None  # PURGE, REVOKE, or None: the account stays as it is
+    events: tuple[Event, ...] = ()
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Success:
     """A provider answer to persist: tokens are envelopes; `refresh_token` None keeps the old."""
@@ -224,6 +239,10 @@ class Entry:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["created_at"] = self.created_at.isoformat()
         return out
+
+
+# A loop is stale when no cycle finished within this many of its intervals.
+STALE_AFTER_INTERVALS = 3
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

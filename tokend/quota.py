@@ -52,7 +52,7 @@ def capacity(provider: config.ProviderConfig, settings: config.RefreshConfig) ->
     return math.floor(provider.daily_quota * period_seconds(provider, settings) / DAY_SECONDS)
 
 
-async def project(db: store.Store, cfg: config.Config,
+async def project(db: store.Insights, cfg: config.Config,
                   org: str | None = None) -> list[Projection]:
     """Idle accounts of a demand-aware provider are refreshed only when an app asks: the
     projection counts the scheduled ones. With `org`, that org's accounts alone: its share

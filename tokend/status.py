@@ -10,7 +10,7 @@ from tokend import budget, clock, config, model, quota, store
 FAILING = "failing"  # not a stored state: active accounts whose last attempts failed
 
 
-async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str, Any]:
+async def report(db: store.Insights, cfg: config.Config, now: datetime) -> dict[str, Any]:
     workers = await db.list_workers()
     paused = await db.paused_providers(now)
     projections = await quota.project(db, cfg)
@@ -36,7 +36,7 @@ async def report(db: store.Store, cfg: config.Config, now: datetime) -> dict[str
     }
 
 
-async def account_health(db: store.Store) -> tuple[dict[str, int], dict[str, int]]:
+async def account_health(db: store.Insights) -> tuple[dict[str, int], dict[str, int]]:
     """Accounts by state, with `active` split into healthy `active` and `failing`."""
     counts = await db.account_counts()
     failing = await db.failing_counts()

@@ -2,8 +2,9 @@
 
 The refresh loop publishes synchronously; a subscriber that falls behind loses entries and
 is told how many (`Dropped`) once it catches up. With PostgreSQL a feed task also publishes
-what other replicas wrote (LISTEN/NOTIFY); `publish` ignores an id it has already seen, so
-an entry written here and announced by NOTIFY reaches each subscriber once.
+what other replicas wrote (LISTEN/NOTIFY, or polling behind PgBouncer: `EntryIds`);
+`publish` ignores an id it has already seen, so an entry written here and announced by
+NOTIFY reaches each subscriber once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -25,6 +26,12 @@ RECENT_IDS = 10_000  # ids remembered for de-duplication; far more than one NOTI
 FEED_BATCH = 100  # ids fetched per query when other replicas announce entries
 FEED_PENDING_MAX = 50_000  # announced ids waiting for a fetch; older ones are given up
 FEED_RETRY_SECONDS = 1.0  # between attempts to start listening while the database is down
+# Without LISTEN (PgBouncer, no listen_url), new entry ids are polled this often.
+POLL_INTERVAL_SECONDS = 0.5
+POLL_BATCH = 1000
+# Entry ids come from a sequence at INSERT but become visible at COMMIT, so a lower id can
+# appear after a higher one was seen: each poll looks this many ids back (each announced once).
+POLL_LOOKBACK_IDS = 2000
 
 Predicate = Callable[[model.Entry], bool]
 
@@ -123,6 +130,91 @@ class Subscription:
         self.close()
 
 
+class EntryIds:
+    """Entry ids any replica committed, each handed to `callback` once: announced by NOTIFY
+    (`seen`), or read back from http_log (`catch_up`) by the poller behind PgBouncer and
+    after a LISTEN connection was replaced. Ids come from a sequence at INSERT but become
+    visible at COMMIT, so a lower id can appear after a higher one: each read looks
+    POLL_LOOKBACK_IDS back."""
+
+    def __init__(self, db: store.Store, callback: Callable[[int], None], start: int) -> None:
+        self._db, self._callback = db, callback
+        self._start = self._high = start  # ids up to `start` were there before: history
+        self._announced: set[int] = set()
+
+    def seen(self, entry_id: int) -> None:
+        if entry_id in self._announced:
+            return
+        self._announced.add(entry_id)
+        self._high = max(self._high, entry_id)
+        if len(self._announced) > 2 * POLL_LOOKBACK_IDS:
+            self._forget_old()
+        self._callback(entry_id)
+
+    def _forget_old(self) -> None:
+        floor = self._high - POLL_LOOKBACK_IDS
+        self._announced.difference_update([i for i in self._announced if i <= floor])
+
+    async def catch_up(self) -> None:
+        after = max(self._high - POLL_LOOKBACK_IDS, self._start)
+        while True:
+            ids = await self._db.entry_ids_after(after, POLL_BATCH)
+            for entry_id in ids:
+                self.seen(entry_id)
+            if ids:
+                after = ids[-1]
+            if len(ids) < POLL_BATCH:
+                break
+        self._forget_old()
+
+    async def poll(self) -> Callable[[], Awaitable[None]]:
+        """`catch_up` every POLL_INTERVAL_SECONDS, in a task; returns `stop`."""
+
+        async def poll() -> None:
+            failing = False
+            while True:
+                await asyncio.sleep(POLL_INTERVAL_SECONDS)
+                try:
+                    await self.catch_up()
+                except store.StoreError as exc:
+                    if not failing:
+                        log.warning("entries_listener_lost", error=str(exc))
+                    failing = True
+                    continue
+                if failing:
+                    log.info("entries_listener_restored")
+                    failing = False
+
+        task = asyncio.create_task(poll(), name="tokend-entries-poller")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        return stop
+
+
+async def listen_entries(
+    db: store.Store, callback: Callable[[int], None],
+) -> Callable[[], Awaitable[None]]:
+    """Call `callback(entry_id)` for every entry any replica commits; returns `stop`.
+    Only where `db.can_listen`. Entries committed while a LISTEN connection was being
+    replaced are read back once it is, so each still reaches `callback` once."""
+    if not db.can_listen:
+        raise store.StoreError(f"the {db.backend} store cannot listen")
+    ids = EntryIds(db, callback, start=await db.latest_entry_id())
+    if db.feed_mode == "poll":
+        return await ids.poll()
+    stop = await db.listen_entry_ids(ids.seen, ids.catch_up)
+    try:  # what was committed between reading `start` and the LISTEN taking effect
+        await ids.catch_up()
+    except BaseException:
+        await stop()
+        raise
+    return stop
+
+
 class Hub:
     def __init__(self, *, queue_size: int = 1000, stats: metrics.Metrics | None = None) -> None:
         self.queue_size = queue_size
@@ -181,7 +273,7 @@ class Hub:
 
         while True:
             try:
-                stop = await db.listen_entries(announced)
+                stop = await listen_entries(db, announced)
                 break
             except store.StoreError as exc:
                 # The database may be down as the daemon starts: the feed waits for it

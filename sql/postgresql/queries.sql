@@ -126,19 +126,16 @@ SET lease_owner = :owner, lease_expires_at = :lease_until, next_attempt_at = :le
 FROM due WHERE d.id = due.id
 RETURNING d.*
 
+-- fragment: stale_line
+-- A cycle that finished before this is stale: model.STALE_AFTER_INTERVALS intervals ago.
+CAST(:now AS timestamptz)
+  - interval_seconds * CAST(:stale_after_intervals AS integer) * interval '1 second'
+
 -- name: mark_stale_workers
--- No finished cycle within three intervals (store.Worker.stale), noticed once.
+-- No finished cycle within the stale line (model.Worker.stale), noticed once.
 UPDATE workers SET stale_at = :now
 WHERE stale_at IS NULL AND last_status IS DISTINCT FROM 'stopped'
-  AND coalesce(last_finished_at, last_started_at)
-      < CAST(:now AS timestamptz) - interval_seconds * 3 * interval '1 second'
-RETURNING name, instance, last_finished_at
-
--- name: mark_recovered_workers
-UPDATE workers SET stale_at = NULL
-WHERE stale_at IS NOT NULL
-  AND coalesce(last_finished_at, last_started_at)
-      >= CAST(:now AS timestamptz) - interval_seconds * 3 * interval '1 second'
+  AND coalesce(last_finished_at, last_started_at) < {{stale_line}}
 RETURNING name, instance, last_finished_at
 
 -- -- the daily budget --------------------------------------------------------------------

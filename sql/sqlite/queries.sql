@@ -102,16 +102,14 @@ WHERE id IN (SELECT id FROM webhook_deliveries
              ORDER BY next_attempt_at LIMIT :limit)
 RETURNING *
 
+-- fragment: stale_line
+-- A cycle that finished before this is stale: model.STALE_AFTER_INTERVALS intervals ago.
+:now - :stale_after_intervals * interval_seconds
+
 -- name: mark_stale_workers
 UPDATE workers SET stale_at = :now
 WHERE stale_at IS NULL AND last_status IS NOT 'stopped'
-  AND coalesce(last_finished_at, last_started_at) < :now - 3 * interval_seconds
-RETURNING name, instance, last_finished_at
-
--- name: mark_recovered_workers
-UPDATE workers SET stale_at = NULL
-WHERE stale_at IS NOT NULL
-  AND coalesce(last_finished_at, last_started_at) >= :now - 3 * interval_seconds
+  AND coalesce(last_finished_at, last_started_at) < {{stale_line}}
 RETURNING name, instance, last_finished_at
 
 -- -- the daily budget --------------------------------------------------------------------

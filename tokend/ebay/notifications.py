@@ -285,6 +285,24 @@ def _text(value: Any, limit: int = 200) -> str | None:
     return value
 
 
+def decide(notice: model.Notice, account: model.Account) -> model.NoticeChange:
+    """What a verified notice means for one of the seller's accounts: a deletion purges its
+    secrets and personal fields (a tombstone stays), a revocation asks for a new sign-in,
+    and an account already there is unchanged. Pure, like `refresher.decide`:
+    `store.Store.apply_ebay_notification` applies it in the notice's transaction."""
+    if notice.topic == ebay_profile.ACCOUNT_DELETION:
+        if account.state == model.DELETED:
+            return model.NoticeChange("unchanged")
+        return model.NoticeChange(model.DELETED, model.PURGE, (model.Event.about(
+            vocabulary.ACCOUNT_DELETED, account, state=model.DELETED, reason=notice.reason),))
+    if notice.topic != ebay_profile.AUTHORIZATION_REVOCATION or account.state in (
+            model.DELETED, model.REAUTH_REQUIRED):
+        return model.NoticeChange("unchanged")
+    return model.NoticeChange(model.REAUTH_REQUIRED, model.REVOKE, (model.Event.about(
+        vocabulary.ACCOUNT_REAUTH_REQUIRED, account, state=model.REAUTH_REQUIRED,
+        reason=notice.reason),))
+
+
 class Receiver:
     """`GET|POST /ebay/notifications`: answer the challenge, verify, then apply."""
 
@@ -316,7 +334,10 @@ class Receiver:
             await self._refused(exc)
             raise
         stored = await self.db.apply_ebay_notification(
-            notice, lambda account, outcome: self._entry(notice, account, outcome), self.clock())
+            notice, lambda account, outcome: self._entry(notice, account, outcome), self.clock(),
+            decide=lambda account: decide(notice, account),
+            # The seller is gone: so are the connect links they signed in through.
+            forget_user=notice.topic == ebay_profile.ACCOUNT_DELETION)
         outcome = "applied"
         if stored is None:  # this notificationId was applied before: nothing changes
             outcome = "replay"

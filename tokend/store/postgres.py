@@ -2,7 +2,7 @@
 several processes at once. New log entries are announced on `tokend_entries` (LISTEN).
 
 A database that stops answering (a failover, a partition) leaves sockets hanging rather
-than refusing them, so every call here is bounded (`store.Timeouts`): a connection whose
+than refusing them, so every call here is bounded (`ports.Timeouts`): a connection whose
 call timed out is closed at once and never handed out again, and a second timeout soon
 after retires every idle connection of the pool, which then reconnects on demand."""
 
@@ -18,8 +18,7 @@ import asyncpg
 import orjson
 import structlog
 
-from tokend import store
-from tokend.store import queries
+from tokend.store import errors, ports, queries
 
 CLOSE_TIMEOUT_SECONDS = 5.0
 LISTEN_RETRY_SECONDS = 1.0
@@ -43,9 +42,9 @@ _UNAVAILABLE = (
 )
 
 
-def _unavailable(exc: BaseException) -> store.StoreError:
+def _unavailable(exc: BaseException) -> errors.StoreError:
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return store.StoreError(f"PostgreSQL unavailable: {reason}")
+    return errors.StoreError(f"PostgreSQL unavailable: {reason}")
 
 
 @contextlib.contextmanager
@@ -53,7 +52,7 @@ def _translated() -> Any:
     try:
         yield
     except asyncpg.UniqueViolationError as exc:
-        raise store.DuplicateKey(exc.constraint_name or "unique") from None
+        raise errors.DuplicateKey(exc.constraint_name or "unique") from None
     except _UNAVAILABLE as exc:
         raise _unavailable(exc) from exc
 
@@ -71,7 +70,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transaction-level), so asyncpg's default reset would only add a round trip per call."""
 
 
-def _server_settings(timeouts: store.Timeouts) -> dict[str, str]:
+def _server_settings(timeouts: ports.Timeouts) -> dict[str, str]:
     """The server's side of the bounds: a statement this process gave up on stops running,
     and a transaction whose client vanished mid-way (a partition) lets go of its row locks
     instead of holding them until the server's TCP keepalive notices, hours later."""
@@ -107,12 +106,12 @@ class Session:
 class Connector:
     """`feed_mode` is how other processes' entries are heard: "notify" (`listen`: LISTEN on
     a direct connection, `url` or `listen_url`) or, behind PgBouncer without `listen_url`,
-    "poll" (`listen` is None; the Store polls the http_log table)."""
+    "poll" (`listen` is None; `stream.EntryIds` polls the http_log table)."""
 
     dialect = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool, listen_url: str | None,
-                 timeouts: store.Timeouts, server_settings: dict[str, str]) -> None:
+                 timeouts: ports.Timeouts, server_settings: dict[str, str]) -> None:
         self._pool = pool
         self._listen_url = listen_url
         self._timeouts = timeouts
@@ -124,7 +123,7 @@ class Connector:
     @classmethod
     async def open(cls, url: str, *, pool_max_size: int, pgbouncer: bool = False,
                    listen_url: str | None = None,
-                   timeouts: store.Timeouts = store.DEFAULT_TIMEOUTS) -> Connector:
+                   timeouts: ports.Timeouts = ports.DEFAULT_TIMEOUTS) -> Connector:
         """`pgbouncer`: `url` goes through PgBouncer's transaction pooling, where a server
         connection changes between transactions, so no named prepared statement can be
         kept (asyncpg's unnamed ones live within one Parse/Bind/Sync and are fine), LISTEN,
@@ -162,7 +161,7 @@ class Connector:
                 conn = await self._pool.acquire()
             try:
                 yield conn
-            except store.StoreError as exc:
+            except errors.StoreError as exc:
                 if isinstance(exc.__cause__, TimeoutError):
                     await self._hung(conn)
                 raise
@@ -275,14 +274,14 @@ class Connector:
                     try:
                         conn = await open_listener()
                         break
-                    except store.StoreError:
+                    except errors.StoreError:
                         continue
                 log.info("entries_listener_restored", channel=channel)
                 while on_restored is not None:
                     try:  # on the pool, whose connections may have been lost with this one
                         await on_restored()
                         break
-                    except store.StoreError as exc:
+                    except errors.StoreError as exc:
                         log.warning("listener_catch_up_failed", channel=channel,
                                     error=str(exc))
                         await asyncio.sleep(LISTEN_RETRY_SECONDS)

@@ -11,7 +11,7 @@ import functools
 import re
 from pathlib import Path
 
-from tokend import store
+from tokend.store import errors
 
 # A wheel carries the files as tokend/sql (hatch force-include); a checkout has them at the root.
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def pending(dialect: str, applied: set[str]) -> list[tuple[str, str]]:
     """Migrations still to apply; SchemaError when a newer tokend already moved the schema on."""
     unknown = sorted(applied - {name for name, _ in migrations(dialect)})
     if unknown:
-        raise store.SchemaError(
+        raise errors.SchemaError(
             f"the database schema is ahead of this tokend (unknown migrations: "
             f"{', '.join(unknown)}); upgrade tokend, `tokend migrate` cannot go back")
     return [(name, script) for name, script in migrations(dialect) if name not in applied]
@@ -83,9 +83,9 @@ def pending(dialect: str, applied: set[str]) -> list[tuple[str, str]]:
 def check_applied(dialect: str, applied: set[str] | None) -> None:
     """Raise SchemaError naming `tokend migrate` unless exactly our migrations are applied."""
     if not applied:
-        raise store.SchemaError("the database has no tokend schema; run `tokend migrate`")
+        raise errors.SchemaError("the database has no tokend schema; run `tokend migrate`")
     todo = pending(dialect, applied)
     if todo:
         names = ", ".join(name for name, _ in todo)
-        raise store.SchemaError(
+        raise errors.SchemaError(
             f"the database schema is behind (pending: {names}); run `tokend migrate`")

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tokend import model
-
-if TYPE_CHECKING:
-    from tokend import store
+from tokend.store import ports, records
 
 
 def _key(row: Mapping[str, Any] | None) -> model.SigningKey | None:
@@ -19,7 +17,7 @@ def _key(row: Mapping[str, Any] | None) -> model.SigningKey | None:
 
 
 class SigningKeys:
-    _db: store.Connector
+    _db: ports.Connector
 
     async def add_signing_key(
         self, *, id: str, provider: str, cipher: str, private_key: str, public_key: str | None,
@@ -66,6 +64,4 @@ class SigningKeys:
         self, entries: Sequence[model.Entry],
     ) -> list[model.Entry]:
         """The signatures' log entries, many in one statement; returned with their ids."""
-        from tokend import store
-
-        return await store._store_entries(self._db, entries)
+        return await records.store_entries(self._db, entries)

@@ -18,8 +18,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from tokend import store
-from tokend.store import queries
+from tokend.store import errors, queries
 
 # How long a write waits for another process's write lock before giving up.
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -70,9 +69,9 @@ def _translated() -> Any:
     except sqlite3.IntegrityError as exc:
         if "UNIQUE" not in str(exc):
             raise
-        raise store.DuplicateKey(str(exc)) from None
+        raise errors.DuplicateKey(str(exc)) from None
     except sqlite3.OperationalError as exc:
-        raise store.StoreError(f"SQLite: {exc}") from exc
+        raise errors.StoreError(f"SQLite: {exc}") from exc
 
 
 class Session:
@@ -112,7 +111,7 @@ class Connector:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
-            raise store.StoreError(f"cannot open SQLite database {path}: {exc}") from exc
+            raise errors.StoreError(f"cannot open SQLite database {path}: {exc}") from exc
         try:
             conn.row_factory = sqlite3.Row
             await conn.execute("PRAGMA journal_mode = WAL")
@@ -124,7 +123,7 @@ class Connector:
             await conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             await conn.close()
-            raise store.StoreError(f"cannot open SQLite database {path}: {exc}") from exc
+            raise errors.StoreError(f"cannot open SQLite database {path}: {exc}") from exc
         return cls(conn)
 
     async def close(self, timeout_seconds: float = BUSY_TIMEOUT_SECONDS) -> None:
@@ -149,7 +148,7 @@ class Connector:
                     yield Session(self._conn)
                     if schema_change and await self._conn.execute_fetchall(
                             "PRAGMA foreign_key_check"):
-                        raise store.StoreError("a migration left broken foreign keys")
+                        raise errors.StoreError("a migration left broken foreign keys")
                 except BaseException:
                     await self._conn.execute("ROLLBACK")
                     raise
@@ -171,7 +170,7 @@ class Connector:
             async with asyncio.timeout(timeout_seconds):
                 await self.one("ping")
         except TimeoutError as exc:
-            raise store.StoreError(f"SQLite: no answer within {timeout_seconds:g} s") from exc
+            raise errors.StoreError(f"SQLite: no answer within {timeout_seconds:g} s") from exc
 
     listen = None  # one process: the hub sees every entry this process writes
     feed_mode = None

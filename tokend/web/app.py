@@ -127,6 +127,7 @@ def create_app(
     app[common.CONFIG] = config
     app[common.SECRETS] = secrets
     app[common.STORE] = store
+    app[common.INSIGHTS] = store
     app[common.HUB] = hub
     app[common.REFRESHER] = refresher
     app[common.VENDOR] = vendor

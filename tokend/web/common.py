@@ -27,6 +27,8 @@ from tokend.ebay import notifications, signing
 CONFIG = web.AppKey("config", config.Config)
 SECRETS = web.AppKey("secrets", reload.Secrets)  # the tokens, as last reloaded
 STORE = web.AppKey("store", store.Store)
+# The same store, for handlers that only read (gauges, reports, backlogs).
+INSIGHTS = web.AppKey("insights", store.Insights)
 HUB = web.AppKey("hub", stream.Hub)
 REFRESHER = web.AppKey("refresher", refresher.Refresher)
 VENDOR = web.AppKey("vendor", vending.Vendor)

@@ -107,7 +107,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def loop_status(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS):
-            body = await status.report(request.app[common.STORE], request.app[common.CONFIG],
+            body = await status.report(request.app[common.INSIGHTS], request.app[common.CONFIG],
                                        _now())
     except Exception as exc:
         log.warning("loop_status_unavailable", error=type(exc).__name__)
@@ -116,7 +116,7 @@ async def loop_status(request: web.Request) -> web.Response:
 
 
 async def _refresh_gauges(app: web.Application) -> None:
-    db, stats, cfg = app[common.STORE], app[common.METRICS], app[common.CONFIG]
+    db, stats, cfg = app[common.INSIGHTS], app[common.METRICS], app[common.CONFIG]
     now = _now()
     counts, failing = await status.account_health(db)
     for state in (*model.STATES, status.FAILING):

@@ -154,7 +154,7 @@ async def _send_entry(ws: web.WebSocketResponse, entry: model.Entry) -> None:
     await _send_text(ws, entry_message(entry))
 
 
-async def _send_backlog(ws: web.WebSocketResponse, db: store.Store, hello: Hello,
+async def _send_backlog(ws: web.WebSocketResponse, db: store.Insights, hello: Hello,
                         backlog: int) -> int | None:
     """The entries after `since` (every page of them), or the newest `backlog`; oldest first.
     Returns the last id sent."""
@@ -217,7 +217,7 @@ async def _stream(request: web.Request, ws: web.WebSocketResponse, hello: Hello)
     app = request.app
     with app[common.HUB].subscribe(hello.wants) as subscription:
         await _send(ws, {"type": "ready"})
-        last_id = await _send_backlog(ws, app[common.STORE], hello,
+        last_id = await _send_backlog(ws, app[common.INSIGHTS], hello,
                                       app[common.CONFIG].server.stream_backlog)
         tasks = {asyncio.create_task(_send_live(ws, subscription, last_id, app[FRAMES]),
                                      name="ws-send"),
