@@ -129,12 +129,6 @@ class ProviderConfig:
     # is refreshed only when one asks (then it is back on the schedule). None: always.
     idle_after_seconds: float | None = None
 
-    def quota_for(self, grant: str) -> int | None:
-        """Token-endpoint calls allowed per day for `grant` (tokend/budget.py)."""
-        if grant == "refresh_token":
-            return self.daily_quota
-        return ebay_profile.DAILY_QUOTAS.get(grant) if self.type == "ebay" else None
-
     @property
     def expires_in_fallback_seconds(self) -> float:
         if self.default_expires_in_seconds is not None:

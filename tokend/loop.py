@@ -54,7 +54,8 @@ class Loop:
         the process (what the systemd watchdog would do) cannot bring a database back.
         """
         reference = self.last_turned_at or self.started_at
-        return (now - reference).total_seconds() <= 3 * self.interval_seconds
+        limit = model.STALE_AFTER_INTERVALS * self.interval_seconds
+        return (now - reference).total_seconds() <= limit
 
     def wake(self) -> None:
         self._wake.set()

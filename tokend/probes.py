@@ -12,7 +12,7 @@ import dataclasses
 import time
 from datetime import datetime
 
-from tokend import loop, store
+from tokend import loop, model, store
 
 # Below the readiness probe's own timeout (2 s in deploy/kubernetes): a slow database
 # answers "not ready" instead of making the probe time out.
@@ -39,8 +39,8 @@ def liveness(refresh_loop: loop.Loop, now: datetime) -> list[Check]:
         return [Check("loop", True)]
     reference = refresh_loop.last_turned_at or refresh_loop.started_at
     age = (now - reference).total_seconds()
-    return [Check("loop", False, f"no cycle ended in {age:.1f} s "
-                                 f"(limit 3 x {refresh_loop.interval_seconds:g} s)")]
+    limit = f"{model.STALE_AFTER_INTERVALS} x {refresh_loop.interval_seconds:g} s"
+    return [Check("loop", False, f"no cycle ended in {age:.1f} s (limit {limit})")]
 
 
 class Readiness:

@@ -143,7 +143,7 @@ class Signer:
                                        "run `tokend ebay signing-key create`")))
             raise
         headers = signatures.headers(loaded.private, loaded.jwe, request,
-                                     created=int(time.time()), digest=content_digest)
+                                     created=int(self.clock().timestamp()), digest=content_digest)
         self.stats.signatures.labels(provider, "signed").inc()
         self._record(self._entry(settings, vocabulary.REQUEST_SIGNED, request, loaded.key_id,
                                  digest=content_digest is not None))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import prometheus_client as prom
 import structlog
 from aiohttp import web
 
-from tokend import budget, model, probes, quota, refresher, status, store, vocabulary
+from tokend import budget, clock, model, probes, quota, refresher, status, store, vocabulary
 from tokend.web import common
 
 log = structlog.get_logger("tokend.web")
@@ -38,13 +38,9 @@ PROBE_HEADERS = {"Content-Type": "text/plain; charset=utf-8",
                  "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 async def health(request: web.Request) -> web.Response:
     """IETF health-check draft format. Only the loop can fail it: its clock is in memory."""
-    now = _now()
+    now = clock.now()
     refresh_loop = request.app[common.LOOP]
     loop_ok = refresh_loop.healthy(now)
     last = refresh_loop.last_finished_at
@@ -54,8 +50,8 @@ async def health(request: web.Request) -> web.Response:
         "observedUnit": "s", "time": now.isoformat(),
     }
     if not loop_ok:
-        loop_check["output"] = (f"no finished refresh cycle within "
-                                f"{3 * refresh_loop.interval_seconds:g} s")
+        limit = model.STALE_AFTER_INTERVALS * refresh_loop.interval_seconds
+        loop_check["output"] = f"no finished refresh cycle within {limit:g} s"
     db_check = await _database_check(request.app[common.STORE], now)
     status = "fail" if not loop_ok else db_check["status"]
     body = {"status": status, "serviceId": request.app[common.INSTANCE],
@@ -97,7 +93,7 @@ def _probe_answer(request: web.Request, name: str, checks: list[probes.Check]) -
 
 
 async def livez(request: web.Request) -> web.Response:
-    return _probe_answer(request, "livez", probes.liveness(request.app[common.LOOP], _now()))
+    return _probe_answer(request, "livez", probes.liveness(request.app[common.LOOP], clock.now()))
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -108,7 +104,7 @@ async def loop_status(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS):
             body = await status.report(request.app[common.STORE], request.app[common.CONFIG],
-                                       _now())
+                                       clock.now())
     except Exception as exc:
         log.warning("loop_status_unavailable", error=type(exc).__name__)
         raise common.ApiError(503, "database unavailable") from None
@@ -117,7 +113,7 @@ async def loop_status(request: web.Request) -> web.Response:
 
 async def _refresh_gauges(app: web.Application) -> None:
     db, stats, cfg = app[common.STORE], app[common.METRICS], app[common.CONFIG]
-    now = _now()
+    now = clock.now()
     counts, failing = await status.account_health(db)
     for state in (*model.STATES, status.FAILING):
         stats.accounts.labels(state).set(counts.get(state, 0))
@@ -158,7 +154,7 @@ async def _probe_gauges(app: web.Application) -> None:
     stats, refresh_loop = app[common.METRICS], app[common.LOOP]
     reference = refresh_loop.last_turned_at or refresh_loop.started_at
     stats.loop_last_cycle.set(reference.timestamp())
-    (alive,) = probes.liveness(refresh_loop, _now())
+    (alive,) = probes.liveness(refresh_loop, clock.now())
     stats.loop_stale.set(0 if alive.ok else 1)
     for check in await app[common.READINESS].checks():
         stats.ready.labels(check.name).set(1 if check.ok else 0)
