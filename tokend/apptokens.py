@@ -29,7 +29,6 @@ from tokend import (
     stream,
     vocabulary,
 )
-from tokend.ebay import profile as ebay_profile
 
 log = structlog.get_logger("tokend.apptokens")
 
@@ -70,7 +69,7 @@ def token_id(provider: str, scopes: str) -> str:
 
 
 def default_scopes(client: providers.Provider) -> tuple[str, ...]:
-    return ebay_profile.APP_SCOPES if client.type == "ebay" else ()
+    return client.config.profile.app_scopes
 
 
 class AppTokens:

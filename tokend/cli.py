@@ -31,7 +31,6 @@ from tokend import (
     store,
     vocabulary,
 )
-from tokend.ebay import profile as ebay_profile
 from tokend.ebay import signatures, signing
 
 HISTORY_ENTRIES = 200
@@ -287,8 +286,10 @@ def _read_refresh_token(cfg: config.Config, provider: str) -> str:
         raise UsageError("stdin: expected a refresh token, got nothing")
     if token.startswith(crypto.PREFIX[:4]):
         raise UsageError("stdin: that is an encrypted value; give the plain refresh token")
-    if cfg.providers[provider].type == "ebay" and not ebay_profile.looks_like_token(token):
-        raise UsageError(f"stdin: an eBay refresh token starts with {ebay_profile.TOKEN_PREFIX!r}")
+    profile = cfg.providers[provider].profile
+    if not profile.looks_like_token(token):
+        raise UsageError(f"stdin: an {profile.label} refresh token starts with "
+                         f"{profile.token_prefix!r}")
     return token
 
 
@@ -299,7 +300,7 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
     account_id = args.account_id or "acct_" + secrets.token_hex(8)
     if args.refresh_token_expires_in is not None and args.refresh_token_expires_in <= 0:
         raise UsageError("--refresh-token-expires-in: must be positive")
-    expires = _added_expiry(args, cfg.providers[args.provider].type, clock.now())
+    expires = _added_expiry(args, cfg.providers[args.provider].profile, clock.now())
 
     async def go() -> model.Account:
         async with _open(cfg) as db:
@@ -338,7 +339,7 @@ def _time_flag(flag: str, value: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _added_expiry(args: argparse.Namespace, provider_type: str,
+def _added_expiry(args: argparse.Namespace, profile: config.Profile,
                   now: datetime) -> datetime | None:
     """The refresh token's expiry as the operator knows it: an absolute time, a lifetime
     from the provider's answer counted from consent (or now), or for eBay 18 months from
@@ -353,8 +354,8 @@ def _added_expiry(args: argparse.Namespace, provider_type: str,
         if consented > now:
             raise UsageError("--consented-at: is in the future")
         lifetime = args.refresh_token_expires_in
-        if lifetime is None and provider_type == "ebay":
-            lifetime = ebay_profile.REFRESH_TOKEN_LIFETIME_SECONDS
+        if lifetime is None:
+            lifetime = profile.refresh_token_lifetime_seconds
         if lifetime is None:
             raise UsageError("--consented-at: this provider's refresh token lifetime is "
                              "unknown; add --refresh-token-expires-in")
@@ -480,8 +481,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def _ebay_provider(cfg: config.Config, name: str) -> None:
-    if cfg.providers.get(name) is None or cfg.providers[name].type != "ebay":
-        known = ", ".join(sorted(n for n, p in cfg.providers.items() if p.type == "ebay"))
+    if cfg.providers.get(name) is None or not cfg.providers[name].profile.signing_keys:
+        known = ", ".join(sorted(n for n, p in cfg.providers.items() if p.profile.signing_keys))
         raise UsageError(f"--provider: no eBay provider {name!r} in the configuration "
                          f"(eBay providers: {known or 'none is configured'})")
 

@@ -135,7 +135,7 @@ class Service:
             raise LinkError(400, f"no provider {provider!r} is configured")
         if not p.authorize_url:
             raise LinkError(409, f"providers.{provider}.authorize_url is not configured")
-        if p.type == "ebay" and not p.redirect_uri:
+        if p.profile.redirect_uri_required and not p.redirect_uri:
             raise LinkError(409, f"providers.{provider}.redirect_uri (the app's RuName) "
                                  "is not configured")
         if account_id is not None:
@@ -171,7 +171,7 @@ class Service:
             raise await self._refuse(409, "Unknown provider",
                                      f"No provider {link.provider!r} is configured.",
                                      "provider_unknown", link=link)
-        pkce = p.type != "ebay"
+        pkce = p.profile.pkce
         opened = await self.db.open_connect_link(
             token_hash(token), state_hash=token_hash(state),
             code_verifier=self.keyring.encrypt(verifier, account_id=link.id,
@@ -281,7 +281,7 @@ class Service:
             raise Refused(400, "Exchange failed",
                           "The provider did not accept the sign-in; nothing was connected.")
         user = None
-        if p.type == "ebay" and p.identity_url:
+        if p.profile.identity_lookup and p.identity_url:
             user = await self._identify(link, p, grant.access_token)
         return await self._store(link, p, result, grant, user)
 

@@ -102,7 +102,7 @@ class Signer:
         clock: Callable[[], datetime] = clock.now, reload_seconds: float = RELOAD_SECONDS,
     ) -> None:
         self.db, self.keyring, self.app_tokens, self.session = db, keyring, app_tokens, session
-        self.providers = {n: p for n, p in providers.items() if p.type == "ebay"}
+        self.providers = {n: p for n, p in providers.items() if p.profile.signing_keys}
         self.hub, self.stats, self.owner, self.clock = hub, stats, owner, clock
         self.reload_seconds = reload_seconds
         self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
