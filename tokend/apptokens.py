@@ -24,6 +24,7 @@ from tokend import (
     crypto,
     model,
     providers,
+    recorder,
     singleflight,
     store,
     stream,
@@ -81,6 +82,7 @@ class AppTokens:
     ) -> None:
         self.db, self.keyring, self.clients, self.session = db, keyring, clients, session
         self.hub, self.settings, self.owner, self.clock = hub, settings, owner, clock
+        self.entries = recorder.Recorder(db, hub)
         self.wait_seconds = settings.request_timeout_seconds + LEASE_WAIT_MARGIN_SECONDS
         self._renewals: singleflight.SingleFlight[Issued] = singleflight.SingleFlight(
             "app-token")
@@ -152,8 +154,7 @@ class AppTokens:
             expires_at = result.sent_at + timedelta(seconds=result.grant.expires_in)
         entry = await self._save(key, sealed, expires_at,
                                  self._entry(client, scopes_text, source, result))
-        if entry is not None:
-            self.hub.publish(entry)
+        self.entries.publish(entry)
         if not result.ok:
             log.warning("app_token_failed", provider=client.name, error_code=result.error_code,
                         error_description=result.error_description)

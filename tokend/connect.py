@@ -33,6 +33,7 @@ from tokend import (
     masking,
     model,
     providers,
+    recorder,
     schedule,
     store,
     stream,
@@ -115,6 +116,7 @@ class Service:
     ) -> None:
         self.db, self.keyring, self.cfg, self.clients = db, keyring, cfg, clients
         self.session, self.hub = session, hub
+        self.entries = recorder.Recorder(db, hub)
         self.refusals = throttle.refusals()  # anyone can send a browser here
 
     # -- links ------------------------------------------------------------------------
@@ -376,7 +378,7 @@ class Service:
         error: Mapping[str, Any] | None = None, details: Mapping[str, Any] | None = None,
     ) -> None:
         p = self.cfg.providers.get(link.provider) if link else None
-        entry = await self.db.add_entry(model.Entry(
+        await self.entries.record(model.Entry(
             action=action, source=vocabulary.CONNECT, created_at=clock.now(),
             account_id=account_id or (link.account_id if link else None),
             org_id=link.org if link else None, provider=link.provider if link else None,
@@ -385,5 +387,3 @@ class Service:
             details={"link_id": link.id, **(details or {})} if link else details))
         (log.warning if error else log.info)(action, link_id=link.id if link else None,
                                              message=message)
-        if self.hub is not None:
-            self.hub.publish(entry)

@@ -225,6 +225,15 @@ class Entry:
     details: Mapping[str, Any] | None = None
     id: int | None = None
 
+    @classmethod
+    def about(cls, account: Account | None, *, action: str, source: str,
+              created_at: datetime, **fields: Any) -> Entry:
+        """An entry about `account`: its id, org and provider are copied here, never by
+        hand (without an account, `fields` may name an org or provider)."""
+        who = {} if account is None else {
+            "account_id": account.id, "org_id": account.org, "provider": account.provider}
+        return cls(action=action, source=source, created_at=created_at, **who, **fields)
+
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["created_at"] = self.created_at.isoformat()

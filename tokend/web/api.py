@@ -98,18 +98,15 @@ async def refresh(request: web.Request) -> web.Response:
 async def _log_refused(request: web.Request, principal: auth.Principal, asked: str,
                        account: model.Account | None, error: common.ApiError) -> None:
     code = "unknown_account" if error.status == 404 else "account_busy"
-    entry = await request.app[common.STORE].add_entry(model.Entry(
-        action=vocabulary.TOKEN_REFRESH_DEBUG, source=vocabulary.DEBUG, created_at=clock.now(),
-        account_id=account.id if account else None,
-        org_id=account.org if account else principal.org,
-        provider=account.provider if account else None,
+    await common.entries(request).record(model.Entry.about(
+        account, action=vocabulary.TOKEN_REFRESH_DEBUG, source=vocabulary.DEBUG,
+        created_at=clock.now(), **({} if account else {"org_id": principal.org}),
         error=vocabulary.error(code, error.message),
         message=f"debug refresh refused ({error.status}): {error.message}",
         # The id asked for is kept for the admin only: in an org's view another org's
         # account id must not appear, not even as something that was asked for.
         details={"status": error.status,
                  **({"account_id": asked[:200]} if principal.org is None else {})}))
-    request.app[common.HUB].publish(entry)
 
 
 async def logs(request: web.Request) -> web.Response:
@@ -207,15 +204,14 @@ async def rejected_token(request: web.Request) -> web.Response:
         raise common.ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
     verdict, account = report.verdict, report.account
     failed = report.error_code is not None
-    entry = await request.app[common.STORE].add_entry(model.Entry(
-        action=vocabulary.TOKEN_REJECTED, source=vocabulary.VEND, created_at=clock.now(),
-        account_id=account.id, org_id=account.org, provider=account.provider,
+    await common.entries(request).record(model.Entry.about(
+        account, action=vocabulary.TOKEN_REJECTED, source=vocabulary.VEND,
+        created_at=clock.now(),
         error=vocabulary.error(report.error_code, "the refresh it forced failed")
         if report.error_code else None,
         message="the app says the provider refused the current access token: the refresh "
                 "failed" if failed else _REPORTED[verdict.kind],
         details={"verdict": verdict.kind}))
-    request.app[common.HUB].publish(entry)
     if failed:
         raise common.ApiError(503, f"refresh failed: {report.error_code}",
                               headers={"Retry-After": "5"})

@@ -16,6 +16,7 @@ from tokend import (
     loop,
     metrics,
     probes,
+    recorder,
     refresher,
     reload,
     store,
@@ -42,6 +43,11 @@ WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 SERVER_LOG = web.AppKey("server_log", Any)  # tokend.web.app.ServerLog: aiohttp's logger
 
 JSON = "application/json"
+
+
+def entries(request: web.Request) -> recorder.Recorder:
+    """Where a handler records a log entry (stored, then on the live stream)."""
+    return recorder.Recorder(request.app[STORE], request.app[HUB])
 
 
 def _default(value: Any) -> Any:
