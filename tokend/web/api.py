@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-import orjson
 from aiohttp import web
 
 from tokend import apptokens, clock, model, refresher, rejected, store, vending, vocabulary
@@ -21,50 +20,14 @@ _ACTION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _bad(message: str) -> common.ApiError:
-    return common.ApiError(400, message)
-
-
-def _int_param(query: Mapping[str, str], name: str, default: int | None, low: int,
-               high: int | None = None) -> int | None:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _bad(f"{name} must be an integer") from None
-    if value < low or (high is not None and value > high):
-        raise _bad(f"{name} must be between {low} and {high}" if high is not None
-                   else f"{name} must be at least {low}")
-    return value
-
-
-async def _visible_account(request: web.Request, principal: auth.Principal,
-                           account_id: str) -> model.Account:
-    """Another org's account answers exactly like a missing one."""
-    account = await request.app[common.STORE].get_account(account_id)
-    if account is None or not principal.sees(account.org):
-        raise common.ApiError(404, "unknown account")
-    return account
-
-
 async def _debug_flag(request: web.Request) -> bool:
     body = await request.read()
     if not body.strip():
         return False
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise _bad("malformed JSON body") from None
-    if not isinstance(data, dict):
-        raise _bad("body must be a JSON object")
-    unknown = sorted(set(data) - {"debug"})
-    if unknown:
-        raise _bad(f"unknown field {unknown[0]!r}")
+    data = common.json_object(body, {"debug"})
     debug = data.get("debug", False)
     if not isinstance(debug, bool):
-        raise _bad("debug must be true or false")
+        raise common.bad("debug must be true or false")
     return debug
 
 
@@ -74,7 +37,7 @@ async def refresh(request: web.Request) -> web.Response:
     account_id = request.match_info["id"]
     account, error = None, None
     try:
-        account = await _visible_account(request, principal, account_id)
+        account = await common.visible_account(request, principal, account_id)
         outcome = await request.app[common.REFRESHER].refresh_now(
             account_id, source=vocabulary.DEBUG if debug else vocabulary.MANUAL)
     except common.ApiError as exc:
@@ -114,33 +77,33 @@ async def logs(request: web.Request) -> web.Response:
     query = request.query
     unknown = sorted(set(query) - LOG_PARAMS)
     if unknown:
-        raise _bad(f"unknown parameter {unknown[0]!r}")
+        raise common.bad(f"unknown parameter {unknown[0]!r}")
     sources = None
     if "source" in query:
         sources = [s.strip() for s in query["source"].split(",") if s.strip()]
         bad = [s for s in sources if s not in vocabulary.SOURCES]
         if bad or not sources:
-            raise _bad(f"source must be a comma list of {', '.join(vocabulary.SOURCES)}")
+            raise common.bad(f"source must be a comma list of {', '.join(vocabulary.SOURCES)}")
     action = query.get("action")
     if action is not None and not _ACTION.match(action):
-        raise _bad("action must be a snake_case name")
+        raise common.bad("action must be a snake_case name")
     account_id = query.get("account_id")
     if account_id is not None:
         if not account_id or len(account_id) > 200:
-            raise _bad("account_id must be 1-200 characters")
+            raise common.bad("account_id must be 1-200 characters")
         if principal.org is not None:
-            await _visible_account(request, principal, account_id)
+            await common.visible_account(request, principal, account_id)
     entries = await request.app[common.STORE].list_entries(
         source=sources, action=action, account_id=account_id, org=principal.org,
-        before_id=_int_param(query, "before_id", None, 0, store.MAX_ENTRY_ID),
-        after_id=_int_param(query, "after_id", None, 0, store.MAX_ENTRY_ID),
-        limit=_int_param(query, "limit", LOGS_LIMIT_DEFAULT, 1, LOGS_LIMIT_MAX))
+        before_id=common.int_param(query, "before_id", None, 0, store.MAX_ENTRY_ID),
+        after_id=common.int_param(query, "after_id", None, 0, store.MAX_ENTRY_ID),
+        limit=common.int_param(query, "limit", LOGS_LIMIT_DEFAULT, 1, LOGS_LIMIT_MAX))
     return common.json_response({"entries": [e.to_dict() for e in entries]})
 
 
 async def access_token(request: web.Request) -> web.Response:
     principal = auth.consumer(request)
-    min_valid = _int_param(request.query, "min_valid_seconds", MIN_VALID_DEFAULT_SECONDS, 0,
+    min_valid = common.int_param(request.query, "min_valid_seconds", MIN_VALID_DEFAULT_SECONDS, 0,
                            MIN_VALID_MAX_SECONDS)
     try:
         vended = await request.app[common.VENDOR].vend(
@@ -161,18 +124,10 @@ async def access_token(request: web.Request) -> web.Response:
 
 
 async def _sha256_body(request: web.Request) -> str:
-    try:
-        data = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        raise _bad("malformed JSON body") from None
-    if not isinstance(data, dict):
-        raise _bad("body must be a JSON object")
-    unknown = sorted(set(data) - {"sha256"})
-    if unknown:
-        raise _bad(f"unknown field {unknown[0]!r}")
+    data = common.json_object(await request.read(), {"sha256"})
     sha256 = data.get("sha256")
     if not isinstance(sha256, str) or not rejected.SHA256.fullmatch(sha256):
-        raise _bad("sha256 must be the token's SHA-256 in lowercase hex (64 characters)")
+        raise common.bad("sha256 must be the token's SHA-256 in lowercase hex (64 characters)")
     return sha256
 
 
@@ -237,12 +192,12 @@ def _scopes(query: Mapping[str, str]) -> list[str]:
     """`scopes`, space- or comma-separated (a URL carries spaces as %20 or +)."""
     unknown = sorted(set(query) - {"scopes"})
     if unknown:
-        raise _bad(f"unknown parameter {unknown[0]!r}")
+        raise common.bad(f"unknown parameter {unknown[0]!r}")
     scopes = [s for s in query.get("scopes", "").replace(",", " ").split(" ") if s]
     if len(scopes) > SCOPES_MAX:
-        raise _bad(f"at most {SCOPES_MAX} scopes")
+        raise common.bad(f"at most {SCOPES_MAX} scopes")
     if any(len(s) > SCOPE_LENGTH_MAX or not s.isprintable() for s in scopes):
-        raise _bad(f"each scope must be 1-{SCOPE_LENGTH_MAX} printable characters")
+        raise common.bad(f"each scope must be 1-{SCOPE_LENGTH_MAX} printable characters")
     return scopes
 
 
@@ -280,21 +235,21 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
     query = request.query
     unknown = sorted(set(query) - DELIVERY_PARAMS)
     if unknown:
-        raise _bad(f"unknown parameter {unknown[0]!r}")
+        raise common.bad(f"unknown parameter {unknown[0]!r}")
     endpoint = query.get("endpoint")  # rows outlive an endpoint's removal from the config
     if endpoint is not None and not 0 < len(endpoint) <= 200:
-        raise _bad("endpoint must be 1-200 characters")
+        raise common.bad("endpoint must be 1-200 characters")
     state = query.get("state")
     if state is not None and state not in model.DELIVERY_STATES:
-        raise _bad(f"state must be one of {', '.join(model.DELIVERY_STATES)}")
+        raise common.bad(f"state must be one of {', '.join(model.DELIVERY_STATES)}")
     event_type = query.get("type")
     if event_type is not None and event_type not in vocabulary.EVENT_TYPES:
-        raise _bad(f"type must be one of {', '.join(vocabulary.EVENT_TYPES)}")
+        raise common.bad(f"type must be one of {', '.join(vocabulary.EVENT_TYPES)}")
     rows = await request.app[common.STORE].list_deliveries(
         endpoint=endpoint, state=state, type=event_type,
-        event_id=_int_param(query, "event_id", None, 1, store.MAX_ENTRY_ID),
-        before_id=_int_param(query, "before_id", None, 1, store.MAX_ENTRY_ID),
-        limit=_int_param(query, "limit", DELIVERIES_LIMIT_DEFAULT, 1, DELIVERIES_LIMIT_MAX))
+        event_id=common.int_param(query, "event_id", None, 1, store.MAX_ENTRY_ID),
+        before_id=common.int_param(query, "before_id", None, 1, store.MAX_ENTRY_ID),
+        limit=common.int_param(query, "limit", DELIVERIES_LIMIT_DEFAULT, 1, DELIVERIES_LIMIT_MAX))
     return common.json_response({"deliveries": [d.public() for d in rows]})
 
 
