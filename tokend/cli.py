@@ -12,7 +12,7 @@ import getpass
 import importlib.metadata
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from tokend import (
+    actions,
     clock,
     config,
     crypto,
@@ -140,6 +141,15 @@ def _parser() -> argparse.ArgumentParser:
         "account_id", help="the account's id")
     command("enable", cmd_accounts_enable, "resume refreshing a disabled account",
             acc).add_argument("account_id", help="the account's id")
+    command("clear-backoff", cmd_accounts_clear_backoff,
+            "make a failing account due now, without its backoff", acc).add_argument(
+        "account_id", help="the account's id")
+
+    providers_cmd = command("providers", None, "act on configured providers")
+    prov = providers_cmd.add_subparsers(dest="providers_command", required=True,
+                                        metavar="ACTION")
+    command("resume", cmd_providers_resume, "lift a provider's pause (the daily budget's or "
+            "a credentials failure's)", prov).add_argument("provider", help="its name")
 
     ebay_cmd = command("ebay", None, "eBay-specific tools")
     ebay_sub = ebay_cmd.add_subparsers(dest="ebay_command", required=True, metavar="TOOL")
@@ -435,38 +445,49 @@ def cmd_accounts_connect_link(args: argparse.Namespace) -> int:
     return 0
 
 
-def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
-    """The console's disable/enable, through the same store methods."""
-    from tokend.web import console
-
+def _act(args: argparse.Namespace, action: Callable[[store.Store, str, datetime],
+                                                  Awaitable[model.Account]]) -> int:
+    """One of the console's account actions (tokend/actions.py), on the configured store."""
     cfg = _load(args)
 
-    async def go() -> tuple[model.Account | None, model.Account | None]:
+    async def go() -> model.Account:
         async with _open(cfg) as db:
-            account = await db.get_account(args.account_id)
-            if account is None:
-                raise refresher.NotFound(args.account_id)
-            if enabled:
-                return account, await db.enable_account(account.id, clock.now())
-            return account, await db.disable_account(account.id, console.DISABLED_REASON,
-                                                     clock.now())
+            return await action(db, args.account_id, clock.now())
 
-    before, after = asyncio.run(go())
-    if after is None:
-        print(f"tokend: {args.account_id} is {before.state}: "
-              + ("only a disabled account can be enabled" if enabled
-                 else "a deleted account cannot be disabled"), file=sys.stderr)
+    try:
+        after = asyncio.run(go())
+    except actions.Refused as exc:
+        print(f"tokend: {args.account_id} is {exc.state}: {exc.message}", file=sys.stderr)
         return 1
     print(f"{after.id} is {after.state}")
     return 0
 
 
 def cmd_accounts_disable(args: argparse.Namespace) -> int:
-    return _set_enabled(args, False)
+    return _act(args, actions.disable)
 
 
 def cmd_accounts_enable(args: argparse.Namespace) -> int:
-    return _set_enabled(args, True)
+    return _act(args, actions.enable)
+
+
+def cmd_accounts_clear_backoff(args: argparse.Namespace) -> int:
+    return _act(args, actions.clear_backoff)
+
+
+def cmd_providers_resume(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if args.provider not in cfg.providers:
+        raise UsageError(f"no provider {args.provider!r} in the configuration "
+                         f"(providers: {', '.join(sorted(cfg.providers)) or 'none'})")
+
+    async def go() -> bool:
+        async with _open(cfg) as db:
+            return await actions.resume(db, args.provider, clock.now())
+
+    resumed = asyncio.run(go())
+    print(f"{args.provider}: " + ("resumed" if resumed else "was not paused"))
+    return 0
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
