@@ -13,7 +13,7 @@ import prometheus_client as prom
 import structlog
 from aiohttp import web
 
-from tokend import budget, clock, model, probes, quota, refresher, status, store, vocabulary
+from tokend import clock, gauges, model, probes, status, vocabulary
 from tokend.web import common
 
 log = structlog.get_logger("tokend.web")
@@ -52,7 +52,7 @@ async def health(request: web.Request) -> web.Response:
     if not loop_ok:
         limit = model.STALE_AFTER_INTERVALS * refresh_loop.interval_seconds
         loop_check["output"] = f"no finished refresh cycle within {limit:g} s"
-    db_check = await _database_check(request.app[common.STORE], now)
+    db_check = await _database_check(request.app[common.READINESS], now)
     status = "fail" if not loop_ok else db_check["status"]
     body = {"status": status, "serviceId": request.app[common.INSTANCE],
             "checks": {"loop:freshness": [loop_check], "database:reachability": [db_check]}}
@@ -60,20 +60,15 @@ async def health(request: web.Request) -> web.Response:
                                 content_type=HEALTH_JSON)
 
 
-async def _database_check(db: store.Store, now: datetime) -> dict[str, Any]:
-    started = asyncio.get_running_loop().time()
+async def _database_check(readiness: probes.Readiness, now: datetime) -> dict[str, Any]:
+    """/readyz's database ping, cached and bounded there, in the health-check format."""
+    ping = await readiness.ping()
     check: dict[str, Any] = {"componentType": "datastore", "status": "pass",
                              "time": now.isoformat()}
-    try:
-        async with asyncio.timeout(DB_TIMEOUT_SECONDS + 0.5):
-            await db.ping(DB_TIMEOUT_SECONDS)
-    except TimeoutError:
-        check.update(status="warn", output=f"no answer within {DB_TIMEOUT_SECONDS:g} s")
-    except Exception as exc:
-        check.update(status="warn", output=f"unreachable ({type(exc).__name__})")
+    if ping.reason:
+        check.update(status="warn", output=ping.reason)
     else:
-        check.update(observedValue=round((asyncio.get_running_loop().time() - started) * 1000, 1),
-                     observedUnit="ms")
+        check.update(observedValue=ping.duration_ms, observedUnit="ms")
     return check
 
 
@@ -111,44 +106,6 @@ async def loop_status(request: web.Request) -> web.Response:
     return common.json_response({**body, "instance": request.app[common.INSTANCE]})
 
 
-async def _refresh_gauges(app: web.Application) -> None:
-    db, stats, cfg = app[common.STORE], app[common.METRICS], app[common.CONFIG]
-    now = clock.now()
-    counts, failing = await status.account_health(db)
-    for state in (*model.STATES, status.FAILING):
-        stats.accounts.labels(state).set(counts.get(state, 0))
-    stats.failing_accounts.clear()
-    for code, n in failing.items():  # a provider's own codes are unbounded: fold them
-        label = code if code in refresher.METRIC_CODES else "other"
-        stats.failing_accounts.labels(label).inc(n)
-    stats.due_backlog.set(await db.count_due(
-        now, expiry_threshold_seconds=cfg.refresh.expiry_threshold_seconds,
-        max_age_seconds=cfg.refresh.max_age_seconds, idle_after=cfg.idle_after()))
-    for key, n in (await db.refresh_expiry_counts(now)).items():
-        stats.refresh_tokens_expiring.labels(key.split("_")[1]).set(n)
-    paused = await db.paused_providers(now)
-    for projection in await quota.project(db, cfg):
-        name = projection.provider
-        stats.provider_paused.labels(name).set(1 if name in paused else 0)
-        stats.projected_daily_calls.labels(name).set(projection.projected_daily_calls)
-        if projection.daily_quota is not None:
-            stats.daily_quota.labels(name).set(projection.daily_quota)
-        if projection.capacity_accounts is not None:
-            stats.capacity_accounts.labels(name).set(projection.capacity_accounts)
-    for provider, split in (await db.demand_split(cfg.idle_after(), now)).items():
-        for schedule_kind, n in split.items():
-            stats.accounts_scheduled.labels(provider, schedule_kind).set(n)
-    for standing in await budget.standings(db, cfg.providers, now):
-        for grant in model.GRANT_TYPES:
-            stats.budget_calls.labels(standing.provider, grant).set(
-                standing.calls.get(grant, 0))
-        stats.budget_state.labels(standing.provider).set(budget.STATES.index(standing.state))
-    deliveries = await db.delivery_counts()
-    for endpoint in cfg.webhooks:
-        stats.webhook_pending.labels(endpoint.name).set(
-            deliveries.get(endpoint.name, {}).get(model.PENDING, 0))
-
-
 async def _probe_gauges(app: web.Application) -> None:
     """What /livez and /readyz would answer, so alerts can ask it of every replica at once."""
     stats, refresh_loop = app[common.METRICS], app[common.LOOP]
@@ -167,7 +124,9 @@ async def metrics(request: web.Request) -> web.Response:
     await _probe_gauges(request.app)
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS):
-            await _refresh_gauges(request.app)
+            app = request.app
+            await gauges.refresh(app[common.STORE], app[common.METRICS], app[common.CONFIG],
+                                 clock.now())
     except Exception as exc:
         log.warning("metrics_gauges_stale", error=type(exc).__name__)
     return web.Response(body=request.app[common.METRICS].render(),
