@@ -80,3 +80,11 @@ def test_web_modules_take_no_private_name_from_each_other() -> None:
 def test_the_cli_does_not_import_the_web_layer() -> None:
     assert _hits(r"from tokend\.web\b|import tokend\.web\b|from tokend import .*\bweb\b",
                  *(n for n in _sources() if n != "cli.py")) == []
+
+
+def test_the_pages_share_one_login_dialog_and_one_session() -> None:
+    static = ROOT / "web" / "static"
+    dialogs = sorted(p.name for p in static.glob("*.html") if 'id="login"' in p.read_text())
+    assert dialogs == ["login.html"]
+    keepers = sorted(p.name for p in static.glob("*.js") if "sessionStorage" in p.read_text())
+    assert keepers == ["session.js"]

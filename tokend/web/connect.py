@@ -17,7 +17,7 @@ from aiohttp import web
 from tokend import connect
 from tokend.web import auth, common
 
-PAGE = Path(__file__).parent / "connect.html"
+PAGE = Path(__file__).parent / "static" / "connect.html"
 PAGE_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; style-src 'self'; base-uri 'none'; "
                                 "form-action 'none'; frame-ancestors 'none'"),

@@ -139,23 +139,21 @@ async def vocabulary_json(_request: web.Request) -> web.Response:
 
 
 @functools.cache
-def _page_template() -> str:
-    return (STATIC_DIR / "terminal.html").read_text()
+def _page(name: str) -> str:
+    """A page with the login dialog both pages share put in its place."""
+    login = (STATIC_DIR / "login.html").read_text()
+    return (STATIC_DIR / name).read_text().replace("__LOGIN__\n", login)
 
 
 async def terminal(request: web.Request) -> web.Response:
     max_entries = request.app[common.CONFIG].server.terminal_max_entries
-    page = _page_template().replace("__MAX_ENTRIES__", str(int(max_entries)))
+    page = _page("terminal.html").replace("__MAX_ENTRIES__", str(int(max_entries)))
     return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
 
 
-@functools.cache
-def _console_page() -> str:
-    return (STATIC_DIR / "console.html").read_text()
-
-
 async def console(_request: web.Request) -> web.Response:
-    return web.Response(text=_console_page(), content_type="text/html", headers=PAGE_HEADERS)
+    return web.Response(text=_page("console.html"), content_type="text/html",
+                        headers=PAGE_HEADERS)
 
 
 async def asset(request: web.Request) -> web.FileResponse:
