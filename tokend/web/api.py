@@ -3,8 +3,9 @@ console's accounts table and actions are in `tokend.web.console`."""
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from aiohttp import web
 
@@ -101,19 +102,26 @@ async def logs(request: web.Request) -> web.Response:
     return common.json_response({"entries": [e.to_dict() for e in entries]})
 
 
-async def access_token(request: web.Request) -> web.Response:
-    principal = auth.consumer(request)
-    min_valid = common.int_param(request.query, "min_valid_seconds", MIN_VALID_DEFAULT_SECONDS, 0,
-                           MIN_VALID_MAX_SECONDS)
+@contextlib.contextmanager
+def _vending_errors() -> Iterator[None]:
+    """The vendor's refusals as answers, the same for a token and a rejected-token report."""
     try:
-        vended = await request.app[common.VENDOR].vend(
-            request.match_info["id"], min_valid_seconds=min_valid, org=principal.org)
+        yield
     except vending.NotFound:
         raise common.ApiError(404, "unknown account") from None
     except vending.NotActive as exc:
         raise common.ApiError(409, str(exc), state=exc.state) from None
     except vending.Unavailable as exc:
         raise common.ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
+
+
+async def access_token(request: web.Request) -> web.Response:
+    principal = auth.consumer(request)
+    min_valid = common.int_param(request.query, "min_valid_seconds", MIN_VALID_DEFAULT_SECONDS,
+                                 0, MIN_VALID_MAX_SECONDS)
+    with _vending_errors():
+        vended = await request.app[common.VENDOR].vend(
+            request.match_info["id"], min_valid_seconds=min_valid, org=principal.org)
     # expires_in is the token's real remaining life, which may be less than was asked
     # for when the provider's tokens live shorter.
     expires_in = max(0, int((vended.expires_at - clock.now()).total_seconds()))
@@ -148,15 +156,9 @@ async def rejected_token(request: web.Request) -> web.Response:
     principal = auth.consumer(request)
     sha256 = await _sha256_body(request)
     account_id = request.match_info["id"]
-    try:
+    with _vending_errors():
         report = await request.app[common.VENDOR].report_rejected(
             account_id, sha256, org=principal.org)
-    except vending.NotFound:
-        raise common.ApiError(404, "unknown account") from None
-    except vending.NotActive as exc:
-        raise common.ApiError(409, str(exc), state=exc.state) from None
-    except vending.Unavailable as exc:
-        raise common.ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
     verdict, account = report.verdict, report.account
     failed = report.error_code is not None
     await common.entries(request).record(model.Entry.about(

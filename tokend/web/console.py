@@ -174,7 +174,7 @@ async def attempts(request: web.Request) -> web.Response:
     if unknown:
         raise common.bad(f"unknown parameter {unknown[0]!r}")
     limit = common.int_param(request.query, "limit", ATTEMPTS_LIMIT_DEFAULT, 1,
-                           ATTEMPTS_LIMIT_MAX) or ATTEMPTS_LIMIT_DEFAULT
+                             ATTEMPTS_LIMIT_MAX) or ATTEMPTS_LIMIT_DEFAULT
     account = await common.visible_account(request, principal, request.match_info["id"])
     rows = await request.app[common.STORE].list_attempts(account.id, limit=limit)
     return common.json_response({"attempts": [

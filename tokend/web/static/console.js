@@ -1,6 +1,6 @@
 // The tokend console: loops, providers and accounts over the admin API, kept live by the
 // log stream (/ws/logs) and a light poll. ES modules served as they are: no build step.
-import { Stream } from "./connection.js";
+import { Stream, setConn } from "./connection.js";
 import { load } from "./vocabulary.js";
 import { AccountQuery, PAGE_SIZE } from "./console-state.js";
 import { Login, Session } from "./session.js";
@@ -13,11 +13,6 @@ const $ = (id) => document.getElementById(id);
 const POLL_MS = 5000;           // loops and providers: counts may poll
 const RELOAD_DELAY_MS = 600;    // entries for accounts on screen come in bursts
 const SEEN_MAX = 10000;         // entry ids remembered against replays; a long day forgets
-
-function setConn(name, text) {
-  $("conn").dataset.state = name;
-  $("conn-text").textContent = text || name;
-}
 
 const vocabulary = await load(() => setConn("reconnecting", "server unreachable"));
 setConn("offline", "offline");

@@ -1,7 +1,7 @@
 // The tokend terminal: a live view of /ws/logs. ES modules served as they are: no
 // framework, no build step. This module wires the parts: the vocabulary the server
 // serves, the entry list, the stream and the controls.
-import { Stream } from "./connection.js";
+import { Stream, setConn } from "./connection.js";
 import { EntryList } from "./terminal-entries.js";
 import { setup, updateStatus } from "./terminal-controls.js";
 import { Login, Session } from "./session.js";
@@ -10,11 +10,6 @@ import { load } from "./vocabulary.js";
 const $ = (id) => document.getElementById(id);
 const configured = parseInt(document.body.dataset.maxEntries, 10);
 const maxEntries = Number.isFinite(configured) && configured > 0 ? configured : 2000;
-
-function setConn(name, text) {
-  $("conn").dataset.state = name;
-  $("conn-text").textContent = text || name;
-}
 
 const vocabulary = await load(() => setConn("reconnecting", "server unreachable"));
 setConn("offline", "offline");
