@@ -12,7 +12,7 @@ import webstack
 from kit import execute_sql
 from proc import cli, daemon_config
 
-from tokend import clock
+from tokend import clock, store
 
 ADMIN, ORG_ACME = webstack.ADMIN, webstack.ORG_ACME
 SORTS = ("name", "next_attempt_at", "consecutive_failures", "access_expires_at",
@@ -256,3 +256,32 @@ def test_cli_disables_and_enables_an_account(tmp_path, key_lines, db_url):
     assert "only a disabled account" in result.stderr
     result = cli(path, "accounts", "disable", "nope")
     assert result.returncode == 1 and "nope" in result.stderr
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_cli_clears_a_backoff_and_resumes_a_provider_as_the_console_does(
+        tmp_path, key_lines, db_url):
+    path = daemon_config(tmp_path, db_url=db_url, key_line=key_lines[0],
+                         token_url="http://127.0.0.1:9/token")
+    added = cli(path, "accounts", "add", "--provider", "ebay-sandbox", "--org", "acme",
+                "--name", "main", "--id", "acct-1", stdin="v^1.1#i^1#r^1#abc\n")
+    assert added.returncode == 0, added.stderr
+    await execute_sql(db_url, "UPDATE accounts SET consecutive_failures = 2 "
+                              "WHERE id = 'acct-1'")
+    result = cli(path, "accounts", "clear-backoff", "acct-1")
+    assert result.returncode == 0 and "acct-1 is active" in result.stdout, result.stderr
+    assert cli(path, "accounts", "disable", "acct-1").returncode == 0
+    result = cli(path, "accounts", "clear-backoff", "acct-1")
+    assert result.returncode == 1 and "acct-1 is disabled: only an active account" in (
+        result.stderr)
+
+    async with store.open(db_url) as db:
+        await db.pause_provider("ebay-sandbox", clock.now() + timedelta(hours=1),
+                                "invalid_client")
+    result = cli(path, "providers", "resume", "ebay-sandbox")
+    assert result.returncode == 0 and "ebay-sandbox: resumed" in result.stdout, result.stderr
+    async with store.open(db_url) as db:
+        assert await db.paused_providers(clock.now()) == {}
+    assert "was not paused" in cli(path, "providers", "resume", "ebay-sandbox").stdout
+    result = cli(path, "providers", "resume", "nope")
+    assert result.returncode == 2 and "no provider 'nope'" in result.stderr

@@ -287,8 +287,8 @@ async def test_the_terminal_page_and_its_assets(stack):
         assert "default-src 'none'" in response.headers["Content-Security-Policy"]
         page = await response.text()
     assert 'data-max-entries="2000"' in page
-    modules = ("terminal.js", "vocabulary.js", "render.js", "entries.js", "connection.js",
-               "controls.js")
+    modules = ("terminal.js", "vocabulary.js", "render.js", "terminal-entries.js",
+               "connection.js", "terminal-controls.js", "session.js")
     for name, kind in (*((m, "javascript") for m in modules), ("terminal.css", "text/css")):
         async with stack.http.get(f"{stack.url}/terminal/{name}") as response:
             assert response.status == 200
@@ -304,7 +304,8 @@ async def test_the_console_page_and_its_assets(stack):
     assert '<script type="module" src="/console/console.js">' in page
     assert 'href="/terminal"' in page
     for name in ("console.js", "console-state.js", "console-render.js", "console-controls.js",
-                 "console.css", "terminal.css", "vocabulary.js", "connection.js", "render.js"):
+                 "console.css", "terminal.css", "vocabulary.js", "connection.js", "render.js",
+                 "session.js"):
         async with stack.http.get(f"{stack.url}/console/{name}") as response:
             assert response.status == 200, name
             assert "default-src 'none'" in response.headers["Content-Security-Policy"]

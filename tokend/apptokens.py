@@ -24,12 +24,12 @@ from tokend import (
     crypto,
     model,
     providers,
+    recorder,
     singleflight,
     store,
     stream,
     vocabulary,
 )
-from tokend.ebay import profile as ebay_profile
 
 log = structlog.get_logger("tokend.apptokens")
 
@@ -70,7 +70,7 @@ def token_id(provider: str, scopes: str) -> str:
 
 
 def default_scopes(client: providers.Provider) -> tuple[str, ...]:
-    return ebay_profile.APP_SCOPES if client.type == "ebay" else ()
+    return client.config.profile.app_scopes
 
 
 class AppTokens:
@@ -82,6 +82,7 @@ class AppTokens:
     ) -> None:
         self.db, self.keyring, self.clients, self.session = db, keyring, clients, session
         self.hub, self.settings, self.owner, self.clock = hub, settings, owner, clock
+        self.entries = recorder.Recorder(db, hub)
         self.wait_seconds = settings.request_timeout_seconds + LEASE_WAIT_MARGIN_SECONDS
         self._renewals: singleflight.SingleFlight[Issued] = singleflight.SingleFlight(
             "app-token")
@@ -153,8 +154,7 @@ class AppTokens:
             expires_at = result.sent_at + timedelta(seconds=result.grant.expires_in)
         entry = await self._save(key, sealed, expires_at,
                                  self._entry(client, scopes_text, source, result))
-        if entry is not None:
-            self.hub.publish(entry)
+        self.entries.publish(entry)
         if not result.ok:
             log.warning("app_token_failed", provider=client.name, error_code=result.error_code,
                         error_description=result.error_description)

@@ -12,7 +12,7 @@ import getpass
 import importlib.metadata
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from tokend import (
+    actions,
     clock,
     config,
     crypto,
@@ -31,7 +32,6 @@ from tokend import (
     store,
     vocabulary,
 )
-from tokend.ebay import profile as ebay_profile
 from tokend.ebay import signatures, signing
 
 HISTORY_ENTRIES = 200
@@ -141,6 +141,15 @@ def _parser() -> argparse.ArgumentParser:
         "account_id", help="the account's id")
     command("enable", cmd_accounts_enable, "resume refreshing a disabled account",
             acc).add_argument("account_id", help="the account's id")
+    command("clear-backoff", cmd_accounts_clear_backoff,
+            "make a failing account due now, without its backoff", acc).add_argument(
+        "account_id", help="the account's id")
+
+    providers_cmd = command("providers", None, "act on configured providers")
+    prov = providers_cmd.add_subparsers(dest="providers_command", required=True,
+                                        metavar="ACTION")
+    command("resume", cmd_providers_resume, "lift a provider's pause (the daily budget's or "
+            "a credentials failure's)", prov).add_argument("provider", help="its name")
 
     ebay_cmd = command("ebay", None, "eBay-specific tools")
     ebay_sub = ebay_cmd.add_subparsers(dest="ebay_command", required=True, metavar="TOOL")
@@ -287,8 +296,10 @@ def _read_refresh_token(cfg: config.Config, provider: str) -> str:
         raise UsageError("stdin: expected a refresh token, got nothing")
     if token.startswith(crypto.PREFIX[:4]):
         raise UsageError("stdin: that is an encrypted value; give the plain refresh token")
-    if cfg.providers[provider].type == "ebay" and not ebay_profile.looks_like_token(token):
-        raise UsageError(f"stdin: an eBay refresh token starts with {ebay_profile.TOKEN_PREFIX!r}")
+    profile = cfg.providers[provider].profile
+    if not profile.looks_like_token(token):
+        raise UsageError(f"stdin: an {profile.label} refresh token starts with "
+                         f"{profile.token_prefix!r}")
     return token
 
 
@@ -299,7 +310,7 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
     account_id = args.account_id or "acct_" + secrets.token_hex(8)
     if args.refresh_token_expires_in is not None and args.refresh_token_expires_in <= 0:
         raise UsageError("--refresh-token-expires-in: must be positive")
-    expires = _added_expiry(args, cfg.providers[args.provider].type, clock.now())
+    expires = _added_expiry(args, cfg.providers[args.provider].profile, clock.now())
 
     async def go() -> model.Account:
         async with _open(cfg) as db:
@@ -338,7 +349,7 @@ def _time_flag(flag: str, value: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _added_expiry(args: argparse.Namespace, provider_type: str,
+def _added_expiry(args: argparse.Namespace, profile: config.Profile,
                   now: datetime) -> datetime | None:
     """The refresh token's expiry as the operator knows it: an absolute time, a lifetime
     from the provider's answer counted from consent (or now), or for eBay 18 months from
@@ -353,8 +364,8 @@ def _added_expiry(args: argparse.Namespace, provider_type: str,
         if consented > now:
             raise UsageError("--consented-at: is in the future")
         lifetime = args.refresh_token_expires_in
-        if lifetime is None and provider_type == "ebay":
-            lifetime = ebay_profile.REFRESH_TOKEN_LIFETIME_SECONDS
+        if lifetime is None:
+            lifetime = profile.refresh_token_lifetime_seconds
         if lifetime is None:
             raise UsageError("--consented-at: this provider's refresh token lifetime is "
                              "unknown; add --refresh-token-expires-in")
@@ -434,38 +445,49 @@ def cmd_accounts_connect_link(args: argparse.Namespace) -> int:
     return 0
 
 
-def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
-    """The console's disable/enable, through the same store methods."""
-    from tokend.web import console
-
+def _act(args: argparse.Namespace, action: Callable[[store.Store, str, datetime],
+                                                  Awaitable[model.Account]]) -> int:
+    """One of the console's account actions (tokend/actions.py), on the configured store."""
     cfg = _load(args)
 
-    async def go() -> tuple[model.Account | None, model.Account | None]:
+    async def go() -> model.Account:
         async with _open(cfg) as db:
-            account = await db.get_account(args.account_id)
-            if account is None:
-                raise refresher.NotFound(args.account_id)
-            if enabled:
-                return account, await db.enable_account(account.id, clock.now())
-            return account, await db.disable_account(account.id, console.DISABLED_REASON,
-                                                     clock.now())
+            return await action(db, args.account_id, clock.now())
 
-    before, after = asyncio.run(go())
-    if after is None:
-        print(f"tokend: {args.account_id} is {before.state}: "
-              + ("only a disabled account can be enabled" if enabled
-                 else "a deleted account cannot be disabled"), file=sys.stderr)
+    try:
+        after = asyncio.run(go())
+    except actions.Refused as exc:
+        print(f"tokend: {args.account_id} is {exc.state}: {exc.message}", file=sys.stderr)
         return 1
     print(f"{after.id} is {after.state}")
     return 0
 
 
 def cmd_accounts_disable(args: argparse.Namespace) -> int:
-    return _set_enabled(args, False)
+    return _act(args, actions.disable)
 
 
 def cmd_accounts_enable(args: argparse.Namespace) -> int:
-    return _set_enabled(args, True)
+    return _act(args, actions.enable)
+
+
+def cmd_accounts_clear_backoff(args: argparse.Namespace) -> int:
+    return _act(args, actions.clear_backoff)
+
+
+def cmd_providers_resume(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if args.provider not in cfg.providers:
+        raise UsageError(f"no provider {args.provider!r} in the configuration "
+                         f"(providers: {', '.join(sorted(cfg.providers)) or 'none'})")
+
+    async def go() -> bool:
+        async with _open(cfg) as db:
+            return await actions.resume(db, args.provider, clock.now())
+
+    resumed = asyncio.run(go())
+    print(f"{args.provider}: " + ("resumed" if resumed else "was not paused"))
+    return 0
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
@@ -480,8 +502,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def _ebay_provider(cfg: config.Config, name: str) -> None:
-    if cfg.providers.get(name) is None or cfg.providers[name].type != "ebay":
-        known = ", ".join(sorted(n for n, p in cfg.providers.items() if p.type == "ebay"))
+    if cfg.providers.get(name) is None or not cfg.providers[name].profile.signing_keys:
+        known = ", ".join(sorted(n for n, p in cfg.providers.items() if p.profile.signing_keys))
         raise UsageError(f"--provider: no eBay provider {name!r} in the configuration "
                          f"(eBay providers: {known or 'none is configured'})")
 

@@ -99,6 +99,42 @@ OAUTH2_DEFAULT_EXPIRES_IN_SECONDS = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
+class Profile:
+    """What differs between provider types, set once here so that no other module asks
+    which type a provider is."""
+
+    label: str  # how messages name the type
+    token_prefix: str | None  # every token of this type starts so; None: any shape
+    token_types: tuple[str, ...]  # lower-cased `token_type` values we can use
+    pkce: bool  # connect links send an S256 challenge (eBay takes none)
+    redirect_uri_required: bool  # no default redirect_uri (eBay: the app's RuName)
+    identity_lookup: bool  # after consent, ask the provider who signed in (eBay's getUser)
+    app_scopes: tuple[str, ...]  # an application token's scopes when none is named
+    access_token_lifetime_seconds: float  # when an answer has no expires_in
+    refresh_token_lifetime_seconds: float | None  # from consent; None: unknown
+    signing_keys: bool  # Key Management API keys sign calls (digital signatures)
+
+    def looks_like_token(self, token: str) -> bool:
+        return self.token_prefix is None or token.startswith(self.token_prefix)
+
+
+PROFILES = {
+    "ebay": Profile(
+        label="eBay", token_prefix=ebay_profile.TOKEN_PREFIX,
+        token_types=ebay_profile.TOKEN_TYPES, pkce=False, redirect_uri_required=True,
+        identity_lookup=True, app_scopes=ebay_profile.APP_SCOPES,
+        access_token_lifetime_seconds=ebay_profile.ACCESS_TOKEN_LIFETIME_SECONDS,
+        refresh_token_lifetime_seconds=ebay_profile.REFRESH_TOKEN_LIFETIME_SECONDS,
+        signing_keys=True),
+    "oauth2": Profile(
+        label="OAuth 2.0", token_prefix=None, token_types=("bearer",), pkce=True,
+        redirect_uri_required=False, identity_lookup=False, app_scopes=(),
+        access_token_lifetime_seconds=OAUTH2_DEFAULT_EXPIRES_IN_SECONDS,
+        refresh_token_lifetime_seconds=None, signing_keys=False),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class ProviderConfig:
     name: str
     type: str
@@ -129,19 +165,16 @@ class ProviderConfig:
     # is refreshed only when one asks (then it is back on the schedule). None: always.
     idle_after_seconds: float | None = None
 
-    def quota_for(self, grant: str) -> int | None:
-        """Token-endpoint calls allowed per day for `grant` (tokend/budget.py)."""
-        if grant == "refresh_token":
-            return self.daily_quota
-        return ebay_profile.DAILY_QUOTAS.get(grant) if self.type == "ebay" else None
+    @property
+    def profile(self) -> Profile:
+        """What this provider's type does differently (KeyError: an unknown type)."""
+        return PROFILES[self.type]
 
     @property
     def expires_in_fallback_seconds(self) -> float:
         if self.default_expires_in_seconds is not None:
             return self.default_expires_in_seconds
-        if self.type == "ebay":
-            return ebay_profile.ACCESS_TOKEN_LIFETIME_SECONDS
-        return OAUTH2_DEFAULT_EXPIRES_IN_SECONDS
+        return self.profile.access_token_lifetime_seconds
 
 
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (Standard Webhooks' prefix, not a secret)
@@ -411,7 +444,7 @@ def _url(t: _Table, name: str, default: str) -> str:
 
 
 def _provider(name: str, t: _Table) -> ProviderConfig:
-    kind = t.choice("type", ("ebay", "oauth2"), "ebay")
+    kind = t.choice("type", tuple(PROFILES), "ebay")
     ebay = kind == "ebay"
     if not ebay:
         for only_ebay in ("environment", "daily_quota", "key_management_url"):

@@ -33,6 +33,7 @@ from tokend import (
     masking,
     model,
     providers,
+    recorder,
     schedule,
     store,
     stream,
@@ -115,6 +116,7 @@ class Service:
     ) -> None:
         self.db, self.keyring, self.cfg, self.clients = db, keyring, cfg, clients
         self.session, self.hub = session, hub
+        self.entries = recorder.Recorder(db, hub)
         self.refusals = throttle.refusals()  # anyone can send a browser here
 
     # -- links ------------------------------------------------------------------------
@@ -135,7 +137,7 @@ class Service:
             raise LinkError(400, f"no provider {provider!r} is configured")
         if not p.authorize_url:
             raise LinkError(409, f"providers.{provider}.authorize_url is not configured")
-        if p.type == "ebay" and not p.redirect_uri:
+        if p.profile.redirect_uri_required and not p.redirect_uri:
             raise LinkError(409, f"providers.{provider}.redirect_uri (the app's RuName) "
                                  "is not configured")
         if account_id is not None:
@@ -171,7 +173,7 @@ class Service:
             raise await self._refuse(409, "Unknown provider",
                                      f"No provider {link.provider!r} is configured.",
                                      "provider_unknown", link=link)
-        pkce = p.type != "ebay"
+        pkce = p.profile.pkce
         opened = await self.db.open_connect_link(
             token_hash(token), state_hash=token_hash(state),
             code_verifier=self.keyring.encrypt(verifier, account_id=link.id,
@@ -281,7 +283,7 @@ class Service:
             raise Refused(400, "Exchange failed",
                           "The provider did not accept the sign-in; nothing was connected.")
         user = None
-        if p.type == "ebay" and p.identity_url:
+        if p.profile.identity_lookup and p.identity_url:
             user = await self._identify(link, p, grant.access_token)
         return await self._store(link, p, result, grant, user)
 
@@ -376,7 +378,7 @@ class Service:
         error: Mapping[str, Any] | None = None, details: Mapping[str, Any] | None = None,
     ) -> None:
         p = self.cfg.providers.get(link.provider) if link else None
-        entry = await self.db.add_entry(model.Entry(
+        await self.entries.record(model.Entry(
             action=action, source=vocabulary.CONNECT, created_at=clock.now(),
             account_id=account_id or (link.account_id if link else None),
             org_id=link.org if link else None, provider=link.provider if link else None,
@@ -385,5 +387,3 @@ class Service:
             details={"link_id": link.id, **(details or {})} if link else details))
         (log.warning if error else log.info)(action, link_id=link.id if link else None,
                                              message=message)
-        if self.hub is not None:
-            self.hub.publish(entry)

@@ -10,7 +10,18 @@ from typing import Any
 
 import structlog
 
-from tokend import budget, clock, config, metrics, model, refresher, store, stream, vocabulary
+from tokend import (
+    budget,
+    clock,
+    config,
+    metrics,
+    model,
+    recorder,
+    refresher,
+    store,
+    stream,
+    vocabulary,
+)
 
 log = structlog.get_logger("tokend.loop")
 
@@ -35,6 +46,7 @@ class Loop:
         spending: budget.Budget | None = None, idle_after: Mapping[str, float] | None = None,
     ) -> None:
         self.db, self.worker, self.hub, self.stats = db, worker, hub, stats
+        self.entries = recorder.Recorder(db, hub)
         self.status = status  # one line per cycle for the supervisor (systemd's STATUS=)
         self.spending, self.idle_after = spending, idle_after
         self.settings, self.instance, self.stop, self.clock = settings, instance, stop, clock
@@ -54,7 +66,8 @@ class Loop:
         the process (what the systemd watchdog would do) cannot bring a database back.
         """
         reference = self.last_turned_at or self.started_at
-        return (now - reference).total_seconds() <= 3 * self.interval_seconds
+        limit = model.STALE_AFTER_INTERVALS * self.interval_seconds
+        return (now - reference).total_seconds() <= limit
 
     def wake(self) -> None:
         self._wake.set()
@@ -185,7 +198,7 @@ class Loop:
         for entry in (*await self.db.expire_refresh_tokens(now, describe=_expired),
                       *await self.db.note_refresh_expiry(now, describe=_expiring)):
             log.warning(entry.action, account_id=entry.account_id, message=entry.message)
-            self.hub.publish(entry)
+            self.entries.publish(entry)
 
     async def _announce(self, summary: dict[str, Any]) -> None:
         if summary["status"] == "idle":
@@ -200,7 +213,7 @@ class Loop:
             entry = model.Entry(
                 action=vocabulary.CYCLE_SUMMARY, source=vocabulary.SCHEDULED,
                 created_at=self.clock(), message=message, details=summary)
-        self.hub.publish(await self.db.add_entry(entry))
+        await self.entries.record(entry)
         self.status(f"{summary['timestamp']}: {message}")
 
     async def _prune_if_due(self) -> None:
@@ -254,9 +267,9 @@ class Loop:
 
 
 def _expiry_entry(account: model.Account, action: str, message: str) -> model.Entry:
-    return model.Entry(
-        action=action, source=vocabulary.SCHEDULED, created_at=clock.now(),
-        account_id=account.id, org_id=account.org, provider=account.provider, message=message,
+    return model.Entry.about(
+        account, action=action, source=vocabulary.SCHEDULED, created_at=clock.now(),
+        message=message,
         details={"refresh_expires_at": account.refresh_expires_at.isoformat()
                  if account.refresh_expires_at else None,
                  "notice_days": account.refresh_expiry_notice_days})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import prometheus_client as prom
 
+from tokend import model
+
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
 
 
@@ -67,7 +69,7 @@ class Metrics:
             "last ended a cycle (Unix time; its start while none has).", registry=r)
         self.loop_stale = prom.Gauge(
             "tokend_loop_stale", "1 while this process's refresh loop has ended no cycle in "
-            "3 x interval_seconds (/livez fails).", registry=r)
+            f"{model.STALE_AFTER_INTERVALS} x interval_seconds (/livez fails).", registry=r)
         self.ready = prom.Gauge(
             "tokend_ready", "1 when a readiness check passes, by check (listener, database, "
             "shutdown); /readyz fails while one is 0.", ["check"], registry=r)

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
+from tokend.ebay import profile as ebay_profile
+
 
 def _json_ready(record: Any) -> dict[str, Any]:
     """A record's fields as JSON values: timestamps in ISO 8601, tuples as lists."""
@@ -24,6 +26,9 @@ REAUTH_REQUIRED = "reauth_required"
 DISABLED = "disabled"
 DELETED = "deleted"  # a tombstone: tokens and personal fields purged
 STATES = (ACTIVE, REAUTH_REQUIRED, DISABLED, DELETED)
+# A loop or worker is stale (wedged, or gone) when no cycle ended within this many of
+# its intervals: /health, /livez, the loop status and the workers table all say so.
+STALE_AFTER_INTERVALS = 3
 BUDGET_EXHAUSTED = "daily_budget_exhausted"  # a provider pause's reason at the daily limit
 GRANT_TYPES = ("refresh_token", "authorization_code", "client_credentials")
 REFRESH_TOKEN_GRANT = GRANT_TYPES[0]
@@ -138,8 +143,8 @@ class AppToken:
 class Notice:
     """A verified eBay notification as the store applies it: eBay's ids, never a name."""
 
-    DELETION: ClassVar[str] = "MARKETPLACE_ACCOUNT_DELETION"
-    REVOCATION: ClassVar[str] = "AUTHORIZATION_REVOCATION"
+    DELETION: ClassVar[str] = ebay_profile.ACCOUNT_DELETION
+    REVOCATION: ClassVar[str] = ebay_profile.AUTHORIZATION_REVOCATION
 
     notification_id: str
     topic: str
@@ -235,14 +240,19 @@ class Entry:
     details: Mapping[str, Any] | None = None
     id: int | None = None
 
+    @classmethod
+    def about(cls, account: Account | None, *, action: str, source: str,
+              created_at: datetime, **fields: Any) -> Entry:
+        """An entry about `account`: its id, org and provider are copied here, never by
+        hand (without an account, `fields` may name an org or provider)."""
+        who = {} if account is None else {
+            "account_id": account.id, "org_id": account.org, "provider": account.provider}
+        return cls(action=action, source=source, created_at=created_at, **who, **fields)
+
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["created_at"] = self.created_at.isoformat()
         return out
-
-
-# A loop is stale when no cycle finished within this many of its intervals.
-STALE_AFTER_INTERVALS = 3
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -260,7 +270,7 @@ class Worker:
         reference = self.last_finished_at or self.last_started_at
         if reference is None:
             return True
-        return (now - reference).total_seconds() > 3 * self.interval_seconds
+        return (now - reference).total_seconds() > STALE_AFTER_INTERVALS * self.interval_seconds
 
 
 # -- connect and reconnect ------------------------------------------------------------

@@ -12,7 +12,7 @@ import dataclasses
 import time
 from datetime import datetime
 
-from tokend import loop, store
+from tokend import loop, model, store
 
 # Below the readiness probe's own timeout (2 s in deploy/kubernetes): a slow database
 # answers "not ready" instead of making the probe time out.
@@ -39,8 +39,14 @@ def liveness(refresh_loop: loop.Loop, now: datetime) -> list[Check]:
         return [Check("loop", True)]
     reference = refresh_loop.last_turned_at or refresh_loop.started_at
     age = (now - reference).total_seconds()
-    return [Check("loop", False, f"no cycle ended in {age:.1f} s "
-                                 f"(limit 3 x {refresh_loop.interval_seconds:g} s)")]
+    limit = f"{model.STALE_AFTER_INTERVALS} x {refresh_loop.interval_seconds:g} s"
+    return [Check("loop", False, f"no cycle ended in {age:.1f} s (limit {limit})")]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ping:
+    reason: str  # why the database did not answer; "" when it did
+    duration_ms: float
 
 
 class Readiness:
@@ -55,8 +61,8 @@ class Readiness:
         self.ping_cache_seconds = ping_cache_seconds
         self.listening = False
         self.draining_since: float | None = None  # time.monotonic() of the stop request
-        self._last_ping: tuple[float, str] | None = None  # (when, failure reason or "")
-        self._ping: asyncio.Task[str] | None = None
+        self._last_ping: tuple[float, Ping] | None = None  # (when, what it found)
+        self._ping: asyncio.Task[Ping] | None = None
 
     def serving(self) -> None:
         """The listener is up and the daemon started: ready once the database answers."""
@@ -78,7 +84,7 @@ class Readiness:
             await asyncio.sleep(remaining)
 
     async def checks(self) -> list[Check]:
-        database = await self._database()
+        database = (await self.ping()).reason
         return [
             Check("listener", self.listening, "" if self.listening else "not started"),
             Check("database", not database, database),
@@ -86,9 +92,9 @@ class Readiness:
                   "" if self.draining_since is None else "stopping"),
         ]
 
-    async def _database(self) -> str:
-        """The failure reason of the last ping, or "" when it answered; a fresh ping only
-        once the cached one is older than `ping_cache_seconds`, and one at a time."""
+    async def ping(self) -> Ping:
+        """The last database ping (/readyz, /health, the metrics); a fresh one only once
+        the cached one is older than `ping_cache_seconds`, and one at a time."""
         now = time.monotonic()
         if self._last_ping is not None and now - self._last_ping[0] < self.ping_cache_seconds:
             return self._last_ping[1]
@@ -97,7 +103,8 @@ class Readiness:
         # Shielded: a probe that hangs up must not cancel the ping the others wait for.
         return await asyncio.shield(self._ping)
 
-    async def _ping_once(self) -> str:
+    async def _ping_once(self) -> Ping:
+        started = time.monotonic()
         try:
             # Bounded inside the store too, which then replaces the connection that hung.
             async with asyncio.timeout(self.ping_timeout_seconds + PING_MARGIN_SECONDS):
@@ -110,5 +117,7 @@ class Readiness:
             reason = ""
         finally:
             self._ping = None
-        self._last_ping = (time.monotonic(), reason)
-        return reason
+        finished = time.monotonic()
+        ping = Ping(reason, round((finished - started) * 1000, 1))
+        self._last_ping = (finished, ping)
+        return ping

@@ -20,6 +20,7 @@ from tokend import (
     metrics,
     model,
     providers,
+    recorder,
     schedule,
     store,
     stream,
@@ -135,6 +136,7 @@ class Refresher:
         self.db, self.keyring, self.clients, self.session = db, keyring, clients, session
         self._finish = commits.finish if commits is not None else db.finish
         self.hub, self.stats, self.settings, self.owner = hub, stats, settings, owner
+        self.entries = recorder.Recorder(db, hub)
         self.clock = clock
         self._saves: set[asyncio.Task] = set()
 
@@ -181,7 +183,7 @@ class Refresher:
                 finished_at=self.clock(), success=result.ok, error_code=result.error_code,
                 error_message=result.error_description)
             applied, entry = await self._save(account, outcome_row, attempt, entry)
-            self.hub.publish(entry)
+            self.entries.publish(entry)
             self._observe(account, source, result, applied)
             return Outcome(
                 account_id=account.id, success=result.ok and applied,
@@ -271,9 +273,8 @@ class Refresher:
         else:
             message = result.error_description
             error = result.error
-        return model.Entry(
-            action=action, source=source, created_at=self.clock(), account_id=account.id,
-            org_id=account.org, provider=account.provider,
+        return model.Entry.about(
+            account, action=action, source=source, created_at=self.clock(),
             environment=client.config.environment if client else None,
             duration_ms=result.duration_ms, request=result.request, response=result.response,
             error=error, message=message)

@@ -194,8 +194,8 @@ class Deliverer:
         try:
             async with session.post(
                     endpoint.url, data=payload,
-                    headers=headers(self.signing_key(endpoint.name), msg_id, int(time.time()),
-                                    payload),
+                    headers=headers(self.signing_key(endpoint.name), msg_id,
+                                    int(self.clock().timestamp()), payload),
                     timeout=aiohttp.ClientTimeout(total=endpoint.timeout_seconds),
                     allow_redirects=False) as response:
                 status = response.status

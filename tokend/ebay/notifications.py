@@ -34,6 +34,7 @@ from tokend import (
     config,
     masking,
     model,
+    recorder,
     singleflight,
     store,
     stream,
@@ -202,6 +203,7 @@ class PublicKeys:
     ) -> None:
         self.url, self.provider, self.tokens, self.session = url, provider, tokens, session
         self.db, self.hub, self.clock = db, hub, clock
+        self.entries = recorder.Recorder(db, hub)
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._cache: dict[str, tuple[float, PublicKey | None]] = {}
         self._fetches: singleflight.SingleFlight[PublicKey | None] = (
@@ -261,7 +263,7 @@ class PublicKeys:
         self, kid: str, url: str, headers: dict[str, str], status: int | None, body: Any,
         error: str | None, outcome: str | None, started: float, sent_at: datetime,
     ) -> None:
-        entry = await self.db.add_entry(model.Entry(
+        await self.entries.record(model.Entry(
             action=vocabulary.EBAY_PUBLIC_KEY_FETCHED, source=vocabulary.EBAY,
             created_at=sent_at, provider=self.provider,
             duration_ms=round((time.monotonic() - started) * 1000.0, 1),
@@ -272,7 +274,6 @@ class PublicKeys:
                                                               error),
             message=error or ("no such key id" if outcome else f"public key {kid} cached"),
             details={"kid": kid}))
-        self.hub.publish(entry)
 
 
 def _text(value: Any, limit: int = 200) -> str | None:
@@ -312,6 +313,7 @@ class Receiver:
     ) -> None:
         self.settings, self.keys, self.db, self.hub, self.clock = (
             settings, keys, db, hub, clock)
+        self.entries = recorder.Recorder(db, hub)
         self.refusals = throttle.refusals()
 
     def challenge(self, challenge_code: str) -> str:
@@ -341,9 +343,9 @@ class Receiver:
         outcome = "applied"
         if stored is None:  # this notificationId was applied before: nothing changes
             outcome = "replay"
-            stored = [await self.db.add_entry(self._entry(notice, None, outcome))]
-        for entry in stored:
-            self.hub.publish(entry)
+            await self.entries.record(self._entry(notice, None, outcome))
+        else:
+            self.entries.publish(*stored)
         log.info("ebay_notification", topic=notice.topic,
                  notification_id=notice.notification_id, outcome=outcome)
         return outcome
@@ -392,13 +394,12 @@ class Receiver:
         left_out = self.refusals.take()
         if left_out is None:  # a flood: the answer is still a 4xx, but not a row each
             return
-        entry = await self.db.add_entry(model.Entry(
+        await self.entries.record(model.Entry(
             action=vocabulary.EBAY_NOTIFICATION_REFUSED, source=vocabulary.EBAY,
             created_at=self.clock(), provider=self.settings.provider,
             request={"method": "POST", "url": self.settings.endpoint},
             response={"status": exc.status},
             error=vocabulary.error(exc.code, exc.message), message=exc.message,
             details={"refusals_not_logged": left_out} if left_out else None))
-        self.hub.publish(entry)
         log.warning("ebay_notification_refused", error_code=exc.code, status=exc.status,
                     refusals_not_logged=left_out)

@@ -35,6 +35,7 @@ from tokend import (
     masking,
     metrics,
     model,
+    recorder,
     singleflight,
     store,
     stream,
@@ -102,8 +103,9 @@ class Signer:
         clock: Callable[[], datetime] = clock.now, reload_seconds: float = RELOAD_SECONDS,
     ) -> None:
         self.db, self.keyring, self.app_tokens, self.session = db, keyring, app_tokens, session
-        self.providers = {n: p for n, p in providers.items() if p.type == "ebay"}
+        self.providers = {n: p for n, p in providers.items() if p.profile.signing_keys}
         self.hub, self.stats, self.owner, self.clock = hub, stats, owner, clock
+        self.entries = recorder.Recorder(db, hub)
         self.reload_seconds = reload_seconds
         self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
         self._keys: dict[str, _Loaded] = {}
@@ -143,7 +145,7 @@ class Signer:
                                        "run `tokend ebay signing-key create`")))
             raise
         headers = signatures.headers(loaded.private, loaded.jwe, request,
-                                     created=int(time.time()), digest=content_digest)
+                                     created=int(self.clock().timestamp()), digest=content_digest)
         self.stats.signatures.labels(provider, "signed").inc()
         self._record(self._entry(settings, vocabulary.REQUEST_SIGNED, request, loaded.key_id,
                                  digest=content_digest is not None))
@@ -254,7 +256,7 @@ class Signer:
             self._keys.pop(provider, None)  # in use here at once; elsewhere at the next look
         outcome = "created" if kept is not None else "failed"
         self.stats.signing_keys_created.labels(provider, outcome).inc()
-        entry = await self.db.add_entry(model.Entry(
+        await self.entries.record(model.Entry(
             action=vocabulary.SIGNING_KEY_CREATED if kept else vocabulary.SIGNING_KEY_FAILED,
             source=source, created_at=self.clock(), provider=provider,
             environment=settings.environment, duration_ms=duration_ms, request=request,
@@ -265,7 +267,6 @@ class Signer:
                 f", renewing {renews}" if renews else "")) if kept else error,
             details={"signing_key_id": kept.id if kept else None, "cipher": cipher,
                      **({"renews": renews} if renews else {})}))
-        self.hub.publish(entry)
         if kept is None:
             log.warning("signing_key_failed", provider=provider, error=error)
             raise Unavailable(error or "createSigningKey failed")
@@ -323,12 +324,11 @@ class Signer:
         except store.DuplicateKey:
             raise ImportRefused(f"signing key {key_id} is kept already") from None
         self._keys.pop(provider, None)
-        entry = await self.db.add_entry(model.Entry(
+        await self.entries.record(model.Entry(
             action=vocabulary.SIGNING_KEY_IMPORTED, source=vocabulary.ADMIN, created_at=now,
             provider=provider, environment=settings.environment,
             message=f"signing key {key_id} ({cipher}) imported and in use",
             details={"signing_key_id": key_id, "cipher": cipher}))
-        self.hub.publish(entry)
         return kept
 
     async def listing(self, provider: str | None = None) -> list[dict[str, Any]]:
@@ -375,8 +375,7 @@ class Signer:
                     log.warning("signature_entries_lost", count=len(batch),
                                 error=type(exc).__name__)
                     continue
-                for entry in stored:
-                    self.hub.publish(entry)
+                self.entries.publish(*stored)
         finally:
             self._writer = None
 

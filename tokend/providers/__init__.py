@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tokend import config
-from tokend.ebay import profile as ebay_profile
 from tokend.providers.client import BODY_LIMIT_BYTES, Provider
 from tokend.providers.result import (
     BAD_RESPONSE,
@@ -56,15 +55,12 @@ def build(
 ) -> Provider:
     """The client for one `[providers.NAME]` table; `client_secret` (default: the table's)
     is asked at every request."""
-    if provider_config.type == "ebay":
-        return Provider(
-            provider_config, request_timeout_seconds=request_timeout_seconds,
-            token_prefix=ebay_profile.TOKEN_PREFIX, token_types=ebay_profile.TOKEN_TYPES,
-            client_secret=client_secret,
-        )
-    if provider_config.type == "oauth2":
-        return Provider(
-            provider_config, request_timeout_seconds=request_timeout_seconds,
-            token_prefix=None, token_types=("bearer",), client_secret=client_secret,
-        )
-    raise ValueError(f"provider {provider_config.name!r}: unknown type {provider_config.type!r}")
+    profile = config.PROFILES.get(provider_config.type)
+    if profile is None:
+        raise ValueError(
+            f"provider {provider_config.name!r}: unknown type {provider_config.type!r}")
+    return Provider(
+        provider_config, request_timeout_seconds=request_timeout_seconds,
+        token_prefix=profile.token_prefix, token_types=profile.token_types,
+        client_secret=client_secret,
+    )

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from tokend import clock
 from tokend.providers import result
 
 MAX_RETRY_AFTER_SECONDS = 3600.0
@@ -99,7 +100,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        delay = (when - (now or datetime.now(UTC))).total_seconds()
+        delay = (when - (now or clock.now())).total_seconds()
     if not math.isfinite(delay):
         return None
     return min(max(delay, 0.0), MAX_RETRY_AFTER_SECONDS)

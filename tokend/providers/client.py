@@ -11,14 +11,14 @@ import base64
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import aiohttp
 import structlog
 from multidict import CIMultiDictProxy
 
-from tokend import config, masking
+from tokend import clock, config, masking
 from tokend.providers import answer, result
 
 log = structlog.get_logger("tokend.providers")
@@ -134,7 +134,7 @@ class Provider:
         self, session: aiohttp.ClientSession, prepared: result.Prepared,
     ) -> result.Result:
         """One call to the token URL, bounded in time and size. Never raises for its answer."""
-        sent_at = datetime.now(UTC)
+        sent_at = clock.now()
         started = time.monotonic()
 
         def failed(code: str, description: str, kind: str) -> result.Result:

@@ -3,10 +3,10 @@ console's accounts table and actions are in `tokend.web.console`."""
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
-import orjson
 from aiohttp import web
 
 from tokend import apptokens, clock, model, refresher, rejected, store, vending, vocabulary
@@ -21,50 +21,14 @@ _ACTION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _bad(message: str) -> common.ApiError:
-    return common.ApiError(400, message)
-
-
-def _int_param(query: Mapping[str, str], name: str, default: int | None, low: int,
-               high: int | None = None) -> int | None:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _bad(f"{name} must be an integer") from None
-    if value < low or (high is not None and value > high):
-        raise _bad(f"{name} must be between {low} and {high}" if high is not None
-                   else f"{name} must be at least {low}")
-    return value
-
-
-async def _visible_account(request: web.Request, principal: auth.Principal,
-                           account_id: str) -> model.Account:
-    """Another org's account answers exactly like a missing one."""
-    account = await request.app[common.STORE].get_account(account_id)
-    if account is None or not principal.sees(account.org):
-        raise common.ApiError(404, "unknown account")
-    return account
-
-
 async def _debug_flag(request: web.Request) -> bool:
     body = await request.read()
     if not body.strip():
         return False
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise _bad("malformed JSON body") from None
-    if not isinstance(data, dict):
-        raise _bad("body must be a JSON object")
-    unknown = sorted(set(data) - {"debug"})
-    if unknown:
-        raise _bad(f"unknown field {unknown[0]!r}")
+    data = common.json_object(body, {"debug"})
     debug = data.get("debug", False)
     if not isinstance(debug, bool):
-        raise _bad("debug must be true or false")
+        raise common.bad("debug must be true or false")
     return debug
 
 
@@ -74,7 +38,7 @@ async def refresh(request: web.Request) -> web.Response:
     account_id = request.match_info["id"]
     account, error = None, None
     try:
-        account = await _visible_account(request, principal, account_id)
+        account = await common.visible_account(request, principal, account_id)
         outcome = await request.app[common.REFRESHER].refresh_now(
             account_id, source=vocabulary.DEBUG if debug else vocabulary.MANUAL)
     except common.ApiError as exc:
@@ -98,18 +62,15 @@ async def refresh(request: web.Request) -> web.Response:
 async def _log_refused(request: web.Request, principal: auth.Principal, asked: str,
                        account: model.Account | None, error: common.ApiError) -> None:
     code = "unknown_account" if error.status == 404 else "account_busy"
-    entry = await request.app[common.STORE].add_entry(model.Entry(
-        action=vocabulary.TOKEN_REFRESH_DEBUG, source=vocabulary.DEBUG, created_at=clock.now(),
-        account_id=account.id if account else None,
-        org_id=account.org if account else principal.org,
-        provider=account.provider if account else None,
+    await common.entries(request).record(model.Entry.about(
+        account, action=vocabulary.TOKEN_REFRESH_DEBUG, source=vocabulary.DEBUG,
+        created_at=clock.now(), **({} if account else {"org_id": principal.org}),
         error=vocabulary.error(code, error.message),
         message=f"debug refresh refused ({error.status}): {error.message}",
         # The id asked for is kept for the admin only: in an org's view another org's
         # account id must not appear, not even as something that was asked for.
         details={"status": error.status,
                  **({"account_id": asked[:200]} if principal.org is None else {})}))
-    request.app[common.HUB].publish(entry)
 
 
 async def logs(request: web.Request) -> web.Response:
@@ -117,43 +78,50 @@ async def logs(request: web.Request) -> web.Response:
     query = request.query
     unknown = sorted(set(query) - LOG_PARAMS)
     if unknown:
-        raise _bad(f"unknown parameter {unknown[0]!r}")
+        raise common.bad(f"unknown parameter {unknown[0]!r}")
     sources = None
     if "source" in query:
         sources = [s.strip() for s in query["source"].split(",") if s.strip()]
         bad = [s for s in sources if s not in vocabulary.SOURCES]
         if bad or not sources:
-            raise _bad(f"source must be a comma list of {', '.join(vocabulary.SOURCES)}")
+            raise common.bad(f"source must be a comma list of {', '.join(vocabulary.SOURCES)}")
     action = query.get("action")
     if action is not None and not _ACTION.match(action):
-        raise _bad("action must be a snake_case name")
+        raise common.bad("action must be a snake_case name")
     account_id = query.get("account_id")
     if account_id is not None:
         if not account_id or len(account_id) > 200:
-            raise _bad("account_id must be 1-200 characters")
+            raise common.bad("account_id must be 1-200 characters")
         if principal.org is not None:
-            await _visible_account(request, principal, account_id)
+            await common.visible_account(request, principal, account_id)
     entries = await request.app[common.STORE].list_entries(
         source=sources, action=action, account_id=account_id, org=principal.org,
-        before_id=_int_param(query, "before_id", None, 0, store.MAX_ENTRY_ID),
-        after_id=_int_param(query, "after_id", None, 0, store.MAX_ENTRY_ID),
-        limit=_int_param(query, "limit", LOGS_LIMIT_DEFAULT, 1, LOGS_LIMIT_MAX))
+        before_id=common.int_param(query, "before_id", None, 0, store.MAX_ENTRY_ID),
+        after_id=common.int_param(query, "after_id", None, 0, store.MAX_ENTRY_ID),
+        limit=common.int_param(query, "limit", LOGS_LIMIT_DEFAULT, 1, LOGS_LIMIT_MAX))
     return common.json_response({"entries": [e.to_dict() for e in entries]})
 
 
-async def access_token(request: web.Request) -> web.Response:
-    principal = auth.consumer(request)
-    min_valid = _int_param(request.query, "min_valid_seconds", MIN_VALID_DEFAULT_SECONDS, 0,
-                           MIN_VALID_MAX_SECONDS)
+@contextlib.contextmanager
+def _vending_errors() -> Iterator[None]:
+    """The vendor's refusals as answers, the same for a token and a rejected-token report."""
     try:
-        vended = await request.app[common.VENDOR].vend(
-            request.match_info["id"], min_valid_seconds=min_valid, org=principal.org)
+        yield
     except vending.NotFound:
         raise common.ApiError(404, "unknown account") from None
     except vending.NotActive as exc:
         raise common.ApiError(409, str(exc), state=exc.state) from None
     except vending.Unavailable as exc:
         raise common.ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
+
+
+async def access_token(request: web.Request) -> web.Response:
+    principal = auth.consumer(request)
+    min_valid = common.int_param(request.query, "min_valid_seconds", MIN_VALID_DEFAULT_SECONDS,
+                                 0, MIN_VALID_MAX_SECONDS)
+    with _vending_errors():
+        vended = await request.app[common.VENDOR].vend(
+            request.match_info["id"], min_valid_seconds=min_valid, org=principal.org)
     # expires_in is the token's real remaining life, which may be less than was asked
     # for when the provider's tokens live shorter.
     expires_in = max(0, int((vended.expires_at - clock.now()).total_seconds()))
@@ -164,18 +132,10 @@ async def access_token(request: web.Request) -> web.Response:
 
 
 async def _sha256_body(request: web.Request) -> str:
-    try:
-        data = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        raise _bad("malformed JSON body") from None
-    if not isinstance(data, dict):
-        raise _bad("body must be a JSON object")
-    unknown = sorted(set(data) - {"sha256"})
-    if unknown:
-        raise _bad(f"unknown field {unknown[0]!r}")
+    data = common.json_object(await request.read(), {"sha256"})
     sha256 = data.get("sha256")
     if not isinstance(sha256, str) or not rejected.SHA256.fullmatch(sha256):
-        raise _bad("sha256 must be the token's SHA-256 in lowercase hex (64 characters)")
+        raise common.bad("sha256 must be the token's SHA-256 in lowercase hex (64 characters)")
     return sha256
 
 
@@ -196,26 +156,19 @@ async def rejected_token(request: web.Request) -> web.Response:
     principal = auth.consumer(request)
     sha256 = await _sha256_body(request)
     account_id = request.match_info["id"]
-    try:
+    with _vending_errors():
         report = await request.app[common.VENDOR].report_rejected(
             account_id, sha256, org=principal.org)
-    except vending.NotFound:
-        raise common.ApiError(404, "unknown account") from None
-    except vending.NotActive as exc:
-        raise common.ApiError(409, str(exc), state=exc.state) from None
-    except vending.Unavailable as exc:
-        raise common.ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
     verdict, account = report.verdict, report.account
     failed = report.error_code is not None
-    entry = await request.app[common.STORE].add_entry(model.Entry(
-        action=vocabulary.TOKEN_REJECTED, source=vocabulary.VEND, created_at=clock.now(),
-        account_id=account.id, org_id=account.org, provider=account.provider,
+    await common.entries(request).record(model.Entry.about(
+        account, action=vocabulary.TOKEN_REJECTED, source=vocabulary.VEND,
+        created_at=clock.now(),
         error=vocabulary.error(report.error_code, "the refresh it forced failed")
         if report.error_code else None,
         message="the app says the provider refused the current access token: the refresh "
                 "failed" if failed else _REPORTED[verdict.kind],
         details={"verdict": verdict.kind}))
-    request.app[common.HUB].publish(entry)
     if failed:
         raise common.ApiError(503, f"refresh failed: {report.error_code}",
                               headers={"Retry-After": "5"})
@@ -241,12 +194,12 @@ def _scopes(query: Mapping[str, str]) -> list[str]:
     """`scopes`, space- or comma-separated (a URL carries spaces as %20 or +)."""
     unknown = sorted(set(query) - {"scopes"})
     if unknown:
-        raise _bad(f"unknown parameter {unknown[0]!r}")
+        raise common.bad(f"unknown parameter {unknown[0]!r}")
     scopes = [s for s in query.get("scopes", "").replace(",", " ").split(" ") if s]
     if len(scopes) > SCOPES_MAX:
-        raise _bad(f"at most {SCOPES_MAX} scopes")
+        raise common.bad(f"at most {SCOPES_MAX} scopes")
     if any(len(s) > SCOPE_LENGTH_MAX or not s.isprintable() for s in scopes):
-        raise _bad(f"each scope must be 1-{SCOPE_LENGTH_MAX} printable characters")
+        raise common.bad(f"each scope must be 1-{SCOPE_LENGTH_MAX} printable characters")
     return scopes
 
 
@@ -284,21 +237,21 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
     query = request.query
     unknown = sorted(set(query) - DELIVERY_PARAMS)
     if unknown:
-        raise _bad(f"unknown parameter {unknown[0]!r}")
+        raise common.bad(f"unknown parameter {unknown[0]!r}")
     endpoint = query.get("endpoint")  # rows outlive an endpoint's removal from the config
     if endpoint is not None and not 0 < len(endpoint) <= 200:
-        raise _bad("endpoint must be 1-200 characters")
+        raise common.bad("endpoint must be 1-200 characters")
     state = query.get("state")
     if state is not None and state not in model.DELIVERY_STATES:
-        raise _bad(f"state must be one of {', '.join(model.DELIVERY_STATES)}")
+        raise common.bad(f"state must be one of {', '.join(model.DELIVERY_STATES)}")
     event_type = query.get("type")
     if event_type is not None and event_type not in vocabulary.EVENT_TYPES:
-        raise _bad(f"type must be one of {', '.join(vocabulary.EVENT_TYPES)}")
+        raise common.bad(f"type must be one of {', '.join(vocabulary.EVENT_TYPES)}")
     rows = await request.app[common.STORE].list_deliveries(
         endpoint=endpoint, state=state, type=event_type,
-        event_id=_int_param(query, "event_id", None, 1, store.MAX_ENTRY_ID),
-        before_id=_int_param(query, "before_id", None, 1, store.MAX_ENTRY_ID),
-        limit=_int_param(query, "limit", DELIVERIES_LIMIT_DEFAULT, 1, DELIVERIES_LIMIT_MAX))
+        event_id=common.int_param(query, "event_id", None, 1, store.MAX_ENTRY_ID),
+        before_id=common.int_param(query, "before_id", None, 1, store.MAX_ENTRY_ID),
+        limit=common.int_param(query, "limit", DELIVERIES_LIMIT_DEFAULT, 1, DELIVERIES_LIMIT_MAX))
     return common.json_response({"deliveries": [d.public() for d in rows]})
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -15,7 +15,9 @@ from tokend import (
     connect,
     loop,
     metrics,
+    model,
     probes,
+    recorder,
     refresher,
     reload,
     store,
@@ -23,6 +25,9 @@ from tokend import (
     vending,
 )
 from tokend.ebay import notifications, signing
+
+if TYPE_CHECKING:
+    from tokend.web import auth
 
 CONFIG = web.AppKey("config", config.Config)
 SECRETS = web.AppKey("secrets", reload.Secrets)  # the tokens, as last reloaded
@@ -44,6 +49,11 @@ WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 SERVER_LOG = web.AppKey("server_log", Any)  # tokend.web.app.ServerLog: aiohttp's logger
 
 JSON = "application/json"
+
+
+def entries(request: web.Request) -> recorder.Recorder:
+    """Where a handler records a log entry (stored, then on the live stream)."""
+    return recorder.Recorder(request.app[STORE], request.app[HUB])
 
 
 def _default(value: Any) -> Any:
@@ -79,3 +89,48 @@ class ApiError(Exception):
     def response(self) -> web.Response:
         return json_response({"error": self.message, **self.extra}, status=self.status,
                              headers=self.headers)
+
+
+# -- what handlers parse ----------------------------------------------------------------
+
+
+def bad(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def int_param(query: Mapping[str, str], name: str, default: int | None, low: int,
+              high: int | None = None) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad(f"{name} must be an integer") from None
+    if value < low or (high is not None and value > high):
+        raise bad(f"{name} must be between {low} and {high}" if high is not None
+                  else f"{name} must be at least {low}")
+    return value
+
+
+def json_object(body: bytes, fields: Collection[str]) -> dict[str, Any]:
+    """A request body that must be a JSON object with no field but `fields`."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise bad("malformed JSON body") from None
+    if not isinstance(data, dict):
+        raise bad("body must be a JSON object")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise bad(f"unknown field {unknown[0]!r}")
+    return data
+
+
+async def visible_account(request: web.Request, principal: auth.Principal,
+                          account_id: str) -> model.Account:
+    """Another org's account answers exactly like a missing one."""
+    account = await request.app[STORE].get_account(account_id)
+    if account is None or not principal.sees(account.org):
+        raise ApiError(404, "unknown account")
+    return account

@@ -12,13 +12,12 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-import orjson
 from aiohttp import web
 
 from tokend import connect
 from tokend.web import auth, common
 
-PAGE = Path(__file__).parent / "connect.html"
+PAGE = Path(__file__).parent / "static" / "connect.html"
 PAGE_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; style-src 'self'; base-uri 'none'; "
                                 "form-action 'none'; frame-ancestors 'none'"),
@@ -45,31 +44,19 @@ def page(status: int, title: str, message: str,
                         headers=PAGE_HEADERS)
 
 
-def _bad(message: str) -> common.ApiError:
-    return common.ApiError(400, message)
-
-
 def _text(data: dict, name: str, *, required: bool) -> str | None:
     value = data.get(name)
     if value is None and not required:
         return None
     if (not isinstance(value, str) or not value or len(value) > MAX_FIELD_CHARS
             or not value.isprintable()):
-        raise _bad(f"{name} must be a string of 1-{MAX_FIELD_CHARS} printable characters")
+        raise common.bad(f"{name} must be a string of 1-{MAX_FIELD_CHARS} printable characters")
     return value
 
 
 async def create_link(request: web.Request) -> web.Response:
     principal = auth.admin(request)
-    try:
-        data = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        raise _bad("malformed JSON body") from None
-    if not isinstance(data, dict):
-        raise _bad("body must be a JSON object")
-    unknown = sorted(set(data) - LINK_FIELDS)
-    if unknown:
-        raise _bad(f"unknown field {unknown[0]!r}")
+    data = common.json_object(await request.read(), LINK_FIELDS)
     provider = _text(data, "provider", required=True)
     org = _text(data, "org", required=True)
     account_id = _text(data, "account_id", required=False)
@@ -78,7 +65,7 @@ async def create_link(request: web.Request) -> web.Response:
             isinstance(s, str) and s and s.isprintable() and " " not in s
             and len(s) <= MAX_FIELD_CHARS
             for s in scopes):
-        raise _bad("scopes must be a list of scope strings")
+        raise common.bad("scopes must be a list of scope strings")
     if not principal.sees(org):
         raise common.ApiError(403, "this token cannot make links for that org")
     try:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from tokend import clock, config, model, quota, schedule, store
-from tokend.web import api, auth, common
+from tokend import actions, clock, config, model, quota, schedule, store
+from tokend.web import auth, common
 
 PAGE_LIMIT_DEFAULT = 100
 PAGE_LIMIT_MAX = 500
@@ -24,7 +24,6 @@ FAILING = "failing"
 STATUSES = (model.ACTIVE, FAILING, model.REAUTH_REQUIRED, model.DISABLED, model.DELETED)
 TIME_KEYS = frozenset({"next_attempt_at", "access_expires_at", "refresh_expires_at",
                        "last_refresh_at"})
-DISABLED_REASON = "disabled by an operator"
 
 
 def status(account: model.Account) -> str:
@@ -52,7 +51,7 @@ def _text_param(query: Mapping[str, str], name: str, max_length: int = 200) -> s
     if value is None or value == "":
         return None
     if len(value) > max_length:
-        raise api._bad(f"{name} must be at most {max_length} characters")
+        raise common.bad(f"{name} must be at most {max_length} characters")
     return value
 
 
@@ -87,7 +86,7 @@ def _after(cursor: str, sort: str, descending: bool) -> tuple[Any, str]:
         elif not isinstance(key, str):
             raise ValueError
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise api._bad("cursor is not valid for this sort and order") from None
+        raise common.bad("cursor is not valid for this sort and order") from None
     return key, account_id
 
 
@@ -95,16 +94,16 @@ def page_request(query: Mapping[str, str], principal: auth.Principal) -> model.A
     """The page the query string asks for; a 400 on anything it cannot mean."""
     unknown = sorted(set(query) - ACCOUNT_PARAMS)
     if unknown:
-        raise api._bad(f"unknown parameter {unknown[0]!r}")
+        raise common.bad(f"unknown parameter {unknown[0]!r}")
     sort = query.get("sort", "name")
     if sort not in store.SORT_KEYS:
-        raise api._bad(f"sort must be one of {', '.join(store.SORT_KEYS)}")
+        raise common.bad(f"sort must be one of {', '.join(store.SORT_KEYS)}")
     order = query.get("order", "asc")
     if order not in ("asc", "desc"):
-        raise api._bad("order must be asc or desc")
+        raise common.bad("order must be asc or desc")
     wanted = _text_param(query, "state")
     if wanted is not None and wanted not in STATUSES:
-        raise api._bad(f"state must be one of {', '.join(STATUSES)}")
+        raise common.bad(f"state must be one of {', '.join(STATUSES)}")
     org = _text_param(query, "org")
     if principal.org is not None:
         if org is not None and org != principal.org:
@@ -118,7 +117,7 @@ def page_request(query: Mapping[str, str], principal: auth.Principal) -> model.A
         sort=sort, descending=descending, org=org, provider=_text_param(query, "provider"),
         state=model.ACTIVE if wanted == FAILING else wanted,
         healthy=wanted == model.ACTIVE, failing=wanted == FAILING, q=_text_param(query, "q"),
-        limit=api._int_param(query, "limit", PAGE_LIMIT_DEFAULT, 1, PAGE_LIMIT_MAX) or 0,
+        limit=common.int_param(query, "limit", PAGE_LIMIT_DEFAULT, 1, PAGE_LIMIT_MAX) or 0,
         after_key=after_key, after_id=after_id)
 
 
@@ -143,48 +142,40 @@ def _fields(page: model.AccountPage) -> dict[str, Any]:
     return {name: getattr(page, name) for name in model.AccountPage.__dataclass_fields__}
 
 
-async def _acted(request: web.Request, changed: model.Account | None, account_id: str,
-                 refusal: str) -> web.Response:
-    if changed is None:
-        current = await request.app[common.STORE].get_account(account_id)
-        state = current.state if current else None
-        raise common.ApiError(409, refusal, state=state)
+async def _act(request: web.Request, action: Callable[[store.Store, str, datetime],
+                                                   Awaitable[model.Account]]) -> web.Response:
+    """One account action: visible to this token, applied, the loop told to re-plan."""
+    principal = auth.admin(request)
+    account = await common.visible_account(request, principal, request.match_info["id"])
+    try:
+        changed = await action(request.app[common.STORE], account.id, clock.now())
+    except actions.Refused as exc:
+        raise common.ApiError(409, exc.message, state=exc.state) from None
     request.app[common.LOOP].wake()  # the schedule changed: let the loop re-plan its sleep
     return common.json_response(
         {"account": account_view(changed, request.app[common.CONFIG].refresh)})
 
 
 async def disable(request: web.Request) -> web.Response:
-    principal = auth.admin(request)
-    account = await api._visible_account(request, principal, request.match_info["id"])
-    changed = await request.app[common.STORE].disable_account(account.id, DISABLED_REASON,
-                                                              clock.now())
-    return await _acted(request, changed, account.id, "a deleted account cannot be disabled")
+    return await _act(request, actions.disable)
 
 
 async def enable(request: web.Request) -> web.Response:
-    principal = auth.admin(request)
-    account = await api._visible_account(request, principal, request.match_info["id"])
-    changed = await request.app[common.STORE].enable_account(account.id, clock.now())
-    return await _acted(request, changed, account.id, "only a disabled account can be enabled")
+    return await _act(request, actions.enable)
 
 
 async def clear_backoff(request: web.Request) -> web.Response:
-    principal = auth.admin(request)
-    account = await api._visible_account(request, principal, request.match_info["id"])
-    changed = await request.app[common.STORE].clear_backoff(account.id, clock.now())
-    return await _acted(request, changed, account.id,
-                        "only an active account that is not being refreshed has a backoff")
+    return await _act(request, actions.clear_backoff)
 
 
 async def attempts(request: web.Request) -> web.Response:
     principal = auth.admin(request)
     unknown = sorted(set(request.query) - {"limit"})
     if unknown:
-        raise api._bad(f"unknown parameter {unknown[0]!r}")
-    limit = api._int_param(request.query, "limit", ATTEMPTS_LIMIT_DEFAULT, 1,
-                           ATTEMPTS_LIMIT_MAX) or ATTEMPTS_LIMIT_DEFAULT
-    account = await api._visible_account(request, principal, request.match_info["id"])
+        raise common.bad(f"unknown parameter {unknown[0]!r}")
+    limit = common.int_param(request.query, "limit", ATTEMPTS_LIMIT_DEFAULT, 1,
+                             ATTEMPTS_LIMIT_MAX) or ATTEMPTS_LIMIT_DEFAULT
+    account = await common.visible_account(request, principal, request.match_info["id"])
     rows = await request.app[common.STORE].list_attempts(account.id, limit=limit)
     return common.json_response({"attempts": [
         {"account_id": a.account_id, "source": a.source, "started_at": a.started_at.isoformat(),
@@ -228,7 +219,7 @@ async def resume(request: web.Request) -> web.Response:
         raise common.ApiError(404, "unknown provider")
     if principal.org is not None:
         raise common.ApiError(403, "only the admin token can resume a provider")
-    resumed = await request.app[common.STORE].clear_provider_pause(name, clock.now())
+    resumed = await actions.resume(request.app[common.STORE], name, clock.now())
     request.app[common.LOOP].wake()
     return common.json_response({"provider": name, "resumed": resumed})
 

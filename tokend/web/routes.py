@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import prometheus_client as prom
 import structlog
 from aiohttp import web
 
-from tokend import budget, model, probes, quota, refresher, status, store, vocabulary
+from tokend import clock, gauges, model, probes, status, vocabulary
 from tokend.web import common
 
 log = structlog.get_logger("tokend.web")
@@ -38,13 +38,9 @@ PROBE_HEADERS = {"Content-Type": "text/plain; charset=utf-8",
                  "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 async def health(request: web.Request) -> web.Response:
     """IETF health-check draft format. Only the loop can fail it: its clock is in memory."""
-    now = _now()
+    now = clock.now()
     refresh_loop = request.app[common.LOOP]
     loop_ok = refresh_loop.healthy(now)
     last = refresh_loop.last_finished_at
@@ -54,9 +50,9 @@ async def health(request: web.Request) -> web.Response:
         "observedUnit": "s", "time": now.isoformat(),
     }
     if not loop_ok:
-        loop_check["output"] = (f"no finished refresh cycle within "
-                                f"{3 * refresh_loop.interval_seconds:g} s")
-    db_check = await _database_check(request.app[common.STORE], now)
+        limit = model.STALE_AFTER_INTERVALS * refresh_loop.interval_seconds
+        loop_check["output"] = f"no finished refresh cycle within {limit:g} s"
+    db_check = await _database_check(request.app[common.READINESS], now)
     status = "fail" if not loop_ok else db_check["status"]
     body = {"status": status, "serviceId": request.app[common.INSTANCE],
             "checks": {"loop:freshness": [loop_check], "database:reachability": [db_check]}}
@@ -64,20 +60,15 @@ async def health(request: web.Request) -> web.Response:
                                 content_type=HEALTH_JSON)
 
 
-async def _database_check(db: store.Store, now: datetime) -> dict[str, Any]:
-    started = asyncio.get_running_loop().time()
+async def _database_check(readiness: probes.Readiness, now: datetime) -> dict[str, Any]:
+    """/readyz's database ping, cached and bounded there, in the health-check format."""
+    ping = await readiness.ping()
     check: dict[str, Any] = {"componentType": "datastore", "status": "pass",
                              "time": now.isoformat()}
-    try:
-        async with asyncio.timeout(DB_TIMEOUT_SECONDS + 0.5):
-            await db.ping(DB_TIMEOUT_SECONDS)
-    except TimeoutError:
-        check.update(status="warn", output=f"no answer within {DB_TIMEOUT_SECONDS:g} s")
-    except Exception as exc:
-        check.update(status="warn", output=f"unreachable ({type(exc).__name__})")
+    if ping.reason:
+        check.update(status="warn", output=ping.reason)
     else:
-        check.update(observedValue=round((asyncio.get_running_loop().time() - started) * 1000, 1),
-                     observedUnit="ms")
+        check.update(observedValue=ping.duration_ms, observedUnit="ms")
     return check
 
 
@@ -97,7 +88,7 @@ def _probe_answer(request: web.Request, name: str, checks: list[probes.Check]) -
 
 
 async def livez(request: web.Request) -> web.Response:
-    return _probe_answer(request, "livez", probes.liveness(request.app[common.LOOP], _now()))
+    return _probe_answer(request, "livez", probes.liveness(request.app[common.LOOP], clock.now()))
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -108,49 +99,11 @@ async def loop_status(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS):
             body = await status.report(request.app[common.INSIGHTS], request.app[common.CONFIG],
-                                       _now())
+                                        clock.now())
     except Exception as exc:
         log.warning("loop_status_unavailable", error=type(exc).__name__)
         raise common.ApiError(503, "database unavailable") from None
     return common.json_response({**body, "instance": request.app[common.INSTANCE]})
-
-
-async def _refresh_gauges(app: web.Application) -> None:
-    db, stats, cfg = app[common.INSIGHTS], app[common.METRICS], app[common.CONFIG]
-    now = _now()
-    counts, failing = await status.account_health(db)
-    for state in (*model.STATES, status.FAILING):
-        stats.accounts.labels(state).set(counts.get(state, 0))
-    stats.failing_accounts.clear()
-    for code, n in failing.items():  # a provider's own codes are unbounded: fold them
-        label = code if code in refresher.METRIC_CODES else "other"
-        stats.failing_accounts.labels(label).inc(n)
-    stats.due_backlog.set(await db.count_due(
-        now, expiry_threshold_seconds=cfg.refresh.expiry_threshold_seconds,
-        max_age_seconds=cfg.refresh.max_age_seconds, idle_after=cfg.idle_after()))
-    for key, n in (await db.refresh_expiry_counts(now)).items():
-        stats.refresh_tokens_expiring.labels(key.split("_")[1]).set(n)
-    paused = await db.paused_providers(now)
-    for projection in await quota.project(db, cfg):
-        name = projection.provider
-        stats.provider_paused.labels(name).set(1 if name in paused else 0)
-        stats.projected_daily_calls.labels(name).set(projection.projected_daily_calls)
-        if projection.daily_quota is not None:
-            stats.daily_quota.labels(name).set(projection.daily_quota)
-        if projection.capacity_accounts is not None:
-            stats.capacity_accounts.labels(name).set(projection.capacity_accounts)
-    for provider, split in (await db.demand_split(cfg.idle_after(), now)).items():
-        for schedule_kind, n in split.items():
-            stats.accounts_scheduled.labels(provider, schedule_kind).set(n)
-    for standing in await budget.standings(db, cfg.providers, now):
-        for grant in model.GRANT_TYPES:
-            stats.budget_calls.labels(standing.provider, grant).set(
-                standing.calls.get(grant, 0))
-        stats.budget_state.labels(standing.provider).set(budget.STATES.index(standing.state))
-    deliveries = await db.delivery_counts()
-    for endpoint in cfg.webhooks:
-        stats.webhook_pending.labels(endpoint.name).set(
-            deliveries.get(endpoint.name, {}).get(model.PENDING, 0))
 
 
 async def _probe_gauges(app: web.Application) -> None:
@@ -158,7 +111,7 @@ async def _probe_gauges(app: web.Application) -> None:
     stats, refresh_loop = app[common.METRICS], app[common.LOOP]
     reference = refresh_loop.last_turned_at or refresh_loop.started_at
     stats.loop_last_cycle.set(reference.timestamp())
-    (alive,) = probes.liveness(refresh_loop, _now())
+    (alive,) = probes.liveness(refresh_loop, clock.now())
     stats.loop_stale.set(0 if alive.ok else 1)
     for check in await app[common.READINESS].checks():
         stats.ready.labels(check.name).set(1 if check.ok else 0)
@@ -171,7 +124,9 @@ async def metrics(request: web.Request) -> web.Response:
     await _probe_gauges(request.app)
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS):
-            await _refresh_gauges(request.app)
+            app = request.app
+            await gauges.refresh(app[common.INSIGHTS], app[common.METRICS], app[common.CONFIG],
+                                 clock.now())
     except Exception as exc:
         log.warning("metrics_gauges_stale", error=type(exc).__name__)
     return web.Response(body=request.app[common.METRICS].render(),
@@ -184,23 +139,21 @@ async def vocabulary_json(_request: web.Request) -> web.Response:
 
 
 @functools.cache
-def _page_template() -> str:
-    return (STATIC_DIR / "terminal.html").read_text()
+def _page(name: str) -> str:
+    """A page with the login dialog both pages share put in its place."""
+    login = (STATIC_DIR / "login.html").read_text()
+    return (STATIC_DIR / name).read_text().replace("__LOGIN__\n", login)
 
 
 async def terminal(request: web.Request) -> web.Response:
     max_entries = request.app[common.CONFIG].server.terminal_max_entries
-    page = _page_template().replace("__MAX_ENTRIES__", str(int(max_entries)))
+    page = _page("terminal.html").replace("__MAX_ENTRIES__", str(int(max_entries)))
     return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
 
 
-@functools.cache
-def _console_page() -> str:
-    return (STATIC_DIR / "console.html").read_text()
-
-
 async def console(_request: web.Request) -> web.Response:
-    return web.Response(text=_console_page(), content_type="text/html", headers=PAGE_HEADERS)
+    return web.Response(text=_page("console.html"), content_type="text/html",
+                        headers=PAGE_HEADERS)
 
 
 async def asset(request: web.Request) -> web.FileResponse:

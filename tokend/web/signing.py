@@ -4,7 +4,6 @@ the private key never leaves tokend."""
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
 from tokend.ebay import signatures, signing
@@ -16,15 +15,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def _request(request: web.Request) -> tuple[str, str, str | None]:
-    try:
-        data = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        raise common.ApiError(400, "malformed JSON body") from None
-    if not isinstance(data, dict):
-        raise common.ApiError(400, "body must be a JSON object")
-    unknown = sorted(set(data) - FIELDS)
-    if unknown:
-        raise common.ApiError(400, f"unknown field {unknown[0]!r}")
+    data = common.json_object(await request.read(), FIELDS)
     method, url, digest = data.get("method"), data.get("url"), data.get("content_digest")
     if not isinstance(method, str):
         raise common.ApiError(400, "method is required, a string such as \"POST\"")

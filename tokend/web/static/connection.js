@@ -4,6 +4,12 @@
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 
+// The connection badge both pages show (#conn, #conn-text): its state and what it says.
+export function setConn(name, text) {
+  document.getElementById("conn").dataset.state = name;
+  document.getElementById("conn-text").textContent = text || name;
+}
+
 export class Stream {
   constructor({ closeCodes, onEntry, onDropped, onState, onRefused }) {
     this.closeCodes = closeCodes;

@@ -1,57 +1,7 @@
-// The console's state: the token (this tab only, shared with the terminal), the admin API
-// calls, and the accounts query with its stack of keyset cursors (one per page seen).
+// The console's state: the accounts query with its stack of keyset cursors (one per page
+// seen). The token and the API calls are session.js's, shared with the terminal.
 
-const TOKEN_KEY = "tokend.token";
 export const PAGE_SIZE = 50;
-
-export class ApiError extends Error {
-  constructor(status, message, body) {
-    super(message);
-    this.status = status;
-    this.body = body;
-  }
-}
-
-export class Session {
-  constructor({ onRefused }) {
-    this.token = sessionStorage.getItem(TOKEN_KEY);
-    this.onRefused = onRefused;
-  }
-
-  set(token) {
-    this.token = token;
-    sessionStorage.setItem(TOKEN_KEY, token);
-  }
-
-  forget() {
-    this.token = null;
-    sessionStorage.removeItem(TOKEN_KEY);
-  }
-
-  // JSON in and out; a 401 forgets the token, any other failure is an ApiError.
-  async call(method, path, body) {
-    const headers = { "Authorization": `Bearer ${this.token}` };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, {
-      method, headers, cache: "no-store",
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const answer = await response.json().catch(() => ({ error: response.statusText }));
-    if (response.status === 401) {
-      this.onRefused();
-      throw new ApiError(401, "the server refused this token", answer);
-    }
-    if (!response.ok) throw new ApiError(response.status, answer.error || response.statusText, answer);
-    return answer;
-  }
-
-  // Whether a route exists at all: an unknown path is a 404, a known one answers GET with
-  // 405 when it only takes POST. Nothing is sent that could change anything.
-  async hasRoute(path) {
-    const response = await fetch(path, { headers: { "Authorization": `Bearer ${this.token}` } });
-    return response.status !== 404;
-  }
-}
 
 export class AccountQuery {
   constructor() {

@@ -1,8 +1,9 @@
 // The tokend console: loops, providers and accounts over the admin API, kept live by the
 // log stream (/ws/logs) and a light poll. ES modules served as they are: no build step.
-import { Stream } from "./connection.js";
+import { Stream, setConn } from "./connection.js";
 import { load } from "./vocabulary.js";
-import { AccountQuery, PAGE_SIZE, Session } from "./console-state.js";
+import { AccountQuery, PAGE_SIZE } from "./console-state.js";
+import { Login, Session } from "./session.js";
 import {
   pushRecent, renderAccounts, renderChanged, renderLoops, renderProviders, tick,
 } from "./console-render.js";
@@ -12,11 +13,6 @@ const $ = (id) => document.getElementById(id);
 const POLL_MS = 5000;           // loops and providers: counts may poll
 const RELOAD_DELAY_MS = 600;    // entries for accounts on screen come in bursts
 const SEEN_MAX = 10000;         // entry ids remembered against replays; a long day forgets
-
-function setConn(name, text) {
-  $("conn").dataset.state = name;
-  $("conn-text").textContent = text || name;
-}
 
 const vocabulary = await load(() => setConn("reconnecting", "server unreachable"));
 setConn("offline", "offline");
@@ -102,38 +98,28 @@ async function start() {
   pollTimer = setInterval(() => { reloadLoops(); reloadProviders(); }, POLL_MS);
 }
 
-// While the login dialog is open, the page behind it is out of reach (Tab stays in it).
-function setBehindInert(on) {
-  for (const node of document.querySelectorAll("header, main")) node.inert = on;
-}
+const login = new Login({
+  behind: "header, main",
+  accept: async (given) => {
+    session.set(given);
+    // Check the token before the dialog closes, so a wrong one is said at once.
+    try {
+      await session.call("GET", "/api/accounts?limit=1");
+    } catch (err) {
+      if (err.status !== 401) login.error(`server: ${err.message}`);
+      return false;
+    }
+    return true;
+  },
+  opened: start,
+});
 
 function showLogin(message) {
   session.forget();
   stream.disconnect();
   clearInterval(pollTimer);
-  setBehindInert(true);
-  $("login").hidden = false;
-  $("login-error").textContent = message || "";
-  $("token").value = "";
-  $("token").focus();
+  login.show(message);
 }
-
-$("login-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const given = $("token").value.trim();
-  if (!given) return;
-  session.set(given);
-  // Check the token before the dialog closes, so a wrong one is said at once.
-  try {
-    await session.call("GET", "/api/accounts?limit=1");
-  } catch (err) {
-    if (err.status !== 401) $("login-error").textContent = `server: ${err.message}`;
-    return;
-  }
-  $("login").hidden = true;
-  setBehindInert(false);
-  start();
-});
 
 $("lock").addEventListener("click", () => showLogin(""));
 setupFilters({ query, reload: reloadAccounts });

@@ -1,7 +1,7 @@
 // The toolbar, the debug-refresh form and the keys. Every control is a real button or
 // input, so it is reachable with Tab and shows where the focus is.
 import { copyText } from "./clipboard.js";
-import { toggleOpen } from "./entries.js";
+import { toggleOpen } from "./terminal-entries.js";
 import { debugNodes, el, entryText } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
