@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -25,9 +25,6 @@ from tokend import (
     vending,
 )
 from tokend.ebay import notifications, signing
-
-if TYPE_CHECKING:
-    from tokend.web import auth
 
 CONFIG = web.AppKey("config", config.Config)
 SECRETS = web.AppKey("secrets", reload.Secrets)  # the tokens, as last reloaded
@@ -127,7 +124,13 @@ def json_object(body: bytes, fields: Collection[str]) -> dict[str, Any]:
     return data
 
 
-async def visible_account(request: web.Request, principal: auth.Principal,
+class Viewer(Protocol):
+    """Who asks (`auth.Principal`): an org token sees its own org's accounts only."""
+
+    def sees(self, org: str) -> bool: ...
+
+
+async def visible_account(request: web.Request, principal: Viewer,
                           account_id: str) -> model.Account:
     """Another org's account answers exactly like a missing one."""
     account = await request.app[STORE].get_account(account_id)
