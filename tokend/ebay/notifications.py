@@ -382,10 +382,9 @@ class Receiver:
                    "outcome": outcome}
         if notice.topic == ebay_profile.AUTHORIZATION_REVOCATION:
             details["revoke_reason"] = notice.reason
-        return model.Entry(
-            action=vocabulary.EBAY_NOTIFICATION, source=vocabulary.EBAY,
-            created_at=self.clock(), account_id=account.id if account else None,
-            org_id=account.org if account else None, provider=notice.provider,
+        return model.Entry.about(
+            account, action=vocabulary.EBAY_NOTIFICATION, source=vocabulary.EBAY,
+            created_at=self.clock(), **({} if account else {"provider": notice.provider}),
             request={"method": "POST", "url": self.settings.endpoint},
             response={"status": 204}, details=details,
             message=f"{notice.topic}: {outcome}")

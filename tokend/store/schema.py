@@ -3,8 +3,7 @@ on a schema this program does not know (pgqueuer's `verify_structure`)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
+from tokend import clock
 from tokend.store import ports, queries
 
 
@@ -22,7 +21,7 @@ class Schema:
             todo = queries.pending(self.backend, applied)
             for name, script in todo:
                 await tx.script(script)
-                await tx.one("record_migration", name=name, now=datetime.now(UTC))
+                await tx.one("record_migration", name=name, now=clock.now())
         return [name for name, _ in todo]
 
     async def check_schema(self) -> None:
