@@ -92,11 +92,14 @@ class Readiness:
                   "" if self.draining_since is None else "stopping"),
         ]
 
-    async def ping(self) -> Ping:
-        """The last database ping (/readyz, /health, the metrics); a fresh one only once
-        the cached one is older than `ping_cache_seconds`, and one at a time."""
+    async def ping(self, *, fresh: bool = False) -> Ping:
+        """The last database ping (/readyz, the metrics); a fresh one only once the cached
+        one is older than `ping_cache_seconds`, and one at a time. `fresh` (/health, which
+        says what is true now, a brief outage included) skips the cache but still shares a
+        ping under way."""
         now = time.monotonic()
-        if self._last_ping is not None and now - self._last_ping[0] < self.ping_cache_seconds:
+        if (not fresh and self._last_ping is not None
+                and now - self._last_ping[0] < self.ping_cache_seconds):
             return self._last_ping[1]
         if self._ping is None:
             self._ping = asyncio.create_task(self._ping_once(), name="readiness-ping")
