@@ -137,7 +137,8 @@ class Vendor:
             refreshed = True
             self._learn(account, min_valid_seconds)
         assert account.access_token is not None and account.access_expires_at is not None
-        await self._mark_in_demand(account, now)
+        if self._mark_due(account, now):
+            await self.db.touch_vended(account.id, now)
         try:
             token = self.keyring.decrypt(account.access_token, account_id=account.id,
                                          column="access_token")
@@ -146,13 +147,15 @@ class Vendor:
         return Vended(access_token=token, expires_at=account.access_expires_at,
                       refreshed=refreshed)
 
-    async def _mark_in_demand(self, account: model.Account, now: datetime) -> None:
-        """Keep the account on the schedule of a demand-aware provider (one write a
-        minute at most per account, so a busy app costs no write per vend)."""
+    def _mark_due(self, account: model.Account, now: datetime) -> bool:
+        """Whether to mark the account in demand, keeping it on the schedule of a
+        demand-aware provider: one write a minute at most per account, so a busy app costs
+        no write (and no coroutine) per vend."""
         last = self._marked.get(account.id, account.last_vended_at)
         if last is None or (now - last).total_seconds() >= VEND_MARK_SECONDS:
             self._marked[account.id] = now
-            await self.db.touch_vended(account.id, now)
+            return True
+        return False
 
     def _learn(self, account: model.Account, min_valid_seconds: float) -> None:
         """Remember which accounts' providers hand out tokens shorter than apps ask for,
