@@ -98,10 +98,10 @@ class Keyring:
         if not value.startswith(PREFIX):
             raise DecryptError(f"{column} is not an ENC:v1 envelope")
         kid, sep, payload = value[len(PREFIX):].partition(":")
-        if not sep or not _KID.fullmatch(kid):  # what stands in kid's place may be ciphertext
-            raise DecryptError(f"{column} is not a complete ENC:v1 envelope")
-        aead = self._keys.get(kid)
+        aead = self._keys.get(kid) if sep else None
         if aead is None:
+            if not sep or not _KID.fullmatch(kid):  # what stands there may be ciphertext
+                raise DecryptError(f"{column} is not a complete ENC:v1 envelope")
             raise DecryptError(f"{column} is sealed with unknown key id {kid!r}")
         try:
             raw = _b64decode(payload)

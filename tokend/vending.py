@@ -53,11 +53,12 @@ class Unavailable(Exception):
     """No token good for long enough could be had now; the message says why."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: made on every vend, and frozen costs
 class Vended:
     access_token: str = dataclasses.field(repr=False)
     expires_at: datetime
     refreshed: bool
+    expires_in: int = 0  # whole seconds left when it was vended: may be less than asked
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -136,23 +137,28 @@ class Vendor:
                                   f"no access token valid for {min_valid_seconds:g} s")
             refreshed = True
             self._learn(account, min_valid_seconds)
+            now = self.clock()
         assert account.access_token is not None and account.access_expires_at is not None
-        await self._mark_in_demand(account, now)
+        if self._mark_due(account, now):
+            await self.db.touch_vended(account.id, now)
         try:
             token = self.keyring.decrypt(account.access_token, account_id=account.id,
                                          column="access_token")
         except crypto.DecryptError:
             raise Unavailable("stored access token cannot be decrypted") from None
-        return Vended(access_token=token, expires_at=account.access_expires_at,
-                      refreshed=refreshed)
+        expires_at = account.access_expires_at
+        return Vended(access_token=token, expires_at=expires_at, refreshed=refreshed,
+                      expires_in=max(0, int((expires_at - now).total_seconds())))
 
-    async def _mark_in_demand(self, account: model.Account, now: datetime) -> None:
-        """Keep the account on the schedule of a demand-aware provider (one write a
-        minute at most per account, so a busy app costs no write per vend)."""
+    def _mark_due(self, account: model.Account, now: datetime) -> bool:
+        """Whether to mark the account in demand, keeping it on the schedule of a
+        demand-aware provider: one write a minute at most per account, so a busy app costs
+        no write (and no coroutine) per vend."""
         last = self._marked.get(account.id, account.last_vended_at)
         if last is None or (now - last).total_seconds() >= VEND_MARK_SECONDS:
             self._marked[account.id] = now
-            await self.db.touch_vended(account.id, now)
+            return True
+        return False
 
     def _learn(self, account: model.Account, min_valid_seconds: float) -> None:
         """Remember which accounts' providers hand out tokens shorter than apps ask for,

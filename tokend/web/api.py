@@ -124,10 +124,9 @@ async def access_token(request: web.Request) -> web.Response:
             request.match_info["id"], min_valid_seconds=min_valid, org=principal.org)
     # expires_in is the token's real remaining life, which may be less than was asked
     # for when the provider's tokens live shorter.
-    expires_in = max(0, int((vended.expires_at - clock.now()).total_seconds()))
     return common.json_response(
         {"access_token": vended.access_token, "expires_at": vended.expires_at.isoformat(),
-         "expires_in": expires_in, "token_type": "Bearer"},
+         "expires_in": vended.expires_in, "token_type": "Bearer"},
         headers=NO_STORE)
 
 

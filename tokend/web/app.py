@@ -101,8 +101,8 @@ async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamR
 
 
 def _holds_nul(request: web.Request) -> bool:
-    return "\x00" in request.path or any(
-        "\x00" in key or "\x00" in value for key, value in request.query.items())
+    return "\x00" in request.path or (bool(request.query_string) and any(
+        "\x00" in key or "\x00" in value for key, value in request.query.items()))
 
 
 async def _close_websockets(app: web.Application) -> None:
