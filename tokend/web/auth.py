@@ -62,14 +62,5 @@ def admin(request: web.Request) -> Principal:
     return _require(request, admin_tokens(request.app[common.SECRETS].server))
 
 
-_consumers: tuple[config.ServerConfig, list[tuple[str, Principal]]] | None = None
-
-
 def consumer(request: web.Request) -> Principal:
-    """Apps call this on every vend: the candidates are built again only when a reload
-    swapped the server settings for another object."""
-    global _consumers
-    server = request.app[common.SECRETS].server
-    if _consumers is None or _consumers[0] is not server:
-        _consumers = (server, consumer_tokens(server))
-    return _require(request, _consumers[1])
+    return _require(request, consumer_tokens(request.app[common.SECRETS].server))
