@@ -10,6 +10,7 @@ import os
 import platform
 import secrets
 import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -121,6 +122,33 @@ async def database(admin_url: str = ADMIN_URL) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def backend_database(backend: str, folder: Path) -> AsyncIterator[str]:
+    """A fresh, migrated database of `backend`: a SQLite file in `folder`, or `database()`."""
+    if backend != "sqlite":
+        async with database() as url:
+            yield url
+        return
+    url = f"sqlite://{folder / 'bench.db'}"
+    db = await store.connect(url)
+    try:
+        await db.migrate()
+    finally:
+        await db.close()
+    yield url
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it is still there 30 s later."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 async def execute(url: str, *statements: str) -> None:

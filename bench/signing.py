@@ -109,15 +109,7 @@ async def run_backend(backend: str, requests: int, concurrency: int, tmp: Path,
     key_line = crypto.generate_key_line("bench")
     keyring = crypto.Keyring.from_lines([key_line])
     async with contextlib.AsyncExitStack() as stack:
-        if backend == "sqlite":
-            url = f"sqlite://{tmp / 'bench.db'}"
-            from tokend import store
-
-            db = await store.connect(url)
-            await db.migrate()
-            await db.close()
-        else:
-            url = await stack.enter_async_context(common.database())
+        url = await stack.enter_async_context(common.backend_database(backend, tmp))
         (account_id, _), = (await seed(url, keyring, 1)).items()
         sim = await stack.enter_async_context(simulator.Simulator())
         path = common.write_toml(tmp / f"{backend}.toml", url, sim.token_url, key_line,

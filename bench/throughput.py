@@ -20,7 +20,6 @@ import contextlib
 import math
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -207,13 +206,7 @@ async def daemon_once(url: str, sim: common.SimulatorProcess, keyring: crypto.Ke
             finally:
                 await conn.close()
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            common.stop_process(proc)
     wall = done_at - first.timestamp()
     return {"wall": wall, "cpu": cpu, "sim_cpu": sim_cpu, "refreshed": accounts,
             "failed": failed}

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -104,13 +103,7 @@ async def child(args: list[str], port: int, log_path: Path,
             await asyncio.sleep(0.1)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        common.stop_process(proc)
 
 
 async def wrk(port: int, *, accounts: int, seconds: float, connections: int,

@@ -109,13 +109,7 @@ async def run_backend(backend: str, events: int, rate: float, tmp: Path) -> list
     key_line = crypto.generate_key_line("bench")
     keyring = crypto.Keyring.from_lines([key_line])
     async with contextlib.AsyncExitStack() as stack:
-        if backend == "sqlite":
-            url = f"sqlite://{tmp / 'bench.db'}"
-            db = await store.connect(url)
-            await db.migrate()
-            await db.close()
-        else:
-            url = await stack.enter_async_context(common.database())
+        url = await stack.enter_async_context(common.backend_database(backend, tmp))
         tokens = await seed(url, keyring, events)
         sim = await stack.enter_async_context(simulator.Simulator())
         receiver = Receiver()
