@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -315,6 +316,20 @@ async def stream_entries(url: str, into: list[dict], ready: asyncio.Event) -> No
                 into.extend(data["entries"])
 
 
+@contextlib.asynccontextmanager
+async def streaming(url: str) -> AsyncIterator[list[dict]]:
+    """The live entries `url`'s /ws/logs sends while the block runs, once it is ready."""
+    seen: list[dict] = []
+    ready = asyncio.Event()
+    watcher = asyncio.create_task(stream_entries(url, seen, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        yield seen
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+
 async def test_two_daemons_behind_pgbouncer_share_the_work_and_one_stream_shows_both(
         tmp_path: Path, pgbouncer_url: str, pg_url: str, keyring, key_lines) -> None:
     """Transaction pooling: no prepared-statement cache and no session state; without a
@@ -324,15 +339,12 @@ async def test_two_daemons_behind_pgbouncer_share_the_work_and_one_stream_shows_
                                     token_url=sim.token_url, concurrency=16,
                                     database={"pgbouncer": True, "pool_max_size": 8})
         daemons = [Daemon(config_path, tmp_path / f"d{n}.log") for n in range(2)]
-        seen: list[dict] = []
-        ready = asyncio.Event()
-        watcher = None
+        streams = contextlib.AsyncExitStack()
         try:
             urls = [await d.url() for d in daemons]
             assert [(await d.wait_for_event("daemon_ready"))["stream_feed"]
                     for d in daemons] == ["poll", "poll"]
-            watcher = asyncio.create_task(stream_entries(urls[0], seen, ready))
-            await asyncio.wait_for(ready.wait(), 10)
+            seen = await streams.enter_async_context(streaming(urls[0]))
             await seed_postgres(pg_url, keyring, 600)  # due now: the next cycles take them
             await wait_until(lambda: _len_is(refreshed(pg_url), 600), 90, 0.5)
             streamed = lambda: {e["account_id"] for e in seen  # noqa: E731
@@ -342,9 +354,7 @@ async def test_two_daemons_behind_pgbouncer_share_the_work_and_one_stream_shows_
                 d.signal(signal.SIGTERM)
             assert [await d.wait() for d in daemons] == [0, 0]
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            await streams.aclose()
             for d in daemons:
                 d.kill()
         stats = sim.stats()

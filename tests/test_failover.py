@@ -6,6 +6,7 @@ processes, a rotating provider; every wait is bounded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import aiohttp
 import pytest
 from kit import seed_postgres, wait_until
 from proc import Daemon, daemon_config
-from test_daemon import stream_entries
+from test_daemon import streaming
 from test_faults import Watch, stop_all
 from webhook_receiver import Receiver
 
@@ -75,9 +76,7 @@ async def test_a_failover_is_noticed_in_seconds_and_survived_without_a_restart(
     watch = await Watch.open(pg_url)  # direct: the proxy's faults are the daemons' alone
     proxy = PgProxy(pg_url)
     await proxy.start()
-    seen: list[dict] = []
-    ready = asyncio.Event()
-    watcher = None
+    streams = contextlib.AsyncExitStack()
     async with simulator.Simulator(rotate=True, latency_seconds=0.3) as sim, \
             aiohttp.ClientSession() as http:
         config_path = daemon_config(tmp_path, db_url=proxy.url, key_line=key_lines[0],
@@ -86,8 +85,7 @@ async def test_a_failover_is_noticed_in_seconds_and_survived_without_a_restart(
         daemons = [Daemon(config_path, tmp_path / f"d{n}.log") for n in range(3)]
         try:
             urls = [await d.url() for d in daemons]
-            watcher = asyncio.create_task(stream_entries(urls[0], seen, ready))
-            await asyncio.wait_for(ready.wait(), 10)
+            seen = await streams.enter_async_context(streaming(urls[0]))
             await wait_until(lambda: watch.reaches("access_token IS NOT NULL", count // 4),
                              30, 0.02)
             proxy.fail_over()
@@ -104,9 +102,7 @@ async def test_a_failover_is_noticed_in_seconds_and_survived_without_a_restart(
             assert [d.proc.poll() for d in daemons] == [None, None, None], "a daemon died"
             assert await stop_all(daemons) == [0, 0, 0]
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            await streams.aclose()
             for d in daemons:
                 d.kill()
             await proxy.close()
@@ -138,9 +134,7 @@ async def test_a_partition_heals_and_the_loop_the_stream_and_webhooks_carry_on(
     watch = await Watch.open(pg_url)
     proxy = PgProxy(pg_url)
     await proxy.start()
-    seen: list[dict] = []
-    ready = asyncio.Event()
-    watcher = None
+    streams = contextlib.AsyncExitStack()
     async with simulator.Simulator(rotate=True, latency_seconds=0.05) as sim, \
             Receiver() as receiver, aiohttp.ClientSession() as http:
         config_path = daemon_config(tmp_path, db_url=proxy.url, key_line=key_lines[0],
@@ -153,8 +147,7 @@ async def test_a_partition_heals_and_the_loop_the_stream_and_webhooks_carry_on(
         daemons = [Daemon(config_path, tmp_path / f"d{n}.log") for n in range(2)]
         try:
             urls = [await d.url() for d in daemons]
-            watcher = asyncio.create_task(stream_entries(urls[0], seen, ready))
-            await asyncio.wait_for(ready.wait(), 10)
+            seen = await streams.enter_async_context(streaming(urls[0]))
             # Past its backlog (which reads the database): live entries are flowing.
             await wait_until(lambda: any(e["action"] == "worker_heartbeat" for e in seen), 10)
             proxy.partition()
@@ -181,9 +174,7 @@ async def test_a_partition_heals_and_the_loop_the_stream_and_webhooks_carry_on(
             assert [d.proc.poll() for d in daemons] == [None, None], "a daemon died"
             assert await stop_all(daemons) == [0, 0]
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            await streams.aclose()
             for d in daemons:
                 d.kill()
             await proxy.close()
