@@ -4,6 +4,7 @@ output, log line, answer or table (PostgreSQL, dumped whole)."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
@@ -20,6 +21,20 @@ from tokend.testing import simulator
 
 CONSUMER = "consumer-token-for-signing-tests-0123"
 PROVIDER = "ebay-sandbox"
+
+
+async def signed_entries(http: aiohttp.ClientSession, url: str, timeout: float = 10.0) -> str:
+    """The vend log once it holds a signature's entry (entries are written in batches, off
+    the signing path), or as it stands at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        async with http.get(f"{url}/api/logs?source=vend",
+                            headers={"Authorization": f"Bearer {proc.ADMIN_TOKEN}"}) as logs:
+            text = await logs.text()
+        if '"request_signed"' in text or loop.time() > deadline:
+            return text
+        await asyncio.sleep(0.05)
 
 
 def config(tmp_path: Path, pg_url: str, key_line: str, sim: simulator.Simulator) -> Path:
@@ -86,9 +101,7 @@ async def test_cli_keys_and_a_daemon_that_signs_with_them(tmp_path, pg_url, key_
             async with http.get(yarl.URL(target, encoded=True), headers={
                     **signed["headers"], "Authorization": "Bearer v^1.1#sim"}) as response:
                 assert response.status == 200, await response.text()
-            async with http.get(f"{url}/api/logs?source=vend",
-                                headers={"Authorization": f"Bearer {proc.ADMIN_TOKEN}"}) as logs:
-                outputs.append(await logs.text())
+            outputs.append(await signed_entries(http, url))
             daemon.signal(signal.SIGTERM)
             assert await daemon.wait() == 0
         finally:
