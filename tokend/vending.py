@@ -39,17 +39,21 @@ VEND_MARK_SECONDS = 60.0  # how stale accounts.last_vended_at may get
 LEASE_WAIT_MARGIN_SECONDS = 5.0  # beyond the provider call: the holder's save and release
 
 
-class NotFound(Exception):
+class Refusal(Exception):
+    """Why no token is handed out: one of the three below."""
+
+
+class NotFound(Refusal):
     """No account with this id is visible to the caller."""
 
 
-class NotActive(Exception):
+class NotActive(Refusal):
     def __init__(self, state: str) -> None:
         super().__init__(f"account is {state}")
         self.state = state
 
 
-class Unavailable(Exception):
+class Unavailable(Refusal):
     """No token good for long enough could be had now; the message says why."""
 
 
@@ -102,7 +106,16 @@ class Vendor:
         """A token valid for at least `min_valid_seconds`; `org` limits what is visible."""
         started = time.monotonic()
         try:
-            vended = await self._vend(account_id, min_valid_seconds, org)
+            account = _visible(self.rows.fresh(account_id) or await self.rows.get(account_id),
+                               org)
+            now = self.clock()
+            refreshed = not self._good_enough(account, min_valid_seconds, now)
+            if refreshed:
+                account = await self._refreshed(account, min_valid_seconds, org)
+                now = self.clock()
+            if self._mark_due(account, now):
+                await self.db.touch_vended(account.id, now)
+            vended = self._hand_out(account, now, refreshed)
         except NotFound:
             self.stats.vends.labels("not_found").inc()
             raise
@@ -114,39 +127,37 @@ class Vendor:
             log.warning("token_vend_failed", account_id=account_id, error=str(exc))
             raise
         self.stats.vend_seconds.observe(time.monotonic() - started)
-        if not vended.refreshed:  # the busy path: a counter, no log line per request
+        if not refreshed:  # the busy path: a counter, no log line per request
             self._stored.inc()
             return vended
         self.stats.vends.labels("refreshed").inc()
-        log.info("token_vended", account_id=account_id, refreshed=vended.refreshed,
+        log.info("token_vended", account_id=account_id, refreshed=True,
                  expires_at=vended.expires_at.isoformat())
         return vended
 
-    async def _vend(self, account_id: str, min_valid_seconds: float, org: str | None) -> Vended:
-        account = _visible(await self.rows.get(account_id), org)
-        refreshed = False
-        now = self.clock()
-        if not self._good_enough(account, min_valid_seconds, now):
-            seen = account.access_token
-            latest, error_code = await self._shared_refresh(account_id, min_valid_seconds, seen)
-            self.rows.forget(account_id)
-            account = _visible(latest, org)
-            renewed = account.access_token != seen and self._valid(account)
-            if not (renewed or self._good_enough(account, min_valid_seconds)):
-                raise Unavailable(f"refresh failed: {error_code}" if error_code else
-                                  f"no access token valid for {min_valid_seconds:g} s")
-            refreshed = True
-            self._learn(account, min_valid_seconds)
-            now = self.clock()
-        assert account.access_token is not None and account.access_expires_at is not None
-        if self._mark_due(account, now):
-            await self.db.touch_vended(account.id, now)
+    async def _refreshed(self, account: model.Account, min_valid_seconds: float,
+                         org: str | None) -> model.Account:
+        """The stored token will not do: the account after a refresh (joined or started)."""
+        seen = account.access_token
+        latest, error_code = await self._shared_refresh(account.id, min_valid_seconds, seen)
+        self.rows.forget(account.id)
+        account = _visible(latest, org)
+        renewed = account.access_token != seen and self._valid(account)
+        if not (renewed or self._good_enough(account, min_valid_seconds)):
+            raise Unavailable(f"refresh failed: {error_code}" if error_code else
+                              f"no access token valid for {min_valid_seconds:g} s")
+        self._learn(account, min_valid_seconds)
+        return account
+
+    def _hand_out(self, account: model.Account, now: datetime, refreshed: bool) -> Vended:
+        """The plaintext of a token `_good_enough` accepted, for this request only."""
+        expires_at = account.access_expires_at
+        assert account.access_token is not None and expires_at is not None
         try:
             token = self.keyring.decrypt(account.access_token, account_id=account.id,
                                          column="access_token")
         except crypto.DecryptError:
             raise Unavailable("stored access token cannot be decrypted") from None
-        expires_at = account.access_expires_at
         return Vended(access_token=token, expires_at=expires_at, refreshed=refreshed,
                       expires_in=max(0, int((expires_at - now).total_seconds())))
 

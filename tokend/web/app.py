@@ -27,7 +27,7 @@ from tokend import (
     vending,
 )
 from tokend.ebay import notifications, signing
-from tokend.web import api, common, console, ebay, openapi, routes, websocket
+from tokend.web import api, auth, common, console, ebay, openapi, routes, websocket
 from tokend.web import connect as connect_routes
 from tokend.web import signing as signing_routes
 
@@ -126,6 +126,7 @@ def create_app(
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
     app[common.CONFIG] = config
     app[common.SECRETS] = secrets
+    app[auth.BEARERS] = auth.Bearers(secrets)
     app[common.STORE] = store
     app[common.INSIGHTS] = store
     app[common.HUB] = hub

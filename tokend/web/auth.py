@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from collections.abc import Iterable
 
 from aiohttp import web
 
-from tokend import config
+from tokend import config, reload
 from tokend.web import common
 
 
@@ -34,15 +33,54 @@ def consumer_tokens(server: config.ServerConfig) -> list[tuple[str, Principal]]:
             *((token, Principal(org)) for org, token in server.consumer_org_tokens.items())]
 
 
-def match(presented: str, candidates: Iterable[tuple[str, Principal]]) -> Principal | None:
+Candidates = tuple[tuple[bytes, Principal], ...]
+
+
+def _encoded(tokens: list[tuple[str, Principal]]) -> Candidates:
+    return tuple((token.encode(), principal) for token, principal in tokens if token)
+
+
+class Bearers:
+    """The admin and consumer tokens of the running secrets, encoded once and again only
+    when a reload swapped the server settings: apps present a consumer token per vend."""
+
+    def __init__(self, secrets: reload.Secrets) -> None:
+        self.secrets = secrets
+        self._server: config.ServerConfig | None = None
+        self._admin: Candidates = ()
+        self._consumer: Candidates = ()
+
+    def _current(self) -> config.ServerConfig:
+        server = self.secrets.server
+        if server is not self._server:
+            self._admin = _encoded(admin_tokens(server))
+            self._consumer = _encoded(consumer_tokens(server))
+            self._server = server
+        return server
+
+    def admin(self) -> Candidates:
+        self._current()
+        return self._admin
+
+    def consumer(self) -> Candidates:
+        self._current()
+        return self._consumer
+
+
+BEARERS = web.AppKey("bearers", Bearers)
+
+
+def match(presented: str, candidates: Candidates) -> Principal | None:
     """The principal whose token equals `presented`; every candidate is compared.
     aiohttp keeps header bytes that are not UTF-8 as surrogates: they match no token."""
+    if not presented:
+        return None
     given = presented.encode(errors="surrogateescape")
     found = None
     for token, principal in candidates:
-        if token and hmac.compare_digest(given, token.encode()) and found is None:
+        if hmac.compare_digest(given, token) and found is None:
             found = principal
-    return found if presented else None
+    return found
 
 
 def _bearer(request: web.Request) -> str:
@@ -50,7 +88,7 @@ def _bearer(request: web.Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def _require(request: web.Request, candidates: list[tuple[str, Principal]]) -> Principal:
+def _require(request: web.Request, candidates: Candidates) -> Principal:
     principal = match(_bearer(request), candidates)
     if principal is None:
         raise common.ApiError(401, "missing or invalid bearer token",
@@ -59,8 +97,8 @@ def _require(request: web.Request, candidates: list[tuple[str, Principal]]) -> P
 
 
 def admin(request: web.Request) -> Principal:
-    return _require(request, admin_tokens(request.app[common.SECRETS].server))
+    return _require(request, request.app[BEARERS].admin())
 
 
 def consumer(request: web.Request) -> Principal:
-    return _require(request, consumer_tokens(request.app[common.SECRETS].server))
+    return _require(request, request.app[BEARERS].consumer())

@@ -64,7 +64,7 @@ def origin_allowed(request: web.Request) -> bool:
     return origin.rstrip("/").lower() in allowed
 
 
-def parse_hello(raw: str | bytes, server: Any) -> Hello:
+def parse_hello(raw: str | bytes, bearers: auth.Bearers) -> Hello:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -72,7 +72,7 @@ def parse_hello(raw: str | bytes, server: Any) -> Hello:
     if not isinstance(data, dict) or data.get("type") != "hello":
         raise BadHello(vocabulary.CLOSE_BAD_HELLO, "first message must be a hello")
     token = data.get("token")
-    principal = auth.match(token, auth.admin_tokens(server)) if isinstance(token, str) else None
+    principal = auth.match(token, bearers.admin()) if isinstance(token, str) else None
     if principal is None:
         raise BadHello(vocabulary.CLOSE_UNAUTHORIZED, "invalid token")
     since = data.get("since")
@@ -233,14 +233,14 @@ async def _stream(request: web.Request, ws: web.WebSocketResponse, hello: Hello)
                 raise task.exception()  # type: ignore[misc]
 
 
-async def _hello(ws: web.WebSocketResponse, server: Any) -> Hello:
+async def _hello(ws: web.WebSocketResponse, bearers: auth.Bearers) -> Hello:
     try:
         msg = await ws.receive(timeout=HELLO_TIMEOUT_SECONDS)
     except TimeoutError:
         raise BadHello(vocabulary.CLOSE_HELLO_TIMEOUT, "no hello received in time") from None
     if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         raise BadHello(vocabulary.CLOSE_BAD_HELLO, "hello expected")
-    return parse_hello(msg.data, server)
+    return parse_hello(msg.data, bearers)
 
 
 async def logs_socket(request: web.Request) -> web.StreamResponse:
@@ -256,7 +256,7 @@ async def logs_socket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     request.app[common.WEBSOCKETS].add(ws)
     try:
-        hello = await _hello(ws, request.app[common.SECRETS].server)
+        hello = await _hello(ws, request.app[auth.BEARERS])
         await _stream(request, ws, hello)
     except BadHello as exc:
         await ws.close(code=exc.code, message=str(exc).encode())
