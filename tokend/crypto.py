@@ -20,6 +20,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 PREFIX = "ENC:v1:"
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _NONCE_BYTES = 12
+OPENED_MAX = 50_000  # envelopes kept taken apart (about 0.5 KiB each)
+
+# An envelope taken apart: its key, nonce, ciphertext with tag, and associated data.
+_Opened = tuple[AESGCM, bytes, bytes, bytes]
 
 
 class DecryptError(Exception):
@@ -76,6 +80,7 @@ class Keyring:
 
     def __init__(self, keys: Iterable[tuple[str, bytes]]) -> None:
         self._keys: dict[str, AESGCM] = {}
+        self._opened: dict[tuple[str, str, str], _Opened] = {}  # (value, account, column)
         for kid, key in keys:
             if kid in self._keys:
                 raise KeyLineError(f"key id {kid!r} appears twice")
@@ -92,6 +97,7 @@ class Keyring:
         """Take `other`'s keys in place (a reload): every part that holds this keyring
         seals with the new primary from its next call and opens with any key it lists."""
         self._keys, self.primary_kid = other._keys, other.primary_kid
+        self._opened = {}  # opened with keys that may be gone
 
     def encrypt(self, plaintext: str, *, account_id: str, column: str) -> str:
         kid = self.primary_kid
@@ -100,6 +106,19 @@ class Keyring:
         return f"{PREFIX}{kid}:{_b64encode(nonce + sealed)}"
 
     def decrypt(self, value: str, *, account_id: str, column: str) -> str:
+        opened = self._opened.get((value, account_id, column))
+        if opened is None:
+            opened = self._open(value, account_id, column)
+        aead, nonce, sealed, aad = opened
+        try:
+            return aead.decrypt(nonce, sealed, aad).decode()
+        except (InvalidTag, ValueError):  # a short nonce, bytes that are not UTF-8
+            raise DecryptError(f"{column} does not decrypt for account {account_id!r} with "
+                               f"key {value[len(PREFIX):].partition(':')[0]!r}") from None
+
+    def _open(self, value: str, account_id: str, column: str) -> _Opened:
+        """The envelope taken apart, kept for the next decrypt of the same value: apps ask
+        for the same token many times a second. Only ciphertext is kept, never plaintext."""
         if not value.startswith(PREFIX):
             raise DecryptError(f"{column} is not an ENC:v1 envelope")
         kid, sep, payload = value[len(PREFIX):].partition(":")
@@ -110,13 +129,15 @@ class Keyring:
             raise DecryptError(f"{column} is sealed with unknown key id {kid!r}")
         try:
             raw = _b64decode(payload)
-            plain = aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:],
-                                 _aad(account_id, column, kid))
-            return plain.decode()
-        except (InvalidTag, binascii.Error, ValueError, UnicodeDecodeError):
+        except (binascii.Error, ValueError):
             raise DecryptError(
                 f"{column} does not decrypt for account {account_id!r} with key {kid!r}"
             ) from None
+        opened = (aead, raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(account_id, column, kid))
+        if len(self._opened) >= OPENED_MAX:
+            del self._opened[next(iter(self._opened))]  # the oldest
+        self._opened[value, account_id, column] = opened
+        return opened
 
     @property
     def current_prefix(self) -> str:
