@@ -2,11 +2,52 @@
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator
+
 import prometheus_client as prom
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from tokend import model
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
+VEND_OUTCOMES = ("stored", "refreshed", "not_found", "not_active", "unavailable")
+
+
+class Vends:
+    """tokend_vends_total{outcome} and tokend_vend_duration_seconds, kept in plain numbers
+    and read when scraped: apps may ask for a token before every call they make, and
+    prometheus_client's locked values cost more than the rest of a vend from memory."""
+
+    def __init__(self, registry: prom.CollectorRegistry) -> None:
+        self.outcomes = dict.fromkeys(VEND_OUTCOMES, 0)
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound
+        self.seconds = 0.0
+        registry.register(self)
+
+    def answered(self, outcome: str, seconds: float) -> None:
+        """A token handed out (stored or refreshed) after `seconds`."""
+        self.outcomes[outcome] += 1
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.seconds += seconds
+
+    def refused(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+
+    def collect(self) -> Iterator[Metric]:
+        counter = CounterMetricFamily("tokend_vends", "Access tokens handed to apps, by "
+                                      "outcome.", labels=["outcome"])
+        for outcome, count in self.outcomes.items():
+            counter.add_metric([outcome], count)
+        yield counter
+        cumulative, running = [], 0
+        for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.buckets,
+                                strict=True):
+            running += count
+            cumulative.append((bound, running))
+        yield HistogramMetricFamily(
+            "tokend_vend_duration_seconds", "Time to answer an app's access-token request "
+            "(a refresh on demand included).", buckets=cumulative, sum_value=self.seconds)
 
 
 class Metrics:
@@ -51,17 +92,13 @@ class Metrics:
         self.malformed_requests = prom.Counter(
             "tokend_http_malformed_requests", "Requests refused before any route: not HTTP, "
             "or a body that contradicts its headers.", registry=r)
-        self.vends = prom.Counter(
-            "tokend_vends", "Access tokens handed to apps, by outcome.", ["outcome"], registry=r)
+        self.vends = Vends(r)
         self.signatures = prom.Counter(
             "tokend_signatures", "eBay digital signatures asked for by apps, by provider and "
             "outcome (signed, no_key, bad_request).", ["provider", "outcome"], registry=r)
         self.signing_keys_created = prom.Counter(
             "tokend_signing_keys_created", "createSigningKey calls by provider and outcome "
             "(created, failed).", ["provider", "outcome"], registry=r)
-        self.vend_seconds = prom.Histogram(
-            "tokend_vend_duration_seconds", "Time to answer an app's access-token request "
-            "(a refresh on demand included).", buckets=LATENCY_BUCKETS, registry=r)
 
         # Set when /metrics is scraped, from the same rules /livez and /readyz answer by.
         self.loop_last_cycle = prom.Gauge(

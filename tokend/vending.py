@@ -98,7 +98,6 @@ class Vendor:
         self._short_lived: set[str] = set()  # ids whose fresh tokens came back shorter
         self.rows = accountcache.AccountCache(db)
         self._marked: dict[str, datetime] = {}  # id -> when this process last marked it
-        self._stored = stats.vends.labels("stored")
 
     async def vend(
         self, account_id: str, *, min_valid_seconds: float, org: str | None = None,
@@ -117,20 +116,19 @@ class Vendor:
                 await self.db.touch_vended(account.id, now)
             vended = self._hand_out(account, now, refreshed)
         except NotFound:
-            self.stats.vends.labels("not_found").inc()
+            self.stats.vends.refused("not_found")
             raise
         except NotActive:
-            self.stats.vends.labels("not_active").inc()
+            self.stats.vends.refused("not_active")
             raise
         except Unavailable as exc:
-            self.stats.vends.labels("unavailable").inc()
+            self.stats.vends.refused("unavailable")
             log.warning("token_vend_failed", account_id=account_id, error=str(exc))
             raise
-        self.stats.vend_seconds.observe(time.monotonic() - started)
-        if not refreshed:  # the busy path: a counter, no log line per request
-            self._stored.inc()
+        if not refreshed:  # the busy path: counted, no log line per request
+            self.stats.vends.answered("stored", time.monotonic() - started)
             return vended
-        self.stats.vends.labels("refreshed").inc()
+        self.stats.vends.answered("refreshed", time.monotonic() - started)
         log.info("token_vended", account_id=account_id, refreshed=True,
                  expires_at=vended.expires_at.isoformat())
         return vended
