@@ -20,7 +20,7 @@ from proc import ADMIN_TOKEN, Daemon, write_config
 
 from tokend import connect, store
 from tokend.testing import simulator
-from tokend.web import app, openapi
+from tokend.web import app, errors, openapi
 
 # aiohttp answers HEAD for every GET by itself; the document describes the GET.
 IMPLIED = "HEAD"
@@ -30,8 +30,8 @@ _PATTERN = re.compile(r"\{(\w+):[^}]*\}")  # `{token:[\s\S]*}` -> `{token}`
 def registered(web_app) -> set[tuple[str, str]]:
     out = set()
     for route in web_app.router.routes():
-        if route.method == IMPLIED:
-            continue
+        if route.method == IMPLIED or route.name == errors.UNROUTED:
+            continue  # the last route answers 404 and 405 for paths no other route has
         info = route.resource.get_info()
         path = info.get("formatter") or info.get("path") or info.get("prefix")
         out.add((route.method.lower(), _PATTERN.sub(r"{\1}", path)))

@@ -266,6 +266,29 @@ async def test_bad_input_is_a_4xx_json_error(stack, method, path, body, status):
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("method", "path", "status", "allow"), [
+    ("DELETE", "/api/accounts", 405, "GET,HEAD"),
+    ("PUT", "/api/accounts/acct-1/access-token", 405, "GET,HEAD"),
+    ("GET", "/api/accounts/acct-1/refresh", 405, "POST"),
+    ("PATCH", "/ebay/notifications", 405, "GET,HEAD,POST"),
+    ("POST", "/connect/abc", 405, "GET"),
+    ("GET", "/nothing/here", 404, None),
+    ("OPTIONS", "/nothing", 404, None),
+    ("GET", "/api/accounts/a%0Ab/c%0A", 404, None),
+    ("GET", "//", 404, None),
+])
+async def test_a_request_no_route_takes_is_a_json_404_or_405_with_allow(
+        stack, method, path, status, allow):
+    """The same answers aiohttp's router gives, as JSON: the last route works them out."""
+    async with stack.http.request(method, stack.url + path,
+                                  headers=stack.auth(ADMIN)) as response:
+        assert response.status == status
+        assert response.headers.get("Allow") == allow
+        assert await response.json() == {
+            "error": "method not allowed" if status == 405 else "not found"}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_an_unexpected_error_is_a_500_json_without_details(stack, monkeypatch):
     await webstack.add_account(stack.db, stack.keyring, "acct-1")
 

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from tokend import apptokens, clock, model, refresher, rejected, store, vending, vocabulary
-from tokend.web import auth, common
+from tokend.web import auth, common, errors
 
 LOGS_LIMIT_MAX = 1000
 LOGS_LIMIT_DEFAULT = 200
@@ -256,11 +256,11 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
     return common.json_response({"deliveries": [d.public() for d in rows]})
 
 
-def setup(app: web.Application) -> None:
+def setup(routes: errors.Routes) -> None:
     # The busiest route first: its path is matched against these in this order.
-    app.router.add_get("/api/accounts/{id}/access-token", access_token)
-    app.router.add_post("/api/accounts/{id}/refresh", refresh)
-    app.router.add_post("/api/accounts/{id}/access-token/rejected", rejected_token)
-    app.router.add_get("/api/providers/{name}/app-token", app_token)
-    app.router.add_get("/api/webhook-deliveries", webhook_deliveries)
-    app.router.add_get("/api/logs", logs)
+    routes.get("/api/accounts/{id}/access-token", access_token)
+    routes.post("/api/accounts/{id}/refresh", refresh)
+    routes.post("/api/accounts/{id}/access-token/rejected", rejected_token)
+    routes.get("/api/providers/{name}/app-token", app_token)
+    routes.get("/api/webhook-deliveries", webhook_deliveries)
+    routes.get("/api/logs", logs)

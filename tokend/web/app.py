@@ -1,4 +1,4 @@
-"""The aiohttp application: wiring, the JSON error middleware, and a clean shutdown."""
+"""The aiohttp application: wiring, aiohttp's own log, and a clean shutdown."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import weakref
 from typing import Any
 
 import structlog
-from aiohttp import WSCloseCode, http_exceptions, web
+from aiohttp import WSCloseCode, web
 
 from tokend import (
     apptokens,
@@ -27,7 +27,7 @@ from tokend import (
     vending,
 )
 from tokend.ebay import notifications, signing
-from tokend.web import api, auth, common, console, ebay, openapi, routes, websocket
+from tokend.web import api, auth, common, console, ebay, errors, openapi, routes, websocket
 from tokend.web import connect as connect_routes
 from tokend.web import signing as signing_routes
 
@@ -35,9 +35,6 @@ log = structlog.get_logger("tokend.web")
 
 MAX_BODY_BYTES = 64 * 1024  # admin requests are tiny JSON objects
 WS_CLOSE_TIMEOUT_SECONDS = 2.0
-# What aiohttp raises for bytes that are not the HTTP they claim to be: while parsing, and
-# from a body read (a Content-Encoding the body does not match).
-MALFORMED = (http_exceptions.HttpProcessingError, web.RequestPayloadError)
 
 
 class ServerLog:
@@ -57,7 +54,7 @@ class ServerLog:
 
     def exception(self, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
         exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
-        if isinstance(exc, MALFORMED):
+        if isinstance(exc, errors.MALFORMED):
             self.malformed(exc)
         else:
             self._logger.exception(*args, exc_info=exc_info, **kwargs)
@@ -68,41 +65,6 @@ class ServerLog:
         if left_out is not None:
             log.warning("http_malformed_request", error=type(exc).__name__,
                         refusals_not_logged=left_out)
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-    """Every failure is a JSON `{"error": ...}`; an unexpected one is logged, never shown."""
-    try:
-        if request.path.startswith("/api/") and _holds_nul(request):
-            # PostgreSQL cannot hold NUL in text and no name or filter of tokend's has one.
-            raise common.ApiError(400, "the path and query must not contain NUL characters")
-        return await handler(request)
-    except common.ApiError as exc:
-        return exc.response()
-    except MALFORMED as exc:  # a body that is not what it says
-        request.app[common.SERVER_LOG].malformed(exc)
-        return common.json_response({"error": "malformed request body"}, status=400)
-    except store.StoreError as exc:
-        log.warning("http_database_unavailable", path=request.path, error=str(exc))
-        return common.json_response({"error": "database unavailable"}, status=503)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {k: v for k, v in exc.headers.items() if k.lower() not in (
-            "content-type", "content-length")}
-        return common.json_response({"error": (exc.reason or "error").lower()},
-                                    status=exc.status, headers=headers)
-    except ConnectionResetError:
-        raise  # the client went away; nobody to answer
-    except Exception:
-        log.exception("http_request_failed", method=request.method, path=request.path)
-        return common.json_response({"error": "internal error"}, status=500)
-
-
-def _holds_nul(request: web.Request) -> bool:
-    return "\x00" in request.path or (bool(request.query_string) and any(
-        "\x00" in key or "\x00" in value for key, value in request.query.items()))
 
 
 async def _close_websockets(app: web.Application) -> None:
@@ -123,7 +85,7 @@ def create_app(
     app_tokens: apptokens.AppTokens, connector: connect.Service, secrets: reload.Secrets,
     ebay_receiver: notifications.Receiver | None = None, signer: signing.Signer | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[common.CONFIG] = config
     app[common.SECRETS] = secrets
     app[auth.BEARERS] = auth.Bearers(secrets)
@@ -145,12 +107,14 @@ def create_app(
         app[common.SIGNER] = signer
     app[common.WEBSOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(_close_websockets)
-    routes.setup(app)
-    api.setup(app)
-    console.setup(app)
-    websocket.setup(app)
-    ebay.setup(app)
-    connect_routes.setup(app)
-    signing_routes.setup(app)
-    openapi.setup(app)
+    table = errors.Routes(app)
+    api.setup(table)  # the vend route first: a path is matched in registration order
+    routes.setup(table)
+    console.setup(table)
+    websocket.setup(table)
+    ebay.setup(table)
+    connect_routes.setup(table)
+    signing_routes.setup(table)
+    openapi.setup(table)
+    table.close()
     return app

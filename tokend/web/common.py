@@ -74,7 +74,7 @@ def json_response(
 
 
 class ApiError(Exception):
-    """A 4xx/5xx answer `{"error": message, ...}`; the error middleware renders it."""
+    """A 4xx/5xx answer `{"error": message, ...}`; `errors.json_errors` renders it."""
 
     def __init__(
         self, status: int, message: str, *, headers: Mapping[str, str] | None = None,

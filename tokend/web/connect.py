@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tokend import connect
-from tokend.web import auth, common
+from tokend.web import auth, common, errors
 
 PAGE = Path(__file__).parent / "static" / "connect.html"
 PAGE_HEADERS = {
@@ -104,10 +104,10 @@ async def callback(request: web.Request) -> web.Response:
                 f"access token fresh from now on. You can close this page.", details)
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_post("/api/connect-links", create_link)
+def setup(routes: errors.Routes) -> None:
+    routes.post("/api/connect-links", create_link)
     # No HEAD: only a real visit may spend a one-time link or state.
     # Any token (empty, with a slash or a newline) is a link that does not exist, said as a
     # page, not a JSON 404.
-    app.router.add_get(r"/connect/{token:[\s\S]*}", open_link, allow_head=False)
-    app.router.add_get(connect.CALLBACK_PATH, callback, allow_head=False)
+    routes.get(r"/connect/{token:[\s\S]*}", open_link, allow_head=False)
+    routes.get(connect.CALLBACK_PATH, callback, allow_head=False)

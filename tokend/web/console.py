@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from tokend import actions, clock, config, model, quota, schedule, store
-from tokend.web import auth, common
+from tokend.web import auth, common, errors
 
 PAGE_LIMIT_DEFAULT = 100
 PAGE_LIMIT_MAX = 500
@@ -224,11 +224,11 @@ async def resume(request: web.Request) -> web.Response:
     return common.json_response({"provider": name, "resumed": resumed})
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_get("/api/accounts", accounts)
-    app.router.add_post("/api/accounts/{id}/disable", disable)
-    app.router.add_post("/api/accounts/{id}/enable", enable)
-    app.router.add_post("/api/accounts/{id}/clear-backoff", clear_backoff)
-    app.router.add_get("/api/accounts/{id}/attempts", attempts)
-    app.router.add_get("/api/providers", providers)
-    app.router.add_post("/api/providers/{name}/resume", resume)
+def setup(routes: errors.Routes) -> None:
+    routes.get("/api/accounts", accounts)
+    routes.post("/api/accounts/{id}/disable", disable)
+    routes.post("/api/accounts/{id}/enable", enable)
+    routes.post("/api/accounts/{id}/clear-backoff", clear_backoff)
+    routes.get("/api/accounts/{id}/attempts", attempts)
+    routes.get("/api/providers", providers)
+    routes.post("/api/providers/{name}/resume", resume)

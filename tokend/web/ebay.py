@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from tokend.ebay import notifications
-from tokend.web import common
+from tokend.web import common, errors
 
 CHALLENGE_LIMIT = 512
 RETRY_AFTER_SECONDS = "60"
@@ -42,6 +42,6 @@ async def notification(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_get("/ebay/notifications", challenge)
-    app.router.add_post("/ebay/notifications", notification)
+def setup(routes: errors.Routes) -> None:
+    routes.get("/ebay/notifications", challenge)
+    routes.post("/ebay/notifications", notification)

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from tokend import connect, model, store, vocabulary
-from tokend.web import api, common, console, ebay, routes, websocket
+from tokend.web import api, common, console, ebay, errors, routes, websocket
 from tokend.web import connect as connect_routes
 
 Schema = dict[str, Any]
@@ -612,5 +612,5 @@ async def serve(_request: web.Request) -> web.Response:
     return web.Response(body=_body(), content_type=common.JSON)
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_get("/openapi.json", serve)
+def setup(routes: errors.Routes) -> None:
+    routes.get("/openapi.json", serve)

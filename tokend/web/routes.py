@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from tokend import clock, gauges, model, probes, status, vocabulary
-from tokend.web import common
+from tokend.web import common, errors
 
 log = structlog.get_logger("tokend.web")
 
@@ -165,14 +165,14 @@ async def asset(request: web.Request) -> web.FileResponse:
         **PAGE_HEADERS, "Content-Type": f"{ASSET_TYPES[path.suffix]}; charset=utf-8"})
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_get("/", console)
-    app.router.add_get("/health", health)
-    app.router.add_get("/livez", livez)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/loop-status", loop_status)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/vocabulary", vocabulary_json)
-    app.router.add_get("/terminal", terminal)
-    app.router.add_get("/terminal/{name}", asset)
-    app.router.add_get("/console/{name}", asset)
+def setup(routes: errors.Routes) -> None:
+    routes.get("/", console)
+    routes.get("/health", health)
+    routes.get("/livez", livez)
+    routes.get("/readyz", readyz)
+    routes.get("/loop-status", loop_status)
+    routes.get("/metrics", metrics)
+    routes.get("/api/vocabulary", vocabulary_json)
+    routes.get("/terminal", terminal)
+    routes.get("/terminal/{name}", asset)
+    routes.get("/console/{name}", asset)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from tokend.ebay import signatures, signing
-from tokend.web import auth, common
+from tokend.web import auth, common, errors
 
 FIELDS = frozenset({"method", "url", "content_digest"})
 URL_LENGTH_MAX = 8192
@@ -46,5 +46,5 @@ async def signature(request: web.Request) -> web.Response:
                                  "signing_key_id": signed.signing_key_id}, headers=NO_STORE)
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_post("/api/providers/{name}/signature", signature)
+def setup(routes: errors.Routes) -> None:
+    routes.post("/api/providers/{name}/signature", signature)

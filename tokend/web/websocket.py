@@ -17,7 +17,7 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from tokend import model, store, stream, vocabulary
-from tokend.web import auth, common
+from tokend.web import auth, common, errors
 
 log = structlog.get_logger("tokend.web")
 
@@ -266,7 +266,7 @@ async def logs_socket(request: web.Request) -> web.StreamResponse:
         log.warning("log_stream_database_unavailable", error=str(exc))
         await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"database unavailable")
     except Exception:
-        # Headers are sent: the error middleware cannot answer any more.
+        # Headers are sent: json_errors cannot answer any more.
         log.exception("log_stream_failed")
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
     finally:
@@ -274,6 +274,6 @@ async def logs_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def setup(app: web.Application) -> None:
-    app[FRAMES] = EntryFrames(app[common.CONFIG].server.stream_queue_size)
-    app.router.add_get("/ws/logs", logs_socket)
+def setup(routes: errors.Routes) -> None:
+    routes.app[FRAMES] = EntryFrames(routes.app[common.CONFIG].server.stream_queue_size)
+    routes.get("/ws/logs", logs_socket)
