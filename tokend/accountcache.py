@@ -35,24 +35,17 @@ class AccountCache:
             singleflight.SingleFlight("account-row"))
         self._reload: asyncio.Task[None] | None = None
 
-    def fresh(self, account_id: str) -> model.Account | None:
-        """The row when one read less than `FRESH_SECONDS` ago is held, else None (`get`
-        reads it). The busy path: no coroutine."""
+    async def get(self, account_id: str) -> model.Account | None:
         now = self.monotonic()
         self._asked[account_id] = now
         hit = self._rows.get(account_id)
-        if hit is None:
-            return None
-        age = now - hit[0]
-        if age >= FRESH_SECONDS:
-            return None
-        if age >= RELOAD_SECONDS:
-            self._reload_soon()
-        return hit[1]
-
-    async def get(self, account_id: str) -> model.Account | None:
-        return self.fresh(account_id) or await self._loads.run(
-            account_id, lambda: self._load(account_id))
+        if hit is not None:
+            age = now - hit[0]
+            if age < FRESH_SECONDS:
+                if age >= RELOAD_SECONDS:
+                    self._reload_soon()
+                return hit[1]
+        return await self._loads.run(account_id, lambda: self._load(account_id))
 
     def put(self, account: model.Account | None, read_at: float, account_id: str) -> None:
         """Keep `account` as read by a query sent at `read_at`, unless a newer read is kept."""

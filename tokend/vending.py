@@ -105,8 +105,7 @@ class Vendor:
         """A token valid for at least `min_valid_seconds`; `org` limits what is visible."""
         started = time.monotonic()
         try:
-            account = _visible(self.rows.fresh(account_id) or await self.rows.get(account_id),
-                               org)
+            account = _visible(await self.rows.get(account_id), org)
             now = self.clock()
             refreshed = not self._good_enough(account, min_valid_seconds, now)
             if refreshed:
