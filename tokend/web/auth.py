@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -23,25 +24,17 @@ class Principal:
         return self.org is None or org == self.org
 
 
-def admin_tokens(server: config.ServerConfig) -> list[tuple[str, Principal]]:
-    return [(server.admin_token, Principal(None)),
-            *((token, Principal(org)) for org, token in server.org_tokens.items())]
-
-
-def consumer_tokens(server: config.ServerConfig) -> list[tuple[str, Principal]]:
-    return [(server.consumer_token, Principal(None)),
-            *((token, Principal(org)) for org, token in server.consumer_org_tokens.items())]
-
-
 Candidates = tuple[tuple[bytes, Principal], ...]
 
 
-def _encoded(tokens: list[tuple[str, Principal]]) -> Candidates:
-    return tuple((token.encode(), principal) for token, principal in tokens if token)
+def _candidates(token: str, org_tokens: Mapping[str, str]) -> Candidates:
+    """The token that sees every org, then one per org; empty ones match nothing."""
+    pairs = ((token, Principal(None)), *((t, Principal(org)) for org, t in org_tokens.items()))
+    return tuple((t.encode(), principal) for t, principal in pairs if t)
 
 
 class Bearers:
-    """The admin and consumer tokens of the running secrets, encoded once and again only
+    """The admin and consumer tokens of the running secrets, encoded once, and again only
     when a reload swapped the server settings: apps present a consumer token per vend."""
 
     def __init__(self, secrets: reload.Secrets) -> None:
@@ -50,20 +43,19 @@ class Bearers:
         self._admin: Candidates = ()
         self._consumer: Candidates = ()
 
-    def _current(self) -> config.ServerConfig:
+    def _follow(self) -> None:
         server = self.secrets.server
         if server is not self._server:
-            self._admin = _encoded(admin_tokens(server))
-            self._consumer = _encoded(consumer_tokens(server))
+            self._admin = _candidates(server.admin_token, server.org_tokens)
+            self._consumer = _candidates(server.consumer_token, server.consumer_org_tokens)
             self._server = server
-        return server
 
     def admin(self) -> Candidates:
-        self._current()
+        self._follow()
         return self._admin
 
     def consumer(self) -> Candidates:
-        self._current()
+        self._follow()
         return self._consumer
 
 
