@@ -314,7 +314,8 @@ def test_an_opened_envelope_still_binds_its_row_and_column(ring: crypto.Keyring)
     """The second decrypt takes the envelope apart from memory: the same checks hold."""
     sealed = ring.encrypt(TOKEN, account_id="acct-1", column="access_token")
     for _ in range(2):
-        assert ring.decrypt(sealed, account_id="acct-1", column="access_token") == TOKEN
+        assert ring.decrypt(sealed, account_id="acct-1", column="access_token",
+                            keep=True) == TOKEN
         for account_id, column in (("acct-2", "access_token"), ("acct-1", "refresh_token")):
             with pytest.raises(crypto.DecryptError):
                 ring.decrypt(sealed, account_id=account_id, column=column)
@@ -323,7 +324,7 @@ def test_an_opened_envelope_still_binds_its_row_and_column(ring: crypto.Keyring)
 def test_a_replaced_keyring_forgets_what_its_old_keys_opened(
         ring: crypto.Keyring, new_line: str) -> None:
     sealed = ring.encrypt(TOKEN, account_id="a", column="access_token")
-    assert ring.decrypt(sealed, account_id="a", column="access_token") == TOKEN
+    assert ring.decrypt(sealed, account_id="a", column="access_token", keep=True) == TOKEN
     ring.replace(crypto.Keyring.from_lines([new_line]))  # a reload that retired `old`
     with pytest.raises(crypto.DecryptError, match="unknown key id 'old'"):
         ring.decrypt(sealed, account_id="a", column="access_token")
@@ -334,7 +335,10 @@ def test_opened_envelopes_are_bounded(ring: crypto.Keyring, monkeypatch) -> None
     sealed = [ring.encrypt(f"{TOKEN}{n}", account_id="a", column="access_token")
               for n in range(5)]
     for n, value in enumerate(sealed):
-        assert ring.decrypt(value, account_id="a", column="access_token") == f"{TOKEN}{n}"
+        assert ring.decrypt(value, account_id="a", column="access_token",
+                            keep=True) == f"{TOKEN}{n}"
     assert [key[0] for key in ring._opened] == sealed[2:]  # the oldest went first
+    ring.decrypt(sealed[0], account_id="a", column="access_token")
+    assert [key[0] for key in ring._opened] == sealed[2:]  # kept only when asked
     kept = [part for opened in ring._opened.values() for part in opened[1:]]
     assert not any(TOKEN.encode() in part for part in kept)  # ciphertext only

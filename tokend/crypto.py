@@ -105,10 +105,17 @@ class Keyring:
         sealed = self._keys[kid].encrypt(nonce, plaintext.encode(), _aad(account_id, column, kid))
         return f"{PREFIX}{kid}:{_b64encode(nonce + sealed)}"
 
-    def decrypt(self, value: str, *, account_id: str, column: str) -> str:
+    def decrypt(self, value: str, *, account_id: str, column: str, keep: bool = False) -> str:
+        """`keep`: the envelope stays taken apart for the next decrypt of the same value
+        (a vended access token, asked for many times a second). Only what the database
+        holds is kept, never the plaintext."""
         opened = self._opened.get((value, account_id, column))
         if opened is None:
             opened = self._open(value, account_id, column)
+            if keep:
+                if len(self._opened) >= OPENED_MAX:
+                    del self._opened[next(iter(self._opened))]  # the oldest
+                self._opened[value, account_id, column] = opened
         aead, nonce, sealed, aad = opened
         try:
             return aead.decrypt(nonce, sealed, aad).decode()
@@ -117,8 +124,7 @@ class Keyring:
                                f"key {value[len(PREFIX):].partition(':')[0]!r}") from None
 
     def _open(self, value: str, account_id: str, column: str) -> _Opened:
-        """The envelope taken apart, kept for the next decrypt of the same value: apps ask
-        for the same token many times a second. Only ciphertext is kept, never plaintext."""
+        """The envelope taken apart: its key, nonce, ciphertext and associated data."""
         if not value.startswith(PREFIX):
             raise DecryptError(f"{column} is not an ENC:v1 envelope")
         kid, sep, payload = value[len(PREFIX):].partition(":")
@@ -133,11 +139,7 @@ class Keyring:
             raise DecryptError(
                 f"{column} does not decrypt for account {account_id!r} with key {kid!r}"
             ) from None
-        opened = (aead, raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(account_id, column, kid))
-        if len(self._opened) >= OPENED_MAX:
-            del self._opened[next(iter(self._opened))]  # the oldest
-        self._opened[value, account_id, column] = opened
-        return opened
+        return aead, raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(account_id, column, kid)
 
     @property
     def current_prefix(self) -> str:

@@ -152,7 +152,7 @@ class Vendor:
         assert account.access_token is not None and expires_at is not None
         try:
             token = self.keyring.decrypt(account.access_token, account_id=account.id,
-                                         column="access_token")
+                                         column="access_token", keep=True)
         except crypto.DecryptError:
             raise Unavailable("stored access token cannot be decrypted") from None
         return Vended(access_token=token, expires_at=expires_at, refreshed=refreshed,
