@@ -92,11 +92,11 @@ async def test_access_tokens_are_cached_while_valid_enough(stack):
                                                       {"outcome": "stored"}) or 0
         assert asked == 0  # the second came from the cache
         # A cached token with less left than asked for is asked for again.
-        cached = tokend._cache["acct-1"]
-        tokend._cache["acct-1"] = dataclasses.replace(
+        cached = tokend._cache._tokens["acct-1"]
+        tokend._cache._tokens["acct-1"] = dataclasses.replace(
             cached, expires_at=webstack.now() + timedelta(seconds=500))
         assert await tokend.access_token("acct-1", min_valid_seconds=600) == token
-        assert tokend._cache["acct-1"] == cached
+        assert tokend._cache._tokens["acct-1"] == cached
         assert stack.stats.registry.get_sample_value("tokend_vends_total",
                                                      {"outcome": "stored"}) == 1
         with pytest.raises(tokend_client.TokendError) as missing:

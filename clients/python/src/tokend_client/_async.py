@@ -31,7 +31,7 @@ class AsyncTokend:
         self._client = client
         self._owns_client = client is None
         self._timeout = httpx.Timeout(timeout_seconds)
-        self._cache: dict[str, _common.AccessToken] = {}
+        self._cache = _common.TokenCache()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def __repr__(self) -> str:
@@ -48,13 +48,13 @@ class AsyncTokend:
     ) -> str:
         """A token valid for at least `min_valid_seconds` (or as long as the provider's
         tokens live, when that is shorter)."""
-        cached = self._cache.get(account_id)
-        if cached is not None and cached.valid_for(min_valid_seconds):
-            return cached.token
+        cached = self._cache.valid(account_id, min_valid_seconds)
+        if cached is not None:
+            return cached
         async with self._locks[account_id]:
-            cached = self._cache.get(account_id)
-            if cached is not None and cached.valid_for(min_valid_seconds):
-                return cached.token
+            cached = self._cache.valid(account_id, min_valid_seconds)
+            if cached is not None:
+                return cached
             return (await self._fetch(account_id, min_valid_seconds)).token
 
     async def _fetch(self, account_id: str, min_valid_seconds: float) -> _common.AccessToken:
@@ -62,13 +62,11 @@ class AsyncTokend:
             self.base_url + _common.token_path(account_id), timeout=self._timeout,
             params={"min_valid_seconds": str(int(min_valid_seconds))},
             headers=_common.headers(self._consumer_token))
-        got = _common.access_token(response)
-        self._cache[account_id] = got
-        return got
+        return self._cache.put(account_id, _common.access_token(response))
 
     async def report_rejected(self, account_id: str, token: str) -> _common.Rejection:
         """Tell tokend the provider refused `token` (only its hash is sent)."""
-        self._forget(account_id, token)
+        self._cache.forget(account_id, token)
         response = await self.client.post(
             self.base_url + _common.token_path(account_id) + "/rejected",
             json={"sha256": _common.sha256(token)}, timeout=self._timeout,
@@ -82,9 +80,9 @@ class AsyncTokend:
         """A token other than `rejected` after reporting it, or None when tokend has none
         (it declined to refresh). Callers refused together send one report."""
         async with self._locks[f"{account_id}\x00rejected"]:
-            cached = self._cache.get(account_id)
-            if cached is not None and cached.token != rejected:
-                return cached.token  # another caller reported it meanwhile
+            renewed = self._cache.other_than(account_id, rejected)
+            if renewed is not None:
+                return renewed  # another caller reported it meanwhile
             answer = await self.report_rejected(account_id, rejected)
             if answer.status != 200:
                 return None
@@ -93,15 +91,10 @@ class AsyncTokend:
                 fresh = await self._fetch(account_id, min_valid_seconds)
                 if fresh.token != rejected:
                     return fresh.token
-                self._forget(account_id, rejected)
+                self._cache.forget(account_id, rejected)
                 if time.monotonic() >= deadline:
                     return None
                 await asyncio.sleep(_common.FRESH_POLL_SECONDS)
-
-    def _forget(self, account_id: str, token: str) -> None:
-        cached = self._cache.get(account_id)
-        if cached is not None and cached.token == token:
-            del self._cache[account_id]
 
     async def aclose(self) -> None:
         if self._client is not None and self._owns_client:

@@ -38,6 +38,33 @@ class AccessToken:
         return (self.expires_at - datetime.now(UTC)).total_seconds() >= seconds
 
 
+class TokenCache:
+    """The tokens each client last had, by account: reused while they stay valid long
+    enough, dropped when the provider refused them."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, AccessToken] = {}
+
+    def valid(self, account_id: str, min_valid_seconds: float) -> str | None:
+        cached = self._tokens.get(account_id)
+        return cached.token if cached is not None and cached.valid_for(min_valid_seconds) \
+            else None
+
+    def other_than(self, account_id: str, token: str) -> str | None:
+        """The cached token when it is not `token` (another caller renewed it meanwhile)."""
+        cached = self._tokens.get(account_id)
+        return cached.token if cached is not None and cached.token != token else None
+
+    def put(self, account_id: str, got: AccessToken) -> AccessToken:
+        self._tokens[account_id] = got
+        return got
+
+    def forget(self, account_id: str, token: str) -> None:
+        cached = self._tokens.get(account_id)
+        if cached is not None and cached.token == token:
+            del self._tokens[account_id]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rejection:
     """tokend's answer to a report. `refreshed`: asking for the token now gives a new one.
