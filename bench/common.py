@@ -110,12 +110,7 @@ async def database(admin_url: str = ADMIN_URL) -> AsyncIterator[str]:
         await admin.close()
     url = database_url(admin_url, name)
     try:
-        db = await store.connect(url)
-        try:
-            await db.migrate()
-        finally:
-            await db.close()
-        yield url
+        yield await migrated(url)
     finally:
         admin = await asyncpg.connect(admin_url, timeout=10)
         try:
@@ -131,13 +126,17 @@ async def backend_database(backend: str, folder: Path) -> AsyncIterator[str]:
         async with database() as url:
             yield url
         return
-    url = f"sqlite://{folder / 'bench.db'}"
+    yield await migrated(f"sqlite://{folder / 'bench.db'}")
+
+
+async def migrated(url: str) -> str:
+    """`url` after tokend's migrations ran on it."""
     db = await store.connect(url)
     try:
         await db.migrate()
     finally:
         await db.close()
-    yield url
+    return url
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

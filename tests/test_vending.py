@@ -71,12 +71,17 @@ async def test_fifty_concurrent_vends_make_one_provider_call(stack):
     assert stack.sim.calls == 1
 
 
-async def test_a_vend_waits_for_another_replicas_refresh(stack):
-    await near_expiry(stack)
-    other = refresher.Refresher(
+def other_replica(stack) -> refresher.Refresher:
+    """Another replica's refresher on the same database."""
+    return refresher.Refresher(
         db=stack.db, keyring=stack.keyring, clients=stack.worker.clients,
         session=stack.worker.session, hub=stack.hub, stats=stack.stats,
         settings=stack.cfg.refresh, owner="replica-b")
+
+
+async def test_a_vend_waits_for_another_replicas_refresh(stack):
+    await near_expiry(stack)
+    other = other_replica(stack)
     claimed = await stack.db.claim_account("acct-1", "replica-b", webstack.now(),
                                            lease_seconds=60)
     assert claimed is not None
@@ -146,10 +151,7 @@ async def test_a_token_another_replica_stored_is_vended_within_a_second(stack):
     token, and a refresh elsewhere is still seen at once."""
     await webstack.add_account(stack.db, stack.keyring, "acct-1")
     _, first = await vend(stack)
-    other = refresher.Refresher(
-        db=stack.db, keyring=stack.keyring, clients=stack.worker.clients,
-        session=stack.worker.session, hub=stack.hub, stats=stack.stats,
-        settings=stack.cfg.refresh, owner="replica-b")
+    other = other_replica(stack)
     claimed = await stack.db.claim_account("acct-1", "replica-b", webstack.now(),
                                            lease_seconds=60)
     assert (await other.refresh_claimed(claimed, "scheduled")).success
